@@ -1,0 +1,443 @@
+"""One call: prompt -> provider chain -> retries -> parse and validate -> DimensionResult."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from .config import ExecutionConfig
+from .cost import Pricing
+from .errors import (
+    ConfigurationError,
+    DagEngineError,
+    OutputValidationError,
+    ProviderError,
+    UnknownProviderError,
+)
+from .plugin import HookContext, Hooks, Plugin, PromptContext, resolve
+from .progress import ProgressTracker
+from .providers.base import BaseProvider, ProviderRegistry
+from .ratelimit import RateLimiter
+from .retry import backoff_delay, is_retryable
+from .types import (
+    Dimension,
+    DimensionResult,
+    ProviderFallback,
+    ProviderRequest,
+    ProviderResponse,
+    ProviderSelection,
+    Section,
+    TokenUsage,
+)
+
+
+class Slot:
+    """The concurrency slot a work item holds; given back while the item waits to retry."""
+
+    __slots__ = ("_semaphore", "held")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self.held = False
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._semaphore.release()
+
+    async def pause(self, seconds: float) -> None:
+        self.release()
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        await self.acquire()
+
+
+@dataclass(slots=True)
+class CallSite:
+    """Where a call belongs: one dimension over one section (or over all, for a global one)."""
+
+    dimension: Dimension
+    sections: list[Section]
+    section_index: int | None
+    total_sections: int
+    dependencies: dict[str, DimensionResult]
+
+    @property
+    def name(self) -> str:
+        return self.dimension.name
+
+    @property
+    def is_global(self) -> bool:
+        return self.dimension.is_global
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What the attempts so far cost: usage adds up even over attempts that failed validation."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    attempts: int = 0
+    model: str | None = None
+    provider: str | None = None
+
+    def add_usage(self, response: ProviderResponse, pricing: Pricing, model: str | None) -> None:
+        tokens = response.metadata.get("tokens")
+        answered_model = response.metadata.get("model") or model
+        if isinstance(tokens, TokenUsage):
+            self.input_tokens += tokens.input_tokens
+            self.output_tokens += tokens.output_tokens
+            self.cost += pricing.cost(answered_model, tokens)
+        self.model = answered_model
+
+    def metadata(self, started: float) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "provider": self.provider,
+            "tokens": TokenUsage.of(self.input_tokens, self.output_tokens),
+            "cost": self.cost,
+            "cached": False,
+            "attempts": self.attempts,
+            "duration": time.monotonic() - started,
+        }
+
+
+class Caller:
+    """Runs single calls for one run; shared by all of its work items."""
+
+    def __init__(
+        self,
+        *,
+        plugin: Plugin,
+        hooks: Hooks,
+        registry: ProviderRegistry,
+        config: ExecutionConfig,
+        limiter: RateLimiter,
+        pricing: Pricing,
+        progress: ProgressTracker,
+        process_id: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.plugin = plugin
+        self.hooks = hooks
+        self.registry = registry
+        self.config = config
+        self.limiter = limiter
+        self.pricing = pricing
+        self.progress = progress
+        self.process_id = process_id
+        self.rng = rng or random.Random()
+        self.cache: Any = None  # a store's response cache, when the run has one
+        self._select_provider = _flexible(plugin.select_provider, 3)
+
+    async def execute(
+        self, site: CallSite, slot: Slot
+    ) -> tuple[DimensionResult, BaseException | None]:
+        """The result of one call and, if it failed, the error behind it."""
+        started = time.monotonic()
+        try:
+            prompt = await resolve(self.plugin.create_prompt(PromptContext(
+                sections=site.sections, dimension=site.name, dependencies=site.dependencies,
+                is_global=site.is_global, section_index=site.section_index,
+                process_id=self.process_id,
+            )))
+            selection = _selection(await resolve(self._select_provider(
+                site.name, site.sections,
+                {"is_global": site.is_global, "section_index": site.section_index,
+                 "total_sections": site.total_sections},
+            )))
+        except Exception as exc:
+            error = _plugin_error(exc)
+            return DimensionResult(error=str(error), metadata={"duration": 0.0}), error
+        return await self._run_chain(site, slot, prompt, selection, started)
+
+    async def _run_chain(
+        self, site: CallSite, slot: Slot, prompt: Any, selection: ProviderSelection,
+        started: float,
+    ) -> tuple[DimensionResult, BaseException | None]:
+        chain = [ProviderFallback(provider=selection.provider, options=selection.options),
+                 *selection.fallbacks]
+        outcome = _Outcome()
+        history: list[dict[str, Any]] = []
+        last_error: BaseException = ProviderError("no provider was tried")
+        request_input: Any = prompt
+        for position, entry in enumerate(chain):
+            options = dict(entry.options)
+            if position > 0:
+                decision = await self.hooks.call("handle_provider_fallback", self._context(
+                    site, provider=entry.provider, provider_options=options, error=last_error,
+                    previous_attempts=history,
+                    extra={"failed_provider": chain[position - 1].provider},
+                ), None) or {}
+                if decision.get("should_fallback") is False:
+                    continue
+                if decision.get("modified_request") is not None:
+                    request_input, options = _unpack_request(decision["modified_request"],
+                                                             request_input, options)
+                wait = decision.get("delay", entry.retry_after)
+                if wait:
+                    await slot.pause(float(wait))
+            result = await self._run_provider(site, slot, entry.provider, request_input, options,
+                                              outcome, history, started)
+            if isinstance(result, DimensionResult):
+                return result, None
+            last_error = result
+        return await self._failed(site, last_error, outcome, history, started), last_error
+
+    async def _run_provider(
+        self, site: CallSite, slot: Slot, provider_name: str, request_input: Any,
+        options: dict[str, Any], outcome: _Outcome, history: list[dict[str, Any]],
+        started: float,
+    ) -> DimensionResult | BaseException:
+        """Attempts on one provider: a result, or the error that ended them."""
+        try:
+            provider = self.registry.get(provider_name)
+        except UnknownProviderError as exc:
+            history.append({"provider": provider_name, "attempt": 0, "error": str(exc)})
+            return exc
+        max_attempts = 1 if provider.handles_retries else self.config.max_retries + 1
+        attempt = 1
+        while True:
+            request = ProviderRequest(
+                input=request_input, options=options, dimension=site.name,
+                is_global=site.is_global,
+                metadata={"section_index": site.section_index,
+                          "total_sections": site.total_sections},
+            )
+            if self.hooks.has("before_provider_execute"):
+                request = _as_request(await self.hooks.call(
+                    "before_provider_execute", self._context(
+                        site, request=request, provider=provider.name, provider_options=options,
+                        attempt=attempt, max_attempts=max_attempts),
+                    request))
+            outcome.attempts += 1
+            outcome.provider = provider.name
+            try:
+                response = await self._send(provider, request, outcome)
+                data = _validated(site.dimension, response.data)
+                if self.hooks.has("after_provider_execute"):
+                    response = response.model_copy(update={"data": data})
+                    response = _as_response(await self.hooks.call(
+                        "after_provider_execute", self._context(
+                            site, request=request, response=response, provider=provider.name,
+                            provider_options=options, attempt=attempt,
+                            duration=time.monotonic() - started),
+                        response))
+                    data = response.data
+                metadata = outcome.metadata(started)
+                for key in ("finish_reason", "status_code"):
+                    if key in response.metadata:
+                        metadata[key] = response.metadata[key]
+                return DimensionResult(data=data, metadata=metadata)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = _as_call_error(exc, provider.name)
+            history.append({
+                "provider": provider.name, "attempt": attempt, "error": str(error),
+                "status_code": getattr(error, "status_code", None),
+            })
+            if not is_retryable(error) or attempt >= max_attempts:
+                return error
+            delay = backoff_delay(attempt, self.config.retry_delay, self.config.max_retry_delay,
+                                  getattr(error, "retry_after", None), self.rng)
+            if self.hooks.has("handle_retry"):
+                decision = await self.hooks.call("handle_retry", self._context(
+                    site, request=request, provider=provider.name, provider_options=options,
+                    error=error, attempt=attempt, max_attempts=max_attempts,
+                    previous_attempts=history), None) or {}
+                if decision.get("should_retry") is False:
+                    return error
+                if decision.get("delay") is not None:
+                    delay = max(float(decision["delay"]), getattr(error, "retry_after", 0) or 0)
+                if decision.get("modified_request") is not None:
+                    request_input, options = _unpack_request(decision["modified_request"],
+                                                             request_input, options)
+                if decision.get("modified_provider") is not None:
+                    switched = _selection(decision["modified_provider"])
+                    try:
+                        provider = self.registry.get(switched.provider)
+                    except UnknownProviderError as exc:
+                        return exc
+                    options = {**options, **switched.options}
+            if isinstance(error, OutputValidationError):
+                request_input = _reask(request_input, error)
+            self.progress.retries += 1
+            await slot.pause(delay)
+            attempt += 1
+
+    async def _send(
+        self, provider: BaseProvider, request: ProviderRequest, outcome: _Outcome
+    ) -> ProviderResponse:
+        model = request.options.get("model")
+        permit = await self.limiter.group(provider.name, model).acquire(_estimate_tokens(request))
+        progress = self.progress
+        progress.in_flight += 1
+        progress.requests += 1
+        try:
+            response = await provider.execute(request)
+        except ProviderError as exc:
+            _report_failure(permit, exc)
+            raise
+        except BaseException:
+            permit.failed()
+            raise
+        finally:
+            progress.in_flight -= 1
+        if response.error is not None:
+            meta = response.metadata
+            failure = ProviderError(response.error, meta.get("status_code"),
+                                    meta.get("retry_after"), provider=provider.name,
+                                    rate_limit=meta.get("rate_limit"))
+            _report_failure(permit, failure)
+            raise failure
+        tokens = response.metadata.get("tokens")
+        permit.success(tokens.total_tokens if isinstance(tokens, TokenUsage) else None,
+                       response.metadata.get("rate_limit"))
+        outcome.add_usage(response, self.pricing, model)
+        return response
+
+    async def _failed(
+        self, site: CallSite, error: BaseException, outcome: _Outcome,
+        history: list[dict[str, Any]], started: float,
+    ) -> DimensionResult:
+        if self.hooks.has("handle_dimension_failure"):
+            replacement = await self.hooks.call("handle_dimension_failure", self._context(
+                site, error=error, previous_attempts=history,
+                duration=time.monotonic() - started), None)
+            if replacement is not None:
+                result = (replacement if isinstance(replacement, DimensionResult)
+                          else DimensionResult.model_validate(replacement))
+                result.metadata.setdefault("recovered_from", str(error))
+                return result
+        message = str(error)
+        if outcome.attempts > 1:
+            message += f" (after {outcome.attempts} attempts)"
+        return DimensionResult(error=message, metadata=outcome.metadata(started))
+
+    def _context(self, site: CallSite, **fields: Any) -> HookContext:
+        return HookContext(
+            process_id=self.process_id, dimension=site.name, is_global=site.is_global,
+            sections=site.sections, section=None if site.is_global else site.sections[0],
+            section_index=site.section_index, total_sections=site.total_sections,
+            dependencies=site.dependencies, **fields,
+        )
+
+
+def _report_failure(permit: Any, exc: ProviderError) -> None:
+    if exc.status_code == 429:
+        permit.rate_limited(exc.retry_after, exc.rate_limit)
+    else:
+        permit.failed()
+
+
+def _estimate_tokens(request: ProviderRequest) -> int:
+    text = request.input
+    chars = len(text) if isinstance(text, str) else sum(len(str(m.get("content", "")))
+                                                       for m in text)
+    return chars // 4 + int(request.options.get("max_tokens") or 1024)
+
+
+def _validated(dimension: Dimension, data: Any) -> Any:
+    schema = dimension.output_schema
+    if schema is None:
+        return data
+    if isinstance(data, str):
+        from .parsing import parse_json_lenient
+
+        data = parse_json_lenient(data)
+    try:
+        return schema.model_validate(data).model_dump(mode="json")
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        raise OutputValidationError(
+            f"answer does not match {schema.__name__}: {problems}"
+        ) from None
+
+
+def _reask(request_input: Any, error: OutputValidationError) -> Any:
+    note = (f"\n\nYour previous answer was rejected: {error}. "
+            "Reply again with only a JSON object that matches the requested fields.")
+    if isinstance(request_input, str):
+        return request_input.split("\n\nYour previous answer was rejected:")[0] + note
+    messages = [dict(m) for m in request_input]
+    return [*messages, {"role": "user", "content": note.strip()}]
+
+
+def _as_call_error(exc: Exception, provider: str) -> Exception:
+    if isinstance(exc, (ProviderError, OutputValidationError, ConfigurationError)):
+        return exc
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider=provider)
+    return ProviderError(f"{provider}: provider raised {type(exc).__name__}: {exc}",
+                         provider=provider, retryable=False)
+
+
+def _plugin_error(exc: Exception) -> DagEngineError:
+    if isinstance(exc, DagEngineError):
+        return exc
+    where = exc.__traceback__
+    while where is not None and where.tb_next is not None:
+        where = where.tb_next
+    hook = where.tb_frame.f_code.co_name if where is not None else "plugin"
+    return ConfigurationError(f"{hook} raised {type(exc).__name__}: {exc}")
+
+
+def _selection(value: Any) -> ProviderSelection:
+    if isinstance(value, ProviderSelection):
+        return value
+    if isinstance(value, str):
+        return ProviderSelection(provider=value)
+    if isinstance(value, Mapping):
+        return ProviderSelection.model_validate(value)
+    raise ConfigurationError(
+        "select_provider must return a ProviderSelection, a dict like "
+        f"{{'provider': 'anthropic', 'options': {{...}}}} or a provider name; "
+        f"got {type(value).__name__}"
+    )
+
+
+def _as_request(value: Any) -> ProviderRequest:
+    return value if isinstance(value, ProviderRequest) else ProviderRequest.model_validate(value)
+
+
+def _as_response(value: Any) -> ProviderResponse:
+    return value if isinstance(value, ProviderResponse) else ProviderResponse.model_validate(value)
+
+
+def _unpack_request(value: Any, request_input: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    if isinstance(value, ProviderRequest):
+        return value.input, dict(value.options)
+    if isinstance(value, Mapping):
+        return value.get("input", request_input), dict(value.get("options", options))
+    return value, options
+
+
+def _flexible(fn: Callable[..., Any], most: int) -> Callable[..., Any]:
+    """Call `fn` with as many leading positional arguments as it accepts (at most `most`)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return fn
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return fn
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    count = min(most, len(positional))
+    if count == most:
+        return fn
+    return lambda *args: fn(*args[:count])

@@ -1,0 +1,137 @@
+"""ExecutionConfig and pricing: validated once, so the run never meets a bad value."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ValidationError
+
+_RATE_LIMIT_KEYS = frozenset(
+    {"requests_per_minute", "tokens_per_minute", "requests_per_second", "tokens_per_second"}
+)
+
+
+def _number(name: str, value: object, low: float, high: float, *, integer: bool = False) -> None:
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(name, f"{kind} between {low:g} and {high:g}", value)
+    if integer and not isinstance(value, int):
+        raise ValidationError(name, f"{kind} between {low:g} and {high:g}", value)
+    if math.isnan(value) or not low <= value <= high:
+        raise ValidationError(name, f"between {low:g} and {high:g}", value)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionConfig:
+    """How a run executes. Times are in seconds.
+
+    concurrency: provider calls in flight across the whole run.
+    max_retries: retries after the first attempt of a call (0 = one attempt).
+    retry_delay: base of the exponential backoff, doubled per attempt, jittered.
+    max_retry_delay: cap of one backoff wait (a provider's Retry-After may exceed it).
+    timeout: bound on one section-dimension execution, retries included (None = none).
+    dimension_timeouts: per-dimension overrides of `timeout`.
+    continue_on_error: keep going after a failed call (its result carries the error).
+    rate_limits: {"provider" or "provider/model": {"requests_per_minute", "tokens_per_minute"}}.
+    """
+
+    concurrency: int = 5
+    max_retries: int = 3
+    retry_delay: float = 1.0
+    max_retry_delay: float = 60.0
+    timeout: float | None = 60.0
+    dimension_timeouts: Mapping[str, float] = field(default_factory=dict)
+    continue_on_error: bool = True
+    rate_limits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _number("execution.concurrency", self.concurrency, 1, 10_000, integer=True)
+        _number("execution.max_retries", self.max_retries, 0, 100, integer=True)
+        _number("execution.retry_delay", self.retry_delay, 0, 3600)
+        _number("execution.max_retry_delay", self.max_retry_delay, 0, 86_400)
+        if self.timeout is not None:
+            _number("execution.timeout", self.timeout, 0.001, 86_400 * 7)
+        if not isinstance(self.dimension_timeouts, Mapping):
+            raise ValidationError(
+                "execution.dimension_timeouts", "a dict of dimension -> seconds",
+                self.dimension_timeouts,
+            )
+        for name, seconds in self.dimension_timeouts.items():
+            _number(f"execution.dimension_timeouts[{name!r}]", seconds, 0.001, 86_400 * 7)
+        if not isinstance(self.continue_on_error, bool):
+            raise ValidationError("execution.continue_on_error", "True or False",
+                                  self.continue_on_error)
+        _check_rate_limits(self.rate_limits)
+
+    @classmethod
+    def from_value(cls, value: ExecutionConfig | Mapping[str, Any] | None) -> ExecutionConfig:
+        """Accept an ExecutionConfig, a dict of its fields, or None for the defaults."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValidationError("execution", "an ExecutionConfig or a dict", value)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValidationError(
+                f"execution.{unknown[0]}", f"one of the known fields ({', '.join(sorted(known))})",
+                value[unknown[0]],
+            )
+        return cls(**value)
+
+    def timeout_for(self, dimension: str) -> float | None:
+        return self.dimension_timeouts.get(dimension, self.timeout)
+
+
+def _check_rate_limits(limits: object) -> None:
+    if not isinstance(limits, Mapping):
+        raise ValidationError("execution.rate_limits", "a dict of provider -> limits", limits)
+    for key, spec in limits.items():
+        where = f"execution.rate_limits[{key!r}]"
+        if not isinstance(spec, Mapping):
+            raise ValidationError(where, "a dict like {'requests_per_minute': 3000}", spec)
+        for name, value in spec.items():
+            if name not in _RATE_LIMIT_KEYS:
+                raise ValidationError(
+                    f"{where}.{name}", f"one of {', '.join(sorted(_RATE_LIMIT_KEYS))}", value
+                )
+            _number(f"{where}.{name}", value, 1e-6, 1e12)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """USD per million tokens."""
+
+    input_per_1m: float
+    output_per_1m: float
+
+
+def parse_pricing(pricing: Mapping[str, Any] | None) -> dict[str, ModelPrice]:
+    """`{"models": {model: {"input_per_1m", "output_per_1m"}}}` -> prices by model."""
+    if pricing is None:
+        return {}
+    if not isinstance(pricing, Mapping):
+        raise ValidationError("pricing", "a dict like {'models': {...}}", pricing)
+    models = pricing.get("models", {})
+    if not isinstance(models, Mapping):
+        raise ValidationError("pricing.models", "a dict of model -> prices", models)
+    prices: dict[str, ModelPrice] = {}
+    for model, spec in models.items():
+        where = f"pricing.models[{model!r}]"
+        if isinstance(spec, ModelPrice):
+            prices[model] = spec
+            continue
+        if not isinstance(spec, Mapping):
+            raise ValidationError(where, "a dict with input_per_1m and output_per_1m", spec)
+        for key in ("input_per_1m", "output_per_1m"):
+            if key not in spec:
+                raise ValidationError(f"{where}.{key}", "a price in USD per million tokens",
+                                      None)
+            _number(f"{where}.{key}", spec[key], 0, 1e6)
+        prices[model] = ModelPrice(float(spec["input_per_1m"]), float(spec["output_per_1m"]))
+    return prices

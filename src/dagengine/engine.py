@@ -1,0 +1,353 @@
+"""DagEngine: configure once, then process() sections in five phases.
+
+pre-process (before_process_start) -> plan (dependencies, checked graph) -> execute (the
+scheduler) -> finalize (finalize_results, costs) -> post-process (after_process_complete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .call import Caller, _flexible
+from .config import ExecutionConfig
+from .cost import Pricing, summarize_costs
+from .display import ProgressDisplay, make_display
+from .errors import ConfigurationError, EngineUsageError
+from .graph import Plan
+from .plugin import HookContext, Hooks, Plugin, resolve
+from .progress import ProgressTracker
+from .providers import ProvidersArg, build_registry
+from .ratelimit import RateLimiter
+from .scheduler import Preloaded, Recorder, RunFailed, Scheduler
+from .types import ProcessResult, ProgressUpdate, Section, SectionLike, SectionResult, to_section
+
+log = logging.getLogger("dagengine")
+
+Callback = Callable[..., Any]
+_CALLBACKS = ("on_dimension_start", "on_dimension_complete", "on_section_start",
+              "on_section_complete", "on_error")
+
+
+class DagEngine:
+    """Runs a plugin's dimensions over sections with the configured providers."""
+
+    def __init__(
+        self,
+        plugin: Plugin,
+        providers: ProvidersArg | None = None,
+        execution: ExecutionConfig | Mapping[str, Any] | None = None,
+        pricing: Mapping[str, Any] | None = None,
+        progress_display: Any = None,
+        *,
+        store: Any = None,
+        cache: bool | None = None,
+    ) -> None:
+        if not isinstance(plugin, Plugin):
+            raise ConfigurationError(
+                f"plugin must be a dagengine.Plugin instance, got {type(plugin).__name__}"
+            )
+        self.plugin = plugin
+        self.execution = ExecutionConfig.from_value(execution)
+        self.registry = build_registry(providers)
+        self.pricing = Pricing(pricing)
+        self.progress_display = progress_display
+        self.store = _open_store(store)
+        self.cache = (self.store is not None) if cache is None else cache
+        if self.cache and self.store is None:
+            raise ConfigurationError("cache=True needs a store: pass store='runs.db'")
+        self._plan: Plan | None = None
+        self._progress: ProgressTracker | None = None
+        self._limiter: RateLimiter | None = None
+
+    def __repr__(self) -> str:
+        return (f"DagEngine(plugin={self.plugin!r}, providers={self.registry.list()}, "
+                f"concurrency={self.execution.concurrency})")
+
+    # -- graph -----------------------------------------------------------------------------
+
+    async def plan(self) -> Plan:
+        """Check the dimension graph (unknown names, self-dependencies, cycles) and order it."""
+        ctx = HookContext(process_id="", dimensions=[_name(d) for d in self.plugin.dimensions])
+        try:
+            deps = await resolve(self.plugin.define_dependencies(ctx))
+        except Exception as exc:
+            raise ConfigurationError(
+                f"define_dependencies raised {type(exc).__name__}: {exc}"
+            ) from exc
+        self._plan = Plan.build(self.plugin.dimensions, deps or {})
+        return self._plan
+
+    def _plan_now(self) -> Plan:
+        if self._plan is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(self.plan())
+            raise EngineUsageError(
+                "the graph is not planned yet; inside an event loop call `await engine.plan()` "
+                "first"
+            )
+        return self._plan
+
+    def get_graph_analytics(self) -> dict[str, Any]:
+        return self._plan_now().analytics()
+
+    def export_graph_dot(self) -> str:
+        return self._plan_now().to_dot(self.plugin.name)
+
+    def export_graph_json(self) -> dict[str, Any]:
+        return self._plan_now().to_json()
+
+    def get_available_providers(self) -> list[str]:
+        return self.registry.list()
+
+    def get_progress(self) -> ProgressUpdate | None:
+        """The progress of the current (or last) run; None before the first."""
+        if self._progress is None:
+            return None
+        return self._snapshot(self._progress)
+
+    def _snapshot(self, progress: ProgressTracker) -> ProgressUpdate:
+        if self._limiter is not None:
+            progress.rate_limited = self._limiter.rate_limited
+            progress.waiting_for_capacity = self._limiter.waiting
+        return progress.snapshot()
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, sections: Iterable[SectionLike], **kwargs: Any) -> ProcessResult:
+        """Synchronous `process()`. Not usable inside a running event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.process(sections, **kwargs))
+        raise EngineUsageError(
+            "DagEngine.run() cannot be called from a running event loop; "
+            "use `await engine.process(...)` instead"
+        )
+
+    async def process(
+        self,
+        sections: Iterable[SectionLike],
+        *,
+        process_id: str | None = None,
+        metadata: Any = None,
+        on_progress: Callback | None = None,
+        update_every: int = 1,
+        progress_display: Any = None,
+        on_dimension_start: Callback | None = None,
+        on_dimension_complete: Callback | None = None,
+        on_section_start: Callback | None = None,
+        on_section_complete: Callback | None = None,
+        on_error: Callback | None = None,
+        resume: bool = False,
+        retry_failed: bool = True,
+        restart: bool = False,
+    ) -> ProcessResult:
+        """Run every dimension over `sections`; every input section appears in the result."""
+        if not isinstance(update_every, int) or update_every < 1:
+            raise ConfigurationError(f"update_every must be an integer >= 1, got {update_every!r}")
+        pid = process_id or uuid.uuid4().hex
+        callbacks = _Callbacks({
+            "on_dimension_start": on_dimension_start,
+            "on_dimension_complete": on_dimension_complete,
+            "on_section_start": on_section_start,
+            "on_section_complete": on_section_complete,
+            "on_error": on_error,
+            "on_progress": on_progress,
+        })
+        hooks = Hooks(self.plugin, callbacks.hook_failed,
+                      strict=not self.execution.continue_on_error)
+        items = [to_section(s) for s in sections]
+
+        # 1. pre-process
+        started = await hooks.call("before_process_start", HookContext(
+            process_id=pid, sections=items, metadata=metadata,
+            dimensions=[_name(d) for d in self.plugin.dimensions]), None)
+        if isinstance(started, Mapping):
+            if started.get("sections") is not None:
+                items = [to_section(s) for s in started["sections"]]
+            metadata = started.get("metadata", metadata)
+
+        # 2. plan
+        plan = await self.plan()
+
+        progress = ProgressTracker()
+        self._progress = progress
+        limiter = RateLimiter(self.execution.rate_limits)
+        self._limiter = limiter
+        display = make_display(progress_display if progress_display is not None
+                               else self.progress_display)
+        emit_progress = self._progress_emitter(progress, callbacks, update_every, display)
+        caller = Caller(plugin=self.plugin, hooks=hooks, registry=self.registry,
+                        config=self.execution, limiter=limiter, pricing=self.pricing,
+                        progress=progress, process_id=pid)
+        preloaded, recorder, caller_cache = await self._open_run(
+            pid, items, plan, resume=resume, retry_failed=retry_failed, restart=restart)
+        if caller_cache is not None:
+            caller.cache = caller_cache
+        scheduler = Scheduler(
+            plan=plan, caller=caller, hooks=hooks, config=self.execution, progress=progress,
+            emit=callbacks.emit, process_id=pid, sections=items, preloaded=preloaded,
+            recorder=recorder, on_progress=emit_progress,
+        )
+
+        # 3. execute
+        if display is not None:
+            display.start(plan)
+        try:
+            await scheduler.run()
+        except (RunFailed, asyncio.CancelledError, Exception) as failure:
+            error = failure.error if isinstance(failure, RunFailed) else failure
+            partial = self._result(scheduler, metadata, plan)
+            await self._close_run(pid, partial, failed=error)
+            if isinstance(failure, asyncio.CancelledError):
+                raise
+            recovered = await hooks.call("handle_process_failure", HookContext(
+                process_id=pid, error=error, sections=[s.section for s in scheduler.current],
+                results=partial, global_results=partial.global_results, metadata=metadata),
+                None)
+            if isinstance(recovered, ProcessResult):
+                return recovered
+            raise error from None
+        finally:
+            if display is not None:
+                display.stop(self._snapshot(progress))
+            await self._close_providers()
+
+        # 4. finalize
+        result = self._result(scheduler, metadata, plan)
+        if hooks.has("finalize_results"):
+            final = await hooks.call("finalize_results", HookContext(
+                process_id=pid, results=result.sections, global_results=result.global_results,
+                sections=[s.section for s in result.sections], metadata=metadata), None)
+            _apply_finalized(result, final)
+
+        # 5. post-process
+        after = await hooks.call("after_process_complete", HookContext(
+            process_id=pid, result=result, results=result, metadata=metadata), None)
+        if isinstance(after, ProcessResult):
+            result = after
+        await self._close_run(pid, result, failed=None)
+        return result
+
+    def _result(self, scheduler: Scheduler, metadata: Any, plan: Plan) -> ProcessResult:
+        return ProcessResult(
+            sections=scheduler.section_results(),
+            global_results=dict(scheduler.global_results),
+            transformed_sections=[s.section for s in scheduler.current]
+            if scheduler.transformed else [],
+            costs=summarize_costs(scheduler.all_results(), self.pricing),
+            metadata=metadata,
+            dropped_sections=scheduler.dropped_results(),
+        )
+
+    def _progress_emitter(
+        self, progress: ProgressTracker, callbacks: _Callbacks, every: int,
+        display: ProgressDisplay | None,
+    ) -> Callable[[], Any] | None:
+        on_progress = callbacks.get("on_progress")
+        if on_progress is None and display is None:
+            return None
+
+        async def emit() -> None:
+            done = progress.completed
+            if display is not None and display.due():
+                display.update(self._snapshot(progress))
+            if on_progress is not None and (done % every == 0 or done >= _total(progress)):
+                await callbacks.emit("on_progress", self._snapshot(progress))
+
+        return emit
+
+    async def _close_providers(self) -> None:
+        for provider in self.registry:
+            try:
+                await provider.aclose()
+            except Exception as exc:  # closing must not hide the run's own outcome
+                log.warning("closing provider %r failed: %s", provider.name, exc)
+
+    # -- durable runs (the store) ------------------------------------------------------------
+
+    async def _open_run(
+        self, process_id: str, sections: list[Section], plan: Plan, *, resume: bool,
+        retry_failed: bool, restart: bool,
+    ) -> tuple[Preloaded | None, Recorder | None, Any]:
+        if self.store is None:
+            if resume:
+                raise ConfigurationError("resume=True needs a store: DagEngine(store='runs.db')")
+            return None, None, None
+        run = await self.store.open_run(
+            process_id, sections=sections, plan=plan, plugin=self.plugin, resume=resume,
+            retry_failed=retry_failed, restart=restart)
+        cache = self.store.cache(self.pricing) if self.cache else None
+        return run.preloaded, run.record, cache
+
+    async def _close_run(self, process_id: str, result: ProcessResult,
+                         failed: BaseException | None) -> None:
+        if self.store is not None:
+            await self.store.close_run(process_id, result, failed=failed)
+
+
+class _Callbacks:
+    """The process() callbacks: sync or async, and one that raises never breaks the run."""
+
+    def __init__(self, callbacks: Mapping[str, Callback | None]) -> None:
+        self._fns = {
+            name: _flexible(fn, 2) if name in ("on_dimension_complete", "on_section_start",
+                                               "on_section_complete", "on_error") else fn
+            for name, fn in callbacks.items() if fn is not None
+        }
+
+    def get(self, name: str) -> Callback | None:
+        return self._fns.get(name)
+
+    async def emit(self, name: str, *args: Any) -> None:
+        fn = self._fns.get(name)
+        if fn is None:
+            return
+        try:
+            await resolve(fn(*args))
+        except Exception as exc:
+            if name == "on_error":
+                log.warning("on_error callback raised %s: %s", type(exc).__name__, exc)
+            else:
+                await self.emit("on_error", exc, {"callback": name})
+
+    async def hook_failed(self, hook: str, error: BaseException) -> None:
+        await self.emit("on_error", error, {"hook": hook})
+
+
+def _apply_finalized(result: ProcessResult, final: Any) -> None:
+    if final is None:
+        return
+    if isinstance(final, list):
+        result.sections = [s if isinstance(s, SectionResult) else SectionResult.model_validate(s)
+                           for s in final]
+    elif isinstance(final, Mapping):
+        if "sections" in final:
+            _apply_finalized(result, list(final["sections"]))
+        if "global_results" in final:
+            result.global_results = dict(final["global_results"])
+
+
+def _total(progress: ProgressTracker) -> int:
+    return sum(c.total for c in progress.dims.values())
+
+
+def _name(item: Any) -> str:
+    return item if isinstance(item, str) else str(getattr(item, "name", item))
+
+
+def _open_store(store: Any) -> Any:
+    if store is None:
+        return None
+    from .store import open_store
+
+    return open_store(store)
+
+
+__all__ = ["DagEngine"]

@@ -1,0 +1,78 @@
+"""Providers: the interface, the registry, and the built-ins on the official SDKs."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ConfigurationError
+from .base import RATE_LIMIT_KEYS, BaseProvider, ProviderError, ProviderRegistry
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "RATE_LIMIT_KEYS",
+    "BaseProvider",
+    "ProviderError",
+    "ProviderRegistry",
+    "build_provider",
+    "build_registry",
+]
+
+# name -> "module:Class"; each class has `from_config(name, config) -> BaseProvider`.
+BUILTIN_PROVIDERS = {
+    "anthropic": "dagengine.providers.anthropic:AnthropicProvider",
+    "openai": "dagengine.providers.openai:OpenAIProvider",
+    "gemini": "dagengine.providers.gemini:GeminiProvider",
+}
+
+ProvidersArg = ProviderRegistry | Mapping[str, Any] | list[BaseProvider] | tuple[BaseProvider, ...]
+
+
+def build_provider(name: str, config: Mapping[str, Any]) -> BaseProvider:
+    """A built-in provider from its config dict.
+
+    A config may name its built-in with `type` (e.g. {"type": "openai", "base_url": ...})
+    so that several providers of one kind can be configured under different names.
+    """
+    kind = str(config.get("type", name))
+    target = BUILTIN_PROVIDERS.get(kind)
+    if target is None:
+        raise ConfigurationError(
+            f"providers[{name!r}]: unknown built-in provider {kind!r}; built-ins are "
+            f"{', '.join(BUILTIN_PROVIDERS)} (or pass a BaseProvider instance)"
+        )
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    config = {k: v for k, v in config.items() if k != "type"}
+    provider: BaseProvider = cls.from_config(name, config)
+    return provider
+
+
+def build_registry(providers: ProvidersArg | None) -> ProviderRegistry:
+    """Accept every form DagEngine(providers=...) takes and return a registry."""
+    if providers is None:
+        return ProviderRegistry()
+    if isinstance(providers, ProviderRegistry):
+        return providers
+    if isinstance(providers, BaseProvider):
+        return ProviderRegistry([providers])
+    if isinstance(providers, (list, tuple)):
+        return ProviderRegistry(providers)
+    if isinstance(providers, Mapping):
+        registry = ProviderRegistry()
+        for name, value in providers.items():
+            if isinstance(value, BaseProvider):
+                registry.register(value, name)
+            elif isinstance(value, Mapping):
+                registry.register(build_provider(name, value), name)
+            else:
+                raise ConfigurationError(
+                    f"providers[{name!r}] must be a config dict or a BaseProvider, "
+                    f"got {type(value).__name__}"
+                )
+        return registry
+    raise ConfigurationError(
+        "providers must be a dict of name -> config or BaseProvider, a list of "
+        f"BaseProvider, or a ProviderRegistry; got {type(providers).__name__}"
+    )

@@ -1,0 +1,440 @@
+"""Runs a plan: per-section pipelines, global barriers only where the DAG needs them, transforms.
+
+Work items are (dimension, section) pairs, or a global dimension. An item becomes ready when
+its own dependencies are done, goes into one priority queue (longest remaining chain first,
+so the tail starts early), and a dispatcher starts it once a concurrency slot is free. An
+item holds its slot while it runs and gives it back while it waits to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .call import Caller, CallSite, Slot
+from .config import ExecutionConfig
+from .errors import DimensionTimeoutError, HookError
+from .graph import Plan
+from .plugin import HookContext, Hooks, resolve
+from .progress import ProgressTracker
+from .types import DimensionResult, Section, SectionResult, SkipWithResult, to_section
+
+Emit = Callable[..., Awaitable[None]]
+
+
+@dataclass(slots=True, eq=False)
+class SectionState:
+    """One section's place in the run: its results and what its waiting dimensions still need."""
+
+    section: Section
+    index: int
+    results: dict[str, DimensionResult] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
+    started: bool = False
+    reported_complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    dimension: str
+    state: SectionState | None  # None for a global dimension
+
+
+class RunFailed(Exception):
+    """Carries the error that stopped a run with continue_on_error=False."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+# Results the scheduler should take as done instead of calling (a resumed run), and where it
+# reports each finished result (the store). Keys: (dimension, section index or None).
+Preloaded = Mapping[tuple[str, int | None], DimensionResult]
+Recorder = Callable[[str, int | None, DimensionResult], Awaitable[None] | None]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        plan: Plan,
+        caller: Caller,
+        hooks: Hooks,
+        config: ExecutionConfig,
+        progress: ProgressTracker,
+        emit: Emit,
+        process_id: str,
+        sections: list[Section],
+        preloaded: Preloaded | None = None,
+        recorder: Recorder | None = None,
+        on_progress: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.caller = caller
+        self.hooks = hooks
+        self.config = config
+        self.progress = progress
+        self.emit = emit
+        self.process_id = process_id
+        self.current = [SectionState(s, i) for i, s in enumerate(sections)]
+        self.all_states = list(self.current)
+        self.global_results: dict[str, DimensionResult] = {}
+        self.transformed = False
+        self._preloaded = preloaded or {}
+        self._recorder = recorder
+        self._on_progress = on_progress
+        self._snapshots: dict[str, list[SectionState]] = {}
+        self._remaining: dict[str, int] = {}
+        self._armed: set[str] = set()
+        self._finished: set[str] = set()
+        self._started_dims: set[str] = set()
+        self._unfinished = set(plan.order)
+        self._section_dims = [n for n in plan.order if not plan.is_global(n)]
+        self._section_dependents = {
+            n: tuple(d for d in plan.dependents[n] if not plan.is_global(d)) for n in plan.order
+        }
+        self._queue: asyncio.PriorityQueue[tuple[int, int, _Item | None]] = (
+            asyncio.PriorityQueue()
+        )
+        self._seq = itertools.count()
+        self._slots = asyncio.Semaphore(config.concurrency)
+
+    async def run(self) -> None:
+        """Execute every item; raises RunFailed on the first failure in strict mode."""
+        if not self._unfinished:
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name in self.plan.order:
+                    await self._maybe_arm(name)
+                while True:
+                    _, _, item = await self._queue.get()
+                    if item is None:
+                        break
+                    slot = Slot(self._slots)
+                    await slot.acquire()
+                    group.create_task(self._run_item(item, slot))
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
+
+    def section_results(self) -> list[SectionResult]:
+        return [self._section_result(s) for s in self.current]
+
+    def dropped_results(self) -> list[SectionResult]:
+        kept = {id(s) for s in self.current}
+        return [self._section_result(s) for s in self.all_states if id(s) not in kept]
+
+    def all_results(self) -> list[tuple[str, DimensionResult]]:
+        """Every result the run produced, including those of sections since transformed away."""
+        pairs = [(d, r) for s in self.all_states for d, r in s.results.items()]
+        pairs.extend(self.global_results.items())
+        return pairs
+
+    def _section_result(self, state: SectionState) -> SectionResult:
+        ordered = {d: state.results[d] for d in self._section_dims if d in state.results}
+        return SectionResult(section=state.section, results=ordered)
+
+    # -- readiness -------------------------------------------------------------------------
+
+    async def _maybe_arm(self, name: str) -> None:
+        if name in self._armed:
+            return
+        deps = self.plan.dependencies[name]
+        if self.plan.is_global(name):
+            if all(d in self._finished for d in deps):
+                self._armed.add(name)
+                self._remaining[name] = 1
+                self.progress.expect(name, 1)
+                self._enqueue(_Item(name, None))
+            return
+        if not all(d in self._finished for d in deps if self.plan.is_global(d)):
+            return
+        self._armed.add(name)
+        snapshot = list(self.current)
+        self._snapshots[name] = snapshot
+        self._remaining[name] = len(snapshot)
+        self.progress.expect(name, len(snapshot))
+        section_deps = [d for d in deps if not self.plan.is_global(d)]
+        for state in snapshot:
+            missing = sum(1 for d in section_deps
+                          if d not in state.results and d not in self._finished)
+            if missing:
+                state.waiting[name] = missing
+            else:
+                self._enqueue(_Item(name, state))
+        if not snapshot:
+            await self._finish_dimension(name)
+
+    def _enqueue(self, item: _Item) -> None:
+        # Globals first (everything after them waits), then the longest remaining chain.
+        rank = -10_000 if item.state is None else -self.plan.remaining_depth[item.dimension]
+        self._queue.put_nowait((rank, next(self._seq), item))
+
+    def _resolve_waiting(self, dependency: str, state: SectionState) -> None:
+        for dependent in self._section_dependents[dependency]:
+            count = state.waiting.get(dependent)
+            if count is None:
+                continue
+            if count > 1:
+                state.waiting[dependent] = count - 1
+            else:
+                del state.waiting[dependent]
+                self._enqueue(_Item(dependent, state))
+
+    async def _finish_dimension(self, name: str) -> None:
+        self._finished.add(name)
+        self._unfinished.discard(name)
+        if name not in self._started_dims:
+            await self._dimension_started(name)
+        await self.emit("on_dimension_complete", name, self._dimension_summary(name))
+        for dependent in self.plan.dependents[name]:
+            if dependent in self._armed and not self.plan.is_global(dependent):
+                for state in self._snapshots[dependent]:
+                    if dependent in state.waiting and name not in state.results:
+                        self._resolve_one(dependent, state)
+            else:
+                await self._maybe_arm(dependent)
+        if not self._unfinished:
+            self._queue.put_nowait((10**9, next(self._seq), None))
+
+    def _resolve_one(self, dependent: str, state: SectionState) -> None:
+        count = state.waiting[dependent]
+        if count > 1:
+            state.waiting[dependent] = count - 1
+        else:
+            del state.waiting[dependent]
+            self._enqueue(_Item(dependent, state))
+
+    def _dimension_summary(self, name: str) -> DimensionResult:
+        if self.plan.is_global(name):
+            return self.global_results.get(name) or DimensionResult(error="did not run")
+        snapshot = self._snapshots.get(name, [])
+        results = [s.results[name] for s in snapshot if name in s.results]
+        failed = sum(1 for r in results if r.error is not None)
+        skipped = sum(1 for r in results if r.metadata.get("skipped"))
+        data = {"total": len(snapshot), "completed": len(results), "failed": failed,
+                "skipped": skipped}
+        error = f"{failed} of {len(snapshot)} sections failed" if failed else None
+        return DimensionResult(data=data, error=error)
+
+    async def _dimension_started(self, name: str) -> None:
+        self._started_dims.add(name)
+        await self.emit("on_dimension_start", name)
+
+    # -- execution -------------------------------------------------------------------------
+
+    async def _run_item(self, item: _Item, slot: Slot) -> None:
+        try:
+            if item.dimension not in self._started_dims:
+                await self._dimension_started(item.dimension)
+            if item.state is None:
+                await self._run_global(item.dimension, slot)
+            else:
+                await self._run_section(item.dimension, item.state, slot)
+        finally:
+            slot.release()
+
+    async def _run_section(self, name: str, state: SectionState, slot: Slot) -> None:
+        if not state.started:
+            state.started = True
+            await self.emit("on_section_start", state.index, state.section)
+        stored = self._preloaded.get((name, state.index))
+        if stored is not None:
+            await self._complete_section(name, state, stored, None, record=False)
+            return
+        deps = await self._dependencies_for_section(name, state)
+        site = CallSite(self.plan.dimensions[name], [state.section], state.index,
+                        len(self.current), deps)
+        result, error = await self._execute(site, slot, "should_skip_section_dimension")
+        await self._complete_section(name, state, result, error)
+
+    async def _run_global(self, name: str, slot: Slot) -> None:
+        sections = [s.section for s in self.current]
+        stored = self._preloaded.get((name, None))
+        if stored is not None:
+            result, error = stored, None
+        else:
+            deps = self._dependencies_for_global(name)
+            if self.hooks.has("transform_dependencies"):
+                deps = await self.hooks.call("transform_dependencies", self._context(
+                    name, True, sections=sections, dependencies=deps), deps)
+            site = CallSite(self.plan.dimensions[name], sections, None, len(sections), deps)
+            result, error = await self._execute(site, slot, "should_skip_global_dimension")
+        self.global_results[name] = result
+        self.progress.record(name, result, None)
+        if stored is None:
+            await self._record(name, None, result)
+        await self._after_result(name, None, result, error)
+        if result.ok:
+            await self._transform(name, result, sections)
+        self._remaining[name] = 0
+        await self._finish_dimension(name)
+
+    async def _execute(
+        self, site: CallSite, slot: Slot, skip_hook: str
+    ) -> tuple[DimensionResult, BaseException | None]:
+        """Skip check, the before/after hooks, and the call itself under its time limit."""
+        name = site.name
+        skip = await self.hooks.call(skip_hook, self._site_context(site), False)
+        if skip:
+            return _skipped(skip), None
+        if self.hooks.has("before_dimension_execute"):
+            await self.hooks.call("before_dimension_execute", self._site_context(site))
+        started = time.monotonic()
+        limit = self.config.timeout_for(name)
+        try:
+            if limit is None:
+                result, error = await self.caller.execute(site, slot)
+            else:
+                async with asyncio.timeout(limit):
+                    result, error = await self.caller.execute(site, slot)
+        except TimeoutError:
+            error = DimensionTimeoutError(name, limit or 0.0)
+            result = DimensionResult(
+                error=str(error), metadata={"duration": time.monotonic() - started}
+            )
+        if self.hooks.has("after_dimension_execute"):
+            await self.hooks.call("after_dimension_execute", self._site_context(
+                site, result=result, duration=time.monotonic() - started, error=error))
+        return result, error
+
+    async def _complete_section(
+        self, name: str, state: SectionState, result: DimensionResult,
+        error: BaseException | None, *, record: bool = True,
+    ) -> None:
+        state.results[name] = result
+        self.progress.record(name, result, state.index)
+        if record:
+            await self._record(name, state.index, result)
+        await self._after_result(name, state.index, result, error)
+        self._resolve_waiting(name, state)
+        self._remaining[name] -= 1
+        if not state.reported_complete and all(d in state.results for d in self._section_dims):
+            state.reported_complete = True
+            await self.emit("on_section_complete", state.index,
+                            self._section_result(state))
+        if self._remaining[name] == 0:
+            await self._finish_dimension(name)
+
+    async def _after_result(
+        self, name: str, index: int | None, result: DimensionResult, error: BaseException | None
+    ) -> None:
+        if result.error is not None:
+            await self.emit("on_error", error or RuntimeError(result.error),
+                            {"dimension": name, "section_index": index})
+            if not self.config.continue_on_error:
+                raise RunFailed(error or RuntimeError(result.error))
+        if self._on_progress is not None:
+            await self._on_progress()
+
+    async def _record(self, name: str, index: int | None, result: DimensionResult) -> None:
+        if self._recorder is not None:
+            await resolve(self._recorder(name, index, result))
+
+    async def _transform(self, name: str, result: DimensionResult, sections: list[Section]) -> None:
+        replacement: Any = None
+        transform = self.plan.dimensions[name].transform
+        if transform is not None:
+            try:
+                replacement = await resolve(transform(result, sections))
+            except Exception as exc:
+                await self.emit("on_error", HookError(f"{name}.transform", exc),
+                                {"dimension": name, "section_index": None})
+                if not self.config.continue_on_error:
+                    raise RunFailed(HookError(f"{name}.transform", exc)) from exc
+        if self.hooks.has("transform_sections"):
+            replacement = await self.hooks.call("transform_sections", self._context(
+                name, True, sections=replacement if replacement is not None else sections,
+                result=result, global_results=dict(self.global_results)), replacement)
+        if replacement is not None:
+            self._replace_sections([to_section(s) for s in replacement])
+
+    def _replace_sections(self, sections: list[Section]) -> None:
+        by_identity = {id(s.section): s for s in self.current}
+        used: set[int] = set()
+        states: list[SectionState] = []
+        for index, section in enumerate(sections):
+            state = by_identity.get(id(section))
+            if state is None or id(state) in used:
+                state = SectionState(section, index)
+                self.all_states.append(state)
+            state.index = index
+            used.add(id(state))
+            states.append(state)
+        self.current = states
+        self.transformed = True
+
+    # -- dependencies ----------------------------------------------------------------------
+
+    async def _dependencies_for_section(
+        self, name: str, state: SectionState
+    ) -> dict[str, DimensionResult]:
+        deps: dict[str, DimensionResult] = {}
+        for dep in self.plan.dependencies[name]:
+            if self.plan.is_global(dep):
+                deps[dep] = self.global_results.get(dep) or _missing(dep)
+            else:
+                deps[dep] = state.results.get(dep) or _missing(dep)
+        if self.hooks.has("transform_dependencies"):
+            deps = await self.hooks.call("transform_dependencies", self._context(
+                name, False, section=state.section, section_index=state.index,
+                sections=[state.section], dependencies=deps), deps)
+        return deps
+
+    def _dependencies_for_global(self, name: str) -> dict[str, DimensionResult]:
+        deps: dict[str, DimensionResult] = {}
+        for dep in self.plan.dependencies[name]:
+            if self.plan.is_global(dep):
+                deps[dep] = self.global_results.get(dep) or _missing(dep)
+                continue
+            snapshot = self._snapshots.get(dep, [])
+            deps[dep] = DimensionResult(data={
+                "sections": [s.results.get(dep) or _missing(dep) for s in snapshot],
+                "aggregated": True,
+                "total_sections": len(snapshot),
+            })
+        return deps
+
+    def _context(self, name: str, is_global: bool, **fields: Any) -> HookContext:
+        return HookContext(process_id=self.process_id, dimension=name, is_global=is_global,
+                           total_sections=len(self.current), **fields)
+
+    def _site_context(self, site: CallSite, **fields: Any) -> HookContext:
+        return self._context(
+            site.name, site.is_global, sections=site.sections,
+            section=None if site.is_global else site.sections[0],
+            section_index=site.section_index, dependencies=site.dependencies,
+            global_results=dict(self.global_results), **fields,
+        )
+
+
+def _missing(dependency: str) -> DimensionResult:
+    return DimensionResult(
+        error=f"dimension {dependency!r} has no result for this section "
+        "(the section list was transformed after it ran)"
+    )
+
+
+def _skipped(skip: Any) -> DimensionResult:
+    if isinstance(skip, SkipWithResult):
+        result = skip.result.model_copy(deep=True)
+        result.metadata["cached"] = True
+        result.metadata.setdefault("skipped", True)
+        return result
+    reason = skip if isinstance(skip, str) else "skipped by should_skip hook"
+    return DimensionResult(data={"skipped": True, "reason": reason},
+                           metadata={"skipped": True, "reason": reason, "cost": 0.0})
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
