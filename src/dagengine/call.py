@@ -139,7 +139,9 @@ class Caller:
         self.progress = progress
         self.process_id = process_id
         self.rng = rng or random.Random()
-        self.cache: Any = None  # a store's response cache, when the run has one
+        # A store's response cache when the run has one: `await lookup(provider, request)`
+        # -> ProviderResponse | None, and `await store(provider, request, response)`.
+        self.cache: Any = None
         self._select_provider = _flexible(plugin.select_provider, 3)
 
     async def execute(
@@ -225,8 +227,11 @@ class Caller:
             outcome.attempts += 1
             outcome.provider = provider.name
             try:
-                response = await self._send(provider, request, outcome)
+                cached = await self.cache.lookup(provider.name, request) if self.cache else None
+                response = cached or await self._send(provider, request, outcome)
                 data = _validated(site.dimension, response.data)
+                if self.cache is not None and cached is None:
+                    await self.cache.store(provider.name, request, response)
                 if self.hooks.has("after_provider_execute"):
                     response = response.model_copy(update={"data": data})
                     response = _as_response(await self.hooks.call(
@@ -237,6 +242,8 @@ class Caller:
                         response))
                     data = response.data
                 metadata = outcome.metadata(started)
+                if cached is not None:
+                    metadata.update(_cached_metadata(cached, self.pricing, options.get("model")))
                 for key in ("finish_reason", "status_code"):
                     if key in response.metadata:
                         metadata[key] = response.metadata[key]
@@ -334,6 +341,21 @@ class Caller:
             section_index=site.section_index, total_sections=site.total_sections,
             dependencies=site.dependencies, **fields,
         )
+
+
+def _cached_metadata(
+    response: ProviderResponse, pricing: Pricing, model: str | None
+) -> dict[str, Any]:
+    """A cache hit costs nothing; what it would have cost is reported as saved."""
+    tokens = response.metadata.get("tokens")
+    answered = response.metadata.get("model") or model
+    return {
+        "cached": True,
+        "cost": 0.0,
+        "model": answered,
+        "tokens": tokens if isinstance(tokens, TokenUsage) else TokenUsage(),
+        "saved_cost": pricing.cost(answered, tokens if isinstance(tokens, TokenUsage) else None),
+    }
 
 
 def _report_failure(permit: Any, exc: ProviderError) -> None:
