@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from dagengine import (
     ProviderResponse,
     TokenUsage,
 )
+from dagengine.gateway import LocalGateway, node_available
 
 
 @dataclass
@@ -108,3 +109,12 @@ def http_error(status: int, retry_after: float | None = None) -> ProviderError:
 @pytest.fixture
 def fake() -> FakeProvider:
     return FakeProvider()
+
+
+@pytest.fixture(scope="session")
+def portkey_gateway() -> Iterator[LocalGateway]:
+    """One open-source Portkey gateway on 127.0.0.1 for the whole test session."""
+    if not node_available():
+        pytest.skip("node is not on PATH: the Portkey gateway needs Node.js 18+")
+    with LocalGateway() as gateway:
+        yield gateway
