@@ -280,9 +280,10 @@ class Scheduler:
     ) -> tuple[DimensionResult, BaseException | None]:
         """Skip check, the before/after hooks, and the call itself under its time limit."""
         name = site.name
-        skip = await self.hooks.call(skip_hook, self._site_context(site), False)
-        if skip:
-            return _skipped(skip), None
+        if self.hooks.has(skip_hook):
+            skip = await self.hooks.call(skip_hook, self._site_context(site), False)
+            if skip:
+                return _skipped(skip), None
         if self.hooks.has("before_dimension_execute"):
             await self.hooks.call("before_dimension_execute", self._site_context(site))
         started = time.monotonic()
