@@ -1,0 +1,83 @@
+"""Routing a built-in provider through the Portkey gateway.
+
+With `gateway="portkey"` a provider sends OpenAI-format chat completions (openai SDK) to the
+gateway, which translates them for the real provider named in `x-portkey-provider` and
+retries as `gateway_config` says (`DEFAULT_RETRY` when it has no `retry` section). The
+hosted gateway needs a Portkey API key; a local open-source gateway
+(`dagengine.gateway.LocalGateway`) needs none.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+from ..errors import ConfigurationError
+from ._common import Backend, Settings
+from .openai import OpenAIChatBackend
+
+__all__ = [
+    "DEFAULT_RETRY",
+    "HOSTED_GATEWAY_URL",
+    "custom_host",
+    "is_hosted",
+    "portkey_backend",
+    "portkey_headers",
+]
+
+HOSTED_GATEWAY_URL = "https://api.portkey.ai/v1"
+# The engine leaves retries to the gateway, so a config without a retry section gets this one.
+DEFAULT_RETRY = {"attempts": 3, "on_status_codes": [429, 500, 502, 503, 504]}
+
+
+def portkey_backend(provider: str, portkey_provider: str, settings: Settings) -> Backend:
+    """The backend of a provider in gateway mode; checks the gateway settings first."""
+    url = settings.gateway_url or HOSTED_GATEWAY_URL
+    if settings.gateway_api_key is None and is_hosted(url):
+        raise ConfigurationError(
+            f"providers[{provider!r}]: the hosted Portkey gateway ({url}) needs a Portkey API "
+            f"key: set gateway_api_key or the PORTKEY_API_KEY environment variable, or point "
+            f"gateway_url at a local gateway"
+        )
+    headers = portkey_headers(portkey_provider, settings)
+    return OpenAIChatBackend(provider, settings, base_url=url, headers=headers)
+
+
+def is_hosted(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host == "portkey.ai" or host.endswith(".portkey.ai")
+
+
+def portkey_headers(portkey_provider: str, settings: Settings) -> dict[str, str]:
+    """The x-portkey-* headers; the provider's own key goes in Authorization (openai SDK)."""
+    headers = {"x-portkey-provider": portkey_provider}
+    if settings.gateway_api_key:
+        headers["x-portkey-api-key"] = settings.gateway_api_key
+    config = settings.gateway_config
+    if isinstance(config, str):
+        headers["x-portkey-config"] = config  # the id of a config saved in Portkey
+    else:
+        config = {"retry": DEFAULT_RETRY, **(config or {})}
+        headers["x-portkey-config"] = json.dumps(config, separators=(",", ":"))
+    if host := custom_host(portkey_provider, settings):
+        headers["x-portkey-custom-host"] = host
+    return headers
+
+
+def custom_host(portkey_provider: str, settings: Settings) -> str | None:
+    """Where the gateway should send the upstream request, from gateway_custom_host or base_url.
+
+    The gateway appends its own path to the custom host: `/messages` for anthropic,
+    `/chat/completions` for openai, `/v1beta/models/...` for google. The SDKs' base URLs
+    differ (Anthropic's has no `/v1`, Gemini's no version), so base_url is adjusted to match.
+    """
+    if settings.gateway_custom_host:
+        return settings.gateway_custom_host
+    if not settings.base_url:
+        return None
+    base = settings.base_url.rstrip("/")
+    if portkey_provider == "anthropic" and not base.endswith("/v1"):
+        base += "/v1"
+    elif portkey_provider == "google":
+        base = base.removesuffix("/v1beta")
+    return base
