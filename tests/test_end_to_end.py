@@ -1,0 +1,95 @@
+"""The engine with the built-in providers, over real HTTP to the simulator, directly and
+through the real open-source Portkey gateway."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from conftest import SimplePlugin
+from dagengine import DagEngine, ProcessResult
+from dagengine.gateway import LocalGateway
+from dagengine.simulator import Simulator
+
+SEED_RETRY = {"retry": {"attempts": 5, "on_status_codes": [429, 500, 502, 503, 504]}}
+HAIKU = {"model": "claude-3-5-haiku-20241022", "max_tokens": 150}
+KEY = "sk-ant-test-0123456789-secret"
+
+
+class Emails(SimplePlugin):
+    def __init__(self, provider: str = "anthropic") -> None:
+        super().__init__(["analyze_email"], provider=provider, options=HAIKU)
+
+    def create_prompt(self, ctx: Any) -> str:
+        return ("Analyze this email quickly and categorize it.\n\n"
+                f"Email: {ctx.sections[0].content}\n\nReturn ONLY valid JSON.")
+
+
+EMAILS = [f"Reminder: project meeting {i} about the quarterly report deadline"
+          for i in range(20)]
+
+
+def attempts(result: ProcessResult) -> list[int]:
+    return [s.results["analyze_email"].metadata["attempts"] for s in result.sections]
+
+
+async def test_gateway_retries_upstream_and_the_engine_attempts_once(
+        portkey_gateway: LocalGateway) -> None:
+    async with Simulator(error_429_rate=0.3, error_429_retry_after=0.0, seed=3) as sim:
+        engine = DagEngine(Emails(), providers={"anthropic": {
+            "api_key": KEY, "base_url": sim.base_url, "gateway": "portkey",
+            "gateway_url": portkey_gateway.url, "gateway_config": SEED_RETRY}},
+            execution={"concurrency": 20})
+        result = await engine.process(EMAILS)
+        stats = await sim.stats()
+    assert all(s.results["analyze_email"].ok for s in result.sections)
+    assert all(s.results["analyze_email"].data["category"] == "work" for s in result.sections)
+    assert attempts(result) == [1] * len(EMAILS)
+    assert stats["rate_limited"] > 0
+    assert stats["requests"] == len(EMAILS) + stats["rate_limited"]
+    assert result.costs is not None and result.costs.total_cost > 0
+    assert result.costs.input_tokens == stats["input_tokens"]
+    assert result.costs.output_tokens == stats["output_tokens"]
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai", "gemini"])
+async def test_engine_retries_429s_and_5xx_itself_without_a_gateway(kind: str) -> None:
+    async with Simulator(error_429_rate=0.2, error_500_rate=0.1,
+                         error_429_retry_after=0.0, seed=5) as sim:
+        base_url = {"anthropic": sim.base_url, "openai": sim.openai_base_url,
+                    "gemini": sim.gemini_base_url}[kind]
+        model = {"anthropic": HAIKU["model"], "openai": "gpt-4o-mini",
+                 "gemini": "gemini-2.0-flash"}[kind]
+        plugin = Emails(kind)
+        plugin._options = {"model": model, "max_tokens": 150}
+        engine = DagEngine(plugin, providers={kind: {"api_key": KEY, "base_url": base_url}},
+                           execution={"concurrency": 10, "retry_delay": 0.01, "max_retries": 6})
+        result = await engine.process(EMAILS)
+        stats = await sim.stats()
+    assert all(s.results["analyze_email"].ok for s in result.sections)
+    assert sum(attempts(result)) == stats["requests"]
+    assert stats["requests"] > len(EMAILS)
+
+
+async def test_bad_key_is_reported_once_per_section_and_never_printed(
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.DEBUG)
+    errors: list[str] = []
+    async with Simulator(api_key="the-right-key") as sim:
+        engine = DagEngine(Emails(), providers={"anthropic": {"api_key": KEY,
+                                                              "base_url": sim.base_url}},
+                           execution={"concurrency": 5, "retry_delay": 0.01})
+        result = await engine.process(EMAILS[:3], on_error=lambda e, ctx: errors.append(
+            f"{e!s} {e!r}"))
+        stats = await sim.stats()
+    assert stats["requests"] == 3  # 401 is not retried
+    texts = [s.results["analyze_email"].error or "" for s in result.sections]
+    assert all("401" in t and "authentication" in t for t in texts)
+    captured = capsys.readouterr()
+    everything = "\n".join([*texts, *errors, caplog.text, captured.out, captured.err,
+                            repr(engine), repr(engine.registry.get("anthropic")),
+                            result.model_dump_json()])
+    assert KEY not in everything
+    assert KEY[-10:] not in everything
