@@ -24,12 +24,13 @@ def backoff_delay(
     """Seconds to wait after failed attempt number `attempt` (1-based).
 
     Exponential (`base * 2**(attempt-1)`, capped) with "equal jitter": half fixed, half
-    random, so retries spread out without ever collapsing to zero. A provider's Retry-After
-    is a floor; a little jitter on top keeps the calls it refused together from all coming
-    back in the same instant.
+    random, so retries spread out without ever collapsing to zero. When the provider sent a
+    Retry-After it said when to come back, so that replaces the exponential schedule
+    (growing past it only adds idle time: the rate limiter already paces the comeback);
+    up to 10 % jitter on top keeps the calls it refused together from all returning in the
+    same instant.
     """
-    exponential = min(cap, base * 2 ** (attempt - 1))
-    delay = exponential / 2 + rng.random() * exponential / 2
     if retry_after is not None and retry_after > 0:
-        delay = max(delay, float(retry_after) * (1 + 0.1 * rng.random()))
-    return delay
+        return float(retry_after) * (1 + 0.1 * rng.random())
+    exponential = min(cap, base * 2 ** (attempt - 1))
+    return exponential / 2 + rng.random() * exponential / 2

@@ -1,0 +1,117 @@
+"""What happens to one request: scripted step, rate limits, injected fault, latency.
+
+Holds all mutable simulator state; the HTTP layer only translates.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from ._answers import count_tokens, input_tokens
+from ._config import FAULT_RATES, LIMIT_FIELDS, ScriptStep, SimulatorConfig
+from ._limits import RateLimits
+from ._stats import Stats
+from ._wire import Prompt, Reply
+
+
+class Core:
+    """Simulator state: config, counters, the pending script, RNGs and rate-limit buckets."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.serial = 0
+        self.script: deque[ScriptStep] = deque(config.script)
+        self._faults = _fault_table(config)
+        self._reseed()
+        self._rebuild_limits()
+
+    def configure(self, changes: Mapping[str, Any]) -> SimulatorConfig:
+        """Apply `changes` from now on; buckets and RNGs restart only if their settings change."""
+        self.config = self.config.replace(changes)
+        self._faults = _fault_table(self.config)
+        if "seed" in changes:
+            self._reseed()
+        if LIMIT_FIELDS & changes.keys():
+            self._rebuild_limits()
+        if "script" in changes:
+            self.script = deque(self.config.script)
+        return self.config
+
+    def reset(self) -> None:
+        """Back to a fresh start under the current config: counters, script, buckets, RNGs."""
+        self.stats.clear()
+        self.script.clear()
+        self._reseed()
+        self._rebuild_limits()
+
+    def decide(self, token_cost: int) -> tuple[ScriptStep, float | None]:
+        """The outcome of the next request and, for a 429, the seconds to wait."""
+        if self.script:
+            step = self.script.popleft()
+            return step, self.config.error_429_retry_after if step == 429 else None
+        wait = self.limits.admit(token_cost, time.monotonic())
+        if wait:
+            return 429, wait
+        step = self._draw_fault()
+        return step, self.config.error_429_retry_after if step == 429 else None
+
+    def latency(self) -> float:
+        median = self.config.latency_median
+        if median is None:
+            return self.config.latency
+        return self._latency_rng.lognormvariate(math.log(median), self.config.latency_sigma)
+
+    def next_serial(self) -> int:
+        self.serial += 1
+        return self.serial
+
+    def _draw_fault(self) -> ScriptStep:
+        if not self._faults:
+            return 200
+        draw = self._fault_rng.random()
+        for threshold, step in self._faults:
+            if draw < threshold:
+                return step
+        return 200
+
+    def _reseed(self) -> None:
+        # Separate streams, so enabling faults does not change the latencies drawn.
+        seed = self.config.seed
+        self._fault_rng = random.Random(f"faults:{seed}")
+        self._latency_rng = random.Random(f"latency:{seed}")
+
+    def _rebuild_limits(self) -> None:
+        config = self.config
+        self.limits = RateLimits(
+            config.requests_per_minute,
+            config.tokens_per_minute,
+            config.burst_seconds,
+            time.monotonic(),
+        )
+
+
+def reply_to(prompt: Prompt, text: str) -> Reply:
+    """The reply with honest usage, cut to max_tokens when it would not fit."""
+    prompt_tokens = input_tokens(prompt.text, prompt.messages)
+    output = count_tokens(text)
+    if prompt.max_tokens is not None and output > prompt.max_tokens:
+        return Reply(text[: prompt.max_tokens * 4], prompt_tokens, prompt.max_tokens, True)
+    return Reply(text, prompt_tokens, output, False)
+
+
+def _fault_table(config: SimulatorConfig) -> list[tuple[float, ScriptStep]]:
+    """Cumulative thresholds over [0, 1) for the faults with a non-zero rate."""
+    table: list[tuple[float, ScriptStep]] = []
+    total = 0.0
+    for name, step in FAULT_RATES.items():
+        rate = getattr(config, name)
+        if rate > 0:
+            total += rate
+            table.append((total, step))
+    return table

@@ -1,0 +1,62 @@
+"""Counters behind GET /stats; totals that can be derived (429s, 5xx) are derived."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from ._answers import prompt_key
+
+
+class Stats:
+    """What the simulator received and served since it started or was last reset."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.requests = 0
+        self.apis: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self.faults: Counter[str] = Counter()
+        self.models: dict[str, list[int]] = {}  # model -> [requests, input, output tokens]
+        self.prompts: Counter[str] = Counter()
+
+    def received(self, api: str) -> None:
+        self.requests += 1
+        self.apis[api] += 1
+
+    def parsed(self, model: str, text: str) -> None:
+        self.prompts[prompt_key(text)] += 1
+        counts = self.models.get(model)
+        if counts is None:
+            counts = self.models[model] = [0, 0, 0]
+        counts[0] += 1
+
+    def answered(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        counts = self.models[model]
+        counts[1] += input_tokens
+        counts[2] += output_tokens
+
+    def to_json(self) -> dict[str, Any]:
+        models = {
+            model: {"requests": c[0], "input_tokens": c[1], "output_tokens": c[2]}
+            for model, c in self.models.items()
+        }
+        return {
+            "simulated": True,
+            "requests": self.requests,
+            "responses_by_status": {str(s): n for s, n in sorted(self.statuses.items())},
+            "rate_limited": self.statuses[429],
+            "server_errors": sum(n for s, n in self.statuses.items() if s >= 500),
+            "hangs": self.faults["hang"],
+            "resets": self.faults["reset"],
+            "malformed": self.faults["malformed"],
+            "truncated": self.faults["truncated"],
+            "schema_violations": self.faults["schema"],
+            "apis": {api: self.apis[api] for api in ("anthropic", "openai", "gemini")},
+            "models": models,
+            "input_tokens": sum(m["input_tokens"] for m in models.values()),
+            "output_tokens": sum(m["output_tokens"] for m in models.values()),
+            "prompts": dict(self.prompts),
+        }

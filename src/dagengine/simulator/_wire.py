@@ -1,0 +1,330 @@
+"""The three wire formats: read a request into a Prompt, write answers, errors and headers.
+
+Each dialect only translates; what happens to a request is decided in `_core`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ._limits import LimitState
+
+
+class BadRequest(Exception):
+    """The request body does not follow the API's schema; answered with a 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """What the simulator needs from a request, whichever API it came through."""
+
+    model: str
+    text: str  # system prompt + every message, joined with "\n" (see prompt_key)
+    last_message: str
+    messages: int  # the system prompt counts as one
+    max_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    hit_max_tokens: bool
+
+
+class Dialect(ABC):
+    name: str
+
+    @abstractmethod
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None: ...
+
+    @abstractmethod
+    def parse(self, body: Any, model: str | None) -> Prompt:
+        """`model` comes from the URL for APIs that put it there (Gemini)."""
+
+    @abstractmethod
+    def success(self, prompt: Prompt, reply: Reply, serial: int) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def error(self, status: int, message: str, retry_after: float | None) -> dict[str, Any]: ...
+
+    def limit_headers(self, states: Sequence[LimitState]) -> dict[str, str]:
+        return {}
+
+
+class Anthropic(Dialect):
+    name = "anthropic"
+    _ERRORS = {
+        400: "invalid_request_error",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        408: "timeout_error",
+        429: "rate_limit_error",
+        503: "overloaded_error",
+        504: "timeout_error",
+        529: "overloaded_error",
+    }
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        # The current SDK sends its api_key as a Bearer token, older ones as x-api-key.
+        return headers.get("x-api-key") or _bearer(headers)
+
+    def parse(self, body: Any, model: str | None) -> Prompt:
+        body = _object(body)
+        max_tokens = _positive_int(body.get("max_tokens"), "max_tokens")
+        if max_tokens is None:
+            raise BadRequest("max_tokens: Field required")
+        messages = _messages(body)
+        texts = [_blocks_text(m.get("content"), "messages.content") for m in messages]
+        system = body.get("system")
+        if system:
+            texts.insert(0, _blocks_text(system, "system"))
+        return _prompt(_model(body), texts, max_tokens)
+
+    def success(self, prompt: Prompt, reply: Reply, serial: int) -> dict[str, Any]:
+        return {
+            "id": f"msg_sim{serial:020d}",
+            "type": "message",
+            "role": "assistant",
+            "model": prompt.model,
+            "content": [{"type": "text", "text": reply.text}],
+            "stop_reason": "max_tokens" if reply.hit_max_tokens else "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
+        }
+
+    def error(self, status: int, message: str, retry_after: float | None) -> dict[str, Any]:
+        kind = self._ERRORS.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def limit_headers(self, states: Sequence[LimitState]) -> dict[str, str]:
+        headers = {}
+        for state in states:
+            prefix = f"anthropic-ratelimit-{state.kind}"
+            headers[f"{prefix}-limit"] = _number(state.per_minute)
+            headers[f"{prefix}-remaining"] = str(state.remaining)
+            headers[f"{prefix}-reset"] = _rfc3339(time.time() + state.reset_seconds)
+        return headers
+
+
+class OpenAI(Dialect):
+    name = "openai"
+    _ERRORS = {
+        400: ("invalid_request_error", None),
+        401: ("invalid_request_error", "invalid_api_key"),
+        403: ("invalid_request_error", "unsupported_country_region_territory"),
+        404: ("invalid_request_error", "model_not_found"),
+        429: ("requests", "rate_limit_exceeded"),
+    }
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        return _bearer(headers)
+
+    def parse(self, body: Any, model: str | None) -> Prompt:
+        body = _object(body)
+        max_tokens = _positive_int(body.get("max_completion_tokens"), "max_completion_tokens")
+        if max_tokens is None:
+            max_tokens = _positive_int(body.get("max_tokens"), "max_tokens")
+        texts = [_blocks_text(m.get("content"), "messages.content") for m in _messages(body)]
+        return _prompt(_model(body), texts, max_tokens)
+
+    def success(self, prompt: Prompt, reply: Reply, serial: int) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-sim{serial:020d}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": prompt.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "length" if reply.hit_max_tokens else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": reply.input_tokens,
+                "completion_tokens": reply.output_tokens,
+                "total_tokens": reply.input_tokens + reply.output_tokens,
+            },
+            "system_fingerprint": "dagengine-simulator",
+        }
+
+    def error(self, status: int, message: str, retry_after: float | None) -> dict[str, Any]:
+        kind, code = self._ERRORS.get(status, ("server_error", None))
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+    def limit_headers(self, states: Sequence[LimitState]) -> dict[str, str]:
+        headers = {}
+        for state in states:
+            headers[f"x-ratelimit-limit-{state.kind}"] = _number(state.per_minute)
+            headers[f"x-ratelimit-remaining-{state.kind}"] = str(state.remaining)
+            headers[f"x-ratelimit-reset-{state.kind}"] = _duration(state.reset_seconds)
+        return headers
+
+
+class Gemini(Dialect):
+    name = "gemini"
+    _STATUSES = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        408: "DEADLINE_EXCEEDED",
+        429: "RESOURCE_EXHAUSTED",
+        500: "INTERNAL",
+        504: "DEADLINE_EXCEEDED",
+    }
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        return headers.get("x-goog-api-key") or query.get("key")
+
+    def parse(self, body: Any, model: str | None) -> Prompt:
+        body = _object(body)
+        contents = body.get("contents")
+        if isinstance(contents, dict):
+            contents = [contents]
+        if not isinstance(contents, list) or not contents:
+            raise BadRequest("contents: must be a non-empty list")
+        texts = [_parts_text(c, "contents") for c in contents]
+        system = body.get("systemInstruction", body.get("system_instruction"))
+        if system:
+            texts.insert(0, system if isinstance(system, str) else _parts_text(system, "system"))
+        config = body.get("generationConfig", body.get("generation_config")) or {}
+        if not isinstance(config, dict):
+            raise BadRequest("generationConfig: must be an object")
+        limit = config.get("maxOutputTokens", config.get("max_output_tokens"))
+        name = (model or "").removeprefix("models/")
+        return _prompt(name, texts, _positive_int(limit, "generationConfig.maxOutputTokens"))
+
+    def success(self, prompt: Prompt, reply: Reply, serial: int) -> dict[str, Any]:
+        return {
+            "candidates": [
+                {
+                    "content": {"role": "model", "parts": [{"text": reply.text}]},
+                    "finishReason": "MAX_TOKENS" if reply.hit_max_tokens else "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": reply.input_tokens,
+                "candidatesTokenCount": reply.output_tokens,
+                "totalTokenCount": reply.input_tokens + reply.output_tokens,
+            },
+            "modelVersion": prompt.model,
+            "responseId": f"sim{serial:020d}",
+        }
+
+    def error(self, status: int, message: str, retry_after: float | None) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "code": status,
+            "message": message,
+            "status": self._STATUSES.get(status, "UNAVAILABLE"),
+        }
+        if retry_after is not None:
+            # Google puts the wait in a RetryInfo detail rather than in headers.
+            error["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": f"{retry_after:.3f}".rstrip("0").rstrip(".") + "s",
+                }
+            ]
+        return {"error": error}
+
+
+DIALECTS: dict[str, Dialect] = {d.name: d for d in (Anthropic(), OpenAI(), Gemini())}
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    if body.get("stream"):
+        raise BadRequest("stream=true is not simulated; send the request without streaming")
+    return body
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: Field required (a non-empty string)")
+    return model
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages: must be a non-empty list")
+    if not all(isinstance(m, dict) for m in messages):
+        raise BadRequest("messages: every message must be an object")
+    return messages
+
+
+def _positive_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadRequest(f"{name}: must be a positive integer, got {value!r}")
+    return value
+
+
+def _blocks_text(content: Any, where: str) -> str:
+    """Text of a str or of a list of content blocks / parts (non-text blocks are skipped)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        return "\n".join(
+            block["text"]
+            for block in content
+            if isinstance(block, dict) and isinstance(block.get("text"), str)
+        )
+    raise BadRequest(f"{where}: must be a string or a list of content blocks")
+
+
+def _parts_text(content: Any, where: str) -> str:
+    if not isinstance(content, dict):
+        raise BadRequest(f"{where}: every item must be an object with parts")
+    return _blocks_text(content.get("parts"), f"{where}.parts")
+
+
+def _prompt(model: str, texts: list[str], max_tokens: int | None) -> Prompt:
+    return Prompt(
+        model=model,
+        text="\n".join(texts),
+        last_message=texts[-1],
+        messages=len(texts),
+        max_tokens=max_tokens,
+    )
+
+
+def _bearer(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    return value[7:] if value[:7].lower() == "bearer " else None
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _rfc3339(timestamp: float) -> str:
+    return (
+        datetime.fromtimestamp(timestamp, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: "20ms", "1.5s", "6m0s"."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest}s"
