@@ -211,6 +211,7 @@ class Caller:
             return exc
         max_attempts = 1 if provider.handles_retries else self.config.max_retries + 1
         attempt = 1
+        backoff_step = 0
         while True:
             request = ProviderRequest(
                 input=request_input, options=options, dimension=site.name,
@@ -258,8 +259,13 @@ class Caller:
             })
             if not is_retryable(error) or attempt >= max_attempts:
                 return error
-            delay = backoff_delay(attempt, self.config.retry_delay, self.config.max_retry_delay,
-                                  getattr(error, "retry_after", None), self.rng)
+            retry_after = getattr(error, "retry_after", None)
+            if not retry_after:
+                # Only failures the provider gave no wait for climb the exponential ladder:
+                # a 500 after two paced 429s is a first server error, not a third.
+                backoff_step += 1
+            delay = backoff_delay(backoff_step, self.config.retry_delay,
+                                  self.config.max_retry_delay, retry_after, self.rng)
             if self.hooks.has("handle_retry"):
                 decision = await self.hooks.call("handle_retry", self._context(
                     site, request=request, provider=provider.name, provider_options=options,
@@ -442,7 +448,9 @@ def _as_response(value: Any) -> ProviderResponse:
     return value if isinstance(value, ProviderResponse) else ProviderResponse.model_validate(value)
 
 
-def _unpack_request(value: Any, request_input: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _unpack_request(
+    value: Any, request_input: Any, options: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
     if isinstance(value, ProviderRequest):
         return value.input, dict(value.options)
     if isinstance(value, Mapping):

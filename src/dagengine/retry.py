@@ -32,5 +32,5 @@ def backoff_delay(
     """
     if retry_after is not None and retry_after > 0:
         return float(retry_after) * (1 + 0.1 * rng.random())
-    exponential = min(cap, base * 2 ** (attempt - 1))
+    exponential = min(cap, base * 2.0 ** (attempt - 1))
     return exponential / 2 + rng.random() * exponential / 2

@@ -98,7 +98,7 @@ class Scheduler:
         self._section_dependents = {
             n: tuple(d for d in plan.dependents[n] if not plan.is_global(d)) for n in plan.order
         }
-        self._queue: asyncio.PriorityQueue[tuple[int, int, _Item | None]] = (
+        self._queue: asyncio.PriorityQueue[tuple[int, int, int, _Item | None]] = (
             asyncio.PriorityQueue()
         )
         self._seq = itertools.count()
@@ -113,7 +113,7 @@ class Scheduler:
                 for name in self.plan.order:
                     await self._maybe_arm(name)
                 while True:
-                    _, _, item = await self._queue.get()
+                    _, _, _, item = await self._queue.get()
                     if item is None:
                         break
                     slot = Slot(self._slots)
@@ -171,9 +171,14 @@ class Scheduler:
             await self._finish_dimension(name)
 
     def _enqueue(self, item: _Item) -> None:
-        # Globals first (everything after them waits), then the longest remaining chain.
-        rank = -10_000 if item.state is None else -self.plan.remaining_depth[item.dimension]
-        self._queue.put_nowait((rank, next(self._seq), item))
+        # Globals first (everything after them waits), then the longest remaining chain,
+        # then section order, so a section's independent dimensions start together and
+        # its chain finishes early instead of every section waiting on one level.
+        if item.state is None:
+            rank, order = -10_000, 0
+        else:
+            rank, order = -self.plan.remaining_depth[item.dimension], item.state.index
+        self._queue.put_nowait((rank, order, next(self._seq), item))
 
     def _resolve_waiting(self, dependency: str, state: SectionState) -> None:
         for dependent in self._section_dependents[dependency]:
@@ -200,7 +205,7 @@ class Scheduler:
             else:
                 await self._maybe_arm(dependent)
         if not self._unfinished:
-            self._queue.put_nowait((10**9, next(self._seq), None))
+            self._queue.put_nowait((10**9, 0, next(self._seq), None))
 
     def _resolve_one(self, dependent: str, state: SectionState) -> None:
         count = state.waiting[dependent]

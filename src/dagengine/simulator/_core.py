@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from ._answers import count_tokens, input_tokens
+from ._answers import count_tokens, input_tokens, prompt_key
 from ._config import FAULT_RATES, LIMIT_FIELDS, ScriptStep, SimulatorConfig
 from ._limits import RateLimits
 from ._stats import Stats
@@ -61,11 +61,18 @@ class Core:
         step = self._draw_fault()
         return step, self.config.error_429_retry_after if step == 429 else None
 
-    def latency(self) -> float:
+    def latency(self, text: str) -> float:
+        """The delay of an answer: a function of the prompt and how often it was asked.
+
+        Tied to the request rather than to arrival order, so every client (the engine, a
+        baseline, a resumed run) meets the same latency for the same call.
+        """
         median = self.config.latency_median
         if median is None:
             return self.config.latency
-        return self._latency_rng.lognormvariate(math.log(median), self.config.latency_sigma)
+        key = prompt_key(text)
+        draw = random.Random(f"latency:{self.config.seed}:{key}:{self.stats.prompts[key]}")
+        return draw.lognormvariate(math.log(median), self.config.latency_sigma)
 
     def next_serial(self) -> int:
         self.serial += 1
@@ -81,10 +88,9 @@ class Core:
         return 200
 
     def _reseed(self) -> None:
-        # Separate streams, so enabling faults does not change the latencies drawn.
+        # Latencies come from the prompt (see latency()), so faults never shift them.
         seed = self.config.seed
         self._fault_rng = random.Random(f"faults:{seed}")
-        self._latency_rng = random.Random(f"latency:{seed}")
 
     def _rebuild_limits(self) -> None:
         config = self.config

@@ -72,7 +72,7 @@ class _ApiEndpoint:
             await asyncio.sleep(core.config.hang_seconds)
             return _drop_connection(request)
         if _takes_latency(step):
-            await _delay(core)
+            await _delay(core, prompt.text)
         if isinstance(step, int) and step != 200:
             return self._error(step, _message(step, retry_after), retry_after, headers)
         return self._answer(prompt, reply, step, headers)
@@ -117,8 +117,8 @@ def _takes_latency(step: ScriptStep) -> bool:
     return not isinstance(step, int) or step == 200 or step == 408 or step >= 500
 
 
-async def _delay(core: Core) -> None:
-    seconds = core.latency()
+async def _delay(core: Core, text: str) -> None:
+    seconds = core.latency(text)
     if seconds > 0:
         await asyncio.sleep(seconds)
 

@@ -1,0 +1,392 @@
+"""The benchmark suite: each workload on dagengine and on a hand-written asyncio baseline.
+
+    .venv/bin/python benchmarks/run.py              # all workloads (about 3 minutes)
+    .venv/bin/python benchmarks/run.py W3 W4        # some of them
+
+The simulator runs in its own process (it never shares this process's CPU or event loop).
+Prints one table and writes benchmarks/results/<timestamp>.json so later runs compare.
+The baseline is what a user writes without us: asyncio.gather + Semaphore + exponential
+retry on any error, the same SDK client and transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import logging
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anthropic
+
+from dagengine import (
+    BaseProvider,
+    DagEngine,
+    Dimension,
+    Plugin,
+    ProcessResult,
+    ProviderRequest,
+    ProviderResponse,
+    TokenUsage,
+)
+from dagengine.simulator import SimulatorProcess
+
+HERE = Path(__file__).resolve().parent
+MODEL = "claude-3-5-haiku-20241022"
+KEY = "bench-key"
+logging.disable(logging.WARNING)
+
+
+@dataclass
+class Row:
+    workload: str
+    runner: str
+    wall: float
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+# -- the plugin and the baseline ------------------------------------------------------------
+
+
+class Bench(Plugin):
+    def __init__(self, dims: list[Any], deps: dict[str, list[str]] | None = None) -> None:
+        super().__init__("bench", "Benchmark")
+        self.dimensions = dims
+        self._deps = deps or {}
+
+    def define_dependencies(self, ctx: Any) -> dict[str, list[str]]:
+        return self._deps
+
+    def create_prompt(self, ctx: Any) -> str:
+        if ctx.is_global:
+            return f"Give an overall summary of {len(ctx.sections)} reviews."
+        return f"Give the {ctx.dimension} of this review: {ctx.sections[0].content}"
+
+    def select_provider(self, dimension: str, *args: Any) -> Any:
+        return {"provider": "anthropic", "options": {"model": MODEL, "max_tokens": 100}}
+
+
+def sections(n: int) -> list[str]:
+    return [f"Review {i}: the blender is great but shipping was slow." for i in range(n)]
+
+
+def engine(sim: SimulatorProcess, plugin: Plugin, **execution: Any) -> DagEngine:
+    return DagEngine(plugin, providers={"anthropic": {"api_key": KEY, "base_url": sim.base_url}},
+                     execution=execution)
+
+
+class Baseline:
+    """asyncio.gather + Semaphore + exponential retry (1 s, 2 s, 4 s ...) on any error."""
+
+    def __init__(self, sim: SimulatorProcess, concurrency: int, retries: int = 5,
+                 delay: float = 1.0) -> None:
+        self.client = anthropic.AsyncAnthropic(
+            api_key=KEY, base_url=sim.base_url, max_retries=0,
+            http_client=anthropic.DefaultAioHttpClient())
+        self.semaphore = asyncio.Semaphore(concurrency)
+        self.retries = retries
+        self.delay = delay
+        self.requests = 0
+        self.durations: list[float] = []
+
+    async def call(self, prompt: str) -> Any:
+        async with self.semaphore:
+            for attempt in range(self.retries + 1):
+                self.requests += 1
+                started = time.monotonic()
+                try:
+                    message = await self.client.messages.create(
+                        model=MODEL, max_tokens=100,
+                        messages=[{"role": "user", "content": prompt}])
+                    self.durations.append(time.monotonic() - started)
+                    return message.content[0].text
+                except anthropic.APIError:
+                    if attempt == self.retries:
+                        return None
+                    await asyncio.sleep(self.delay * 2 ** attempt)
+        return None
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def durations(result: ProcessResult, dim: str | None = None) -> list[float]:
+    out = []
+    for s in result.sections:
+        for name, r in s.results.items():
+            if dim in (None, name) and r.ok:
+                out.append(r.metadata["duration"])
+    return out
+
+
+def successes(result: ProcessResult) -> int:
+    return sum(all(r.ok for r in s.results.values()) for s in result.sections)
+
+
+async def timed(work: Awaitable[Any]) -> tuple[Any, float, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    value = await work
+    return value, time.perf_counter() - wall, time.process_time() - cpu
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+SEED_LATENCY = {"latency_median": 0.8, "latency_sigma": 0.5}
+
+
+async def w1(sim: SimulatorProcess, faults: bool = False) -> list[Row]:
+    name = "W2 faults" if faults else "W1 seed"
+    config: dict[str, Any] = dict(SEED_LATENCY)
+    if faults:
+        config.update(error_429_rate=0.2, error_429_retry_after=1.0, error_500_rate=0.05)
+    rows = []
+    for runner in ("dagengine", "baseline"):
+        await sim.configure(**config, seed=11)
+        await sim.reset()
+        if runner == "dagengine":
+            eng = engine(sim, Bench(["analyze"]), concurrency=100, max_retries=5, retry_delay=1.0)
+            result, wall, _ = await timed(eng.process(sections(100)))
+            ok, slowest = successes(result), max(durations(result), default=0.0)
+        else:
+            base = Baseline(sim, 100)
+            texts, wall, _ = await timed(asyncio.gather(
+                *(base.call(f"Give the analyze of this review: {s}") for s in sections(100))))
+            await base.close()
+            ok, slowest = sum(t is not None for t in texts), max(base.durations, default=0.0)
+        stats = await sim.stats()
+        rows.append(Row(name, runner, wall, {
+            "success": f"{ok}/100", "requests": stats["requests"],
+            "429s": stats["rate_limited"], "slowest_call": round(slowest, 3),
+            "wall/slowest": round(wall / slowest, 3) if slowest else None}))
+    return rows
+
+
+async def w3(sim: SimulatorProcess) -> list[Row]:
+    rows = []
+    bound = 300 / 50
+    for runner in ("dagengine (limit set)", "dagengine (learned)", "baseline"):
+        await sim.configure(latency=0.1, latency_median=None, latency_sigma=0.0,
+                            requests_per_minute=3000, error_429_rate=0.0, error_500_rate=0.0,
+                            seed=13)
+        await sim.reset()
+        if runner.startswith("dagengine"):
+            limits = ({"anthropic": {"requests_per_minute": 3000}}
+                      if "set" in runner else {})
+            eng = engine(sim, Bench(["analyze"]), concurrency=100, max_retries=8,
+                         retry_delay=0.5, rate_limits=limits)
+            result, wall, _ = await timed(eng.process(sections(300)))
+            ok = successes(result)
+        else:
+            base = Baseline(sim, 100, retries=8, delay=0.5)
+            texts, wall, _ = await timed(asyncio.gather(
+                *(base.call(f"Give the analyze of this review: {s}") for s in sections(300))))
+            await base.close()
+            ok = sum(t is not None for t in texts)
+        stats = await sim.stats()
+        rows.append(Row("W3 rate limit", runner, wall, {
+            "success": f"{ok}/300", "wall/bound": round(wall / bound, 3),
+            "requests": stats["requests"], "429s": stats["rate_limited"],
+            "429 share": f"{100 * stats['rate_limited'] / stats['requests']:.1f}%"}))
+    await sim.configure(requests_per_minute=None)
+    return rows
+
+
+W4_DIMS = ["sentiment", "topics", "summary", Dimension(name="overall", scope="global")]
+W4_DEPS = {"summary": ["sentiment", "topics"], "overall": ["summary"]}
+
+
+def ideal_makespan(result: ProcessResult, concurrency: int) -> float:
+    """A lower bound from the actual call latencies: the slowest section's own chain, or all
+    section work spread perfectly over the concurrency, then the global call."""
+    chains, work = [], 0.0
+    for s in result.sections:
+        d = {k: r.metadata["duration"] for k, r in s.results.items()}
+        chains.append(max(d["sentiment"], d["topics"]) + d["summary"])
+        work += sum(d.values())
+    overall = result.global_results["overall"].metadata["duration"]
+    return max(max(chains), work / concurrency) + overall
+
+
+async def levels(base: Baseline, texts: list[str]) -> None:
+    """The usual hand-written DAG: one gather per level, each waiting for the whole level."""
+    await asyncio.gather(*(base.call(f"Give the {d} of this review: {t}")
+                           for t in texts for d in ("sentiment", "topics")))
+    await asyncio.gather(*(base.call(f"Give the summary of this review: {t}") for t in texts))
+    await base.call("Give an overall summary of 200 reviews.")
+
+
+def clairvoyant_makespan(result: ProcessResult, concurrency: int) -> float:
+    """What a scheduler that knew every latency in advance would reach with the same
+    concurrency: list scheduling, longest remaining chain first, then the global call."""
+    lat = [(r["sentiment"].metadata["duration"], r["topics"].metadata["duration"],
+            r["summary"].metadata["duration"]) for r in (s.results for s in result.sections)]
+    ready = [(-(lat[i][k] + lat[i][2]), i, k) for i in range(len(lat)) for k in (0, 1)]
+    heapq.heapify(ready)
+    running: list[tuple[float, int, int]] = []
+    done = [0] * len(lat)
+    now = 0.0
+    while ready or running:
+        while ready and len(running) < concurrency:
+            _, i, k = heapq.heappop(ready)
+            heapq.heappush(running, (now + lat[i][k], i, k))
+        now, i, k = heapq.heappop(running)
+        if k < 2:
+            done[i] += 1
+            if done[i] == 2:
+                heapq.heappush(ready, (-lat[i][2], i, 2))
+    return now + result.global_results["overall"].metadata["duration"]
+
+
+async def w4(sim: SimulatorProcess) -> list[Row]:
+    rows = []
+    for runner in ("dagengine", "baseline (levels)"):
+        await sim.configure(latency=0.0, latency_median=0.5, latency_sigma=1.0, seed=17,
+                            error_429_rate=0.0, error_500_rate=0.0)
+        await sim.reset()
+        if runner == "dagengine":
+            eng = engine(sim, Bench(W4_DIMS, W4_DEPS), concurrency=50)
+            result, wall, _ = await timed(eng.process(sections(200)))
+            ideal = ideal_makespan(result, 50)
+            clairvoyant = clairvoyant_makespan(result, 50)
+            figures = {"success": f"{successes(result)}/200", "ideal": round(ideal, 3),
+                       "wall/ideal": round(wall / ideal, 3),
+                       "clairvoyant": round(clairvoyant, 3),
+                       "wall/clairvoyant": round(wall / clairvoyant, 3)}
+        else:
+            base = Baseline(sim, 50)
+            _, wall, _ = await timed(levels(base, sections(200)))
+            await base.close()
+            figures = {"success": f"{len(base.durations)}/601 calls"}
+        rows.append(Row("W4 DAG", runner, wall, figures))
+    return rows
+
+
+async def w5(sim: SimulatorProcess) -> list[Row]:
+    await sim.configure(latency=0.0, latency_median=None, latency_sigma=0.0, seed=19)
+    n = 5000
+    rows = []
+    for runner in ("dagengine", "baseline"):
+        await sim.reset()
+        if runner == "dagengine":
+            eng = engine(sim, Bench(["analyze"]), concurrency=200)
+            _, wall, cpu = await timed(eng.process(sections(n)))
+        else:
+            base = Baseline(sim, 200)
+            _, wall, cpu = await timed(asyncio.gather(
+                *(base.call(f"Give the analyze of this review: {s}") for s in sections(n))))
+            await base.close()
+        rows.append(Row("W5 overhead", runner, wall, {
+            "calls/s": round(n / wall), "cpu ms/call": round(1000 * cpu / n, 3)}))
+    engine_cpu = rows[0].figures["cpu ms/call"] - rows[1].figures["cpu ms/call"]
+    rows[0].figures["engine cpu ms/call (minus SDK)"] = round(engine_cpu, 3)
+    # The engine alone: an in-process provider that answers at once, no HTTP at all.
+    _, wall, cpu = await timed(DagEngine(
+        Bench(["analyze"]), providers=[InstantProvider()],
+        execution={"concurrency": 200}).process(sections(n)))
+    rows.append(Row("W5 overhead", "dagengine, no HTTP", wall, {
+        "calls/s": round(n / wall), "cpu ms/call": round(1000 * cpu / n, 3)}))
+    return rows
+
+
+class InstantProvider(BaseProvider):
+    """Answers at once: what is left of a call is the engine's own work."""
+
+    name = "anthropic"
+
+    async def execute(self, request: ProviderRequest) -> ProviderResponse:
+        return ProviderResponse(data={"ok": True}, metadata={
+            "model": MODEL, "tokens": TokenUsage.of(20, 5)})
+
+
+def w6() -> list[Row]:
+    """Each size in a fresh process so its peak RSS is its own."""
+    rows = []
+    per_item = {}
+    for n in (1_000, 10_000, 100_000):
+        out = subprocess.run([sys.executable, __file__, "--w6-child", str(n)],
+                             capture_output=True, text=True, check=True)
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        per_item[n] = figures["us/item"]
+        rows.append(Row("W6 scale", f"dagengine {n:,}x2", figures.pop("wall"), figures))
+    rows[-1].figures["per-item 100k/1k"] = round(per_item[100_000] / per_item[1_000], 3)
+    return rows
+
+
+def w6_child(n: int) -> None:
+    plugin = Bench(["first", "second"], {"second": ["first"]})
+    eng = DagEngine(plugin, providers=[InstantProvider()], execution={"concurrency": 200})
+    items = [f"item {i}" for i in range(n)]
+    started = time.perf_counter()
+    result = eng.run(items)
+    wall = time.perf_counter() - started
+    assert successes(result) == n
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"wall": wall, "us/item": round(1e6 * wall / n, 1),
+                      "peak RSS MB": round(rss_mb)}))
+
+
+# -- the table -------------------------------------------------------------------------------
+
+WORKLOADS: dict[str, Callable[[SimulatorProcess], Awaitable[list[Row]]]] = {
+    "W1": w1,
+    "W2": lambda sim: w1(sim, faults=True),
+    "W3": w3,
+    "W4": w4,
+    "W5": w5,
+}
+
+
+async def main(selected: list[str]) -> list[Row]:
+    rows: list[Row] = []
+    async with SimulatorProcess(seed=1) as sim:
+        await warm_up(sim)
+        for key, fn in WORKLOADS.items():
+            if key in selected:
+                rows.extend(await fn(sim))
+                print_rows(rows[-3:] if key == "W3" else rows[-2:] if key != "W5" else rows[-3:])
+    if "W6" in selected:
+        rows.extend(w6())
+        print_rows(rows[-3:])
+    return rows
+
+
+async def warm_up(sim: SimulatorProcess) -> None:
+    """Imports, SDK clients and first connections, paid once before anything is timed."""
+    await engine(sim, Bench(["analyze"]), concurrency=50).process(sections(100))
+    base = Baseline(sim, 50)
+    await asyncio.gather(*(base.call(s) for s in sections(100)))
+    await base.close()
+
+
+def print_rows(rows: list[Row]) -> None:
+    for row in rows:
+        extras = "  ".join(f"{k}={v}" for k, v in row.figures.items())
+        print(f"{row.workload:<14} {row.runner:<24} {row.wall:>8.2f}s  {extras}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--w6-child":
+        w6_child(int(sys.argv[2]))
+        sys.exit(0)
+    chosen = [a.upper() for a in sys.argv[1:]] or ["W1", "W2", "W3", "W4", "W5", "W6"]
+    command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
+    print(f"$ {command.strip()}   ({platform.python_version()}, {platform.machine()}, "
+          f"simulated backend)")
+    print(f"{'workload':<14} {'runner':<24} {'wall':>9}  figures")
+    all_rows = asyncio.run(main(chosen))
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out_dir / f"{stamp}.json"
+    path.write_text(json.dumps({"command": command, "rows": [r.__dict__ for r in all_rows]},
+                               indent=2))
+    print(f"results written to {path.relative_to(HERE.parent)}")
+

@@ -1,0 +1,256 @@
+"""`dagengine`: the command line.
+
+    dagengine demo [--emails N] [--backend simulator|anthropic] ...   the walkthrough
+    dagengine simulate [--rpm 600] ...                                 the LLM API simulator
+    dagengine graph module:PluginClass | path/to/file.py:PluginClass   a plugin's DAG
+    dagengine runs list|show|export ...                                stored runs
+
+Exit codes: 0 success, 1 the command ran and failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from . import __version__
+from .errors import DagEngineError
+from .plugin import Plugin
+
+__all__ = ["UsageError", "build_parser", "graph_report", "load_plugin_class", "main"]
+
+PROG = "dagengine"
+
+
+class UsageError(Exception):
+    """The command line asks for something that cannot be done as asked (exit code 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `dagengine ...`; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # These own their flags: everything after the command name is theirs, --help included.
+    if args and args[0] in _DELEGATED:
+        return _DELEGATED[args[0]](args[1:])
+    parser = build_parser()
+    try:
+        parsed = parser.parse_args(args)
+    except SystemExit as exc:
+        return _exit_code(exc)
+    if parsed.command == "graph":
+        return _graph(parsed.target, as_json=parsed.json)
+    parser.print_usage(sys.stderr)
+    print(f"{PROG}: error: name a command: demo, simulate, graph or runs "
+          f"(`{PROG} --help` says more)", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run LLM workloads as a DAG. Start with `dagengine demo`.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in (
+        ("demo", "the Portkey parallel-requests walkthrough: 100 emails, 100 concurrent "
+                 "requests, live progress and a cost report (on the local simulator unless "
+                 "ANTHROPIC_API_KEY is set)"),
+        ("simulate", "serve the local LLM API simulator (Anthropic, OpenAI and Gemini "
+                     "wire formats) on 127.0.0.1"),
+        ("runs", "list, show and export runs kept in a store"),
+    ):
+        commands.add_parser(name, help=f"{text}; `{PROG} {name} --help` for its options",
+                            add_help=False)
+    graph = commands.add_parser(
+        "graph", help="print a plugin's dimension graph (DOT) and its analytics",
+        description="Print the DOT graph of a plugin's dimensions, then its analytics as DOT "
+                    "comments (the output stays valid DOT). The plugin class is constructed "
+                    "with no arguments.",
+    )
+    graph.add_argument("target", metavar="module:PluginClass",
+                       help="an importable module or a path/to/file.py, a colon, and the "
+                            "Plugin subclass")
+    graph.add_argument("--json", action="store_true",
+                       help="print {'graph': nodes and links, 'analytics': ...} as JSON instead")
+    return parser
+
+
+# -- graph -----------------------------------------------------------------------------------
+
+
+def _graph(target: str, *, as_json: bool) -> int:
+    try:
+        cls = load_plugin_class(target)
+    except UsageError as exc:
+        print(f"{PROG} graph: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        plugin = cls()
+    except TypeError as exc:
+        print(f"{PROG} graph: error: {target} must be constructible with no arguments "
+              f"({exc})", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"{PROG} graph: error: {cls.__name__}() raised {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
+    try:
+        text = graph_report(plugin, as_json=as_json)
+    except DagEngineError as exc:
+        print(f"{PROG} graph: error: {exc}", file=sys.stderr)
+        return 1
+    print(text, end="")
+    return 0
+
+
+def graph_report(plugin: Plugin, *, as_json: bool = False) -> str:
+    """The plugin's DOT graph followed by its analytics as `//` comments, or both as JSON."""
+    from .engine import DagEngine
+
+    engine = DagEngine(plugin=plugin)
+    analytics = engine.get_graph_analytics()
+    if as_json:
+        data = {"graph": engine.export_graph_json(), "analytics": analytics}
+        return json.dumps(data, indent=2) + "\n"
+    lines = [engine.export_graph_dot().rstrip("\n"), "", "// Graph analytics"]
+    width = max(map(len, analytics), default=0)
+    for key, value in analytics.items():
+        lines.append(f"// {key.ljust(width)}  {_show(key, value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _show(key: str, value: Any) -> str:
+    if key == "critical_path":
+        return " -> ".join(value) or "(none)"
+    if key == "parallel_groups":
+        return " then ".join("[" + ", ".join(group) + "]" for group in value) or "(none)"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "(none)"
+    return str(value)
+
+
+def load_plugin_class(target: str) -> type[Plugin]:
+    """`pkg.module:PluginClass` or `path/to/file.py:PluginClass` -> the class."""
+    source, colon, name = target.rpartition(":")
+    if not colon or not source or not name:
+        raise UsageError(
+            f"expected module:PluginClass or path/to/file.py:PluginClass, got {target!r}"
+        )
+    module = _load_file(Path(source)) if _is_path(source) else _import(source)
+    found = getattr(module, name, None)
+    if found is None:
+        plugins = sorted(
+            attr for attr, value in vars(module).items()
+            if inspect.isclass(value) and issubclass(value, Plugin) and value is not Plugin
+        )
+        known = f"; Plugin classes there: {', '.join(plugins)}" if plugins else ""
+        raise UsageError(f"{source} has no {name!r}{known}")
+    if not (inspect.isclass(found) and issubclass(found, Plugin)):
+        raise UsageError(f"{target} is not a dagengine.Plugin subclass "
+                         f"(it is {type(found).__name__} {found!r})")
+    return found
+
+
+def _is_path(source: str) -> bool:
+    return source.endswith(".py") or "/" in source or os.sep in source
+
+
+def _load_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise UsageError(f"no such file: {path}")
+    # Its directory goes first on sys.path, as for `python path/to/file.py`, so the file's
+    # own sibling imports work.
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem if path.stem not in sys.modules else f"_dagengine_cli_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise UsageError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _import(name: str) -> ModuleType:
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: modules of the current dir
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise UsageError(f"no module named {name!r} (is it installed, or did you mean "
+                             f"a path/to/file.py?)") from exc
+        raise UsageError(f"importing {name} failed: {exc}") from exc
+    except Exception as exc:
+        raise UsageError(f"importing {name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+# -- delegated commands ----------------------------------------------------------------------
+
+
+def _demo(argv: list[str]) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(argv, prog=f"{PROG} demo")
+
+
+def _simulate(argv: list[str]) -> int:
+    from .simulator import main as simulate_main
+
+    try:
+        return simulate_main(argv, prog=f"{PROG} simulate")
+    except SystemExit as exc:
+        return _exit_code(exc)
+
+
+def _runs(argv: list[str]) -> int:
+    try:
+        module = importlib.import_module("dagengine.runs_cli")
+    except ModuleNotFoundError as exc:
+        if exc.name != "dagengine.runs_cli":
+            raise
+        print(f"{PROG} runs: not available: this build of dagengine has no dagengine.runs_cli "
+              f"(stored runs need the run store)", file=sys.stderr)
+        return 1
+    runs_main: Callable[[list[str]], int] = module.main
+    try:
+        return runs_main(argv)
+    except SystemExit as exc:
+        return _exit_code(exc)
+
+
+_DELEGATED: dict[str, Callable[[list[str]], int]] = {
+    "demo": _demo,
+    "simulate": _simulate,
+    "runs": _runs,
+}
+
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # sys.exit("message") means: print it, exit 1
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
