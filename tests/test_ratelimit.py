@@ -294,6 +294,18 @@ async def test_429_with_nothing_known_infers_a_limit_from_the_observed_rate() ->
     assert most_in_any_window(times) <= 2 * 20
 
 
+@in_virtual_time
+async def test_a_429_on_a_trickle_of_calls_pauses_but_infers_no_limit() -> None:
+    group = limiter().group("sim", "m")
+    permit = await group.acquire()
+    permit.rate_limited(retry_after=0.5)
+    times = await admission_times(group, 20)
+
+    assert group.allowed_requests_per_minute is None
+    assert times[0] >= 0.5
+    assert times[-1] == times[0]  # after the pause, nothing holds the calls back
+
+
 # -- learning from headers ---------------------------------------------------------------
 
 

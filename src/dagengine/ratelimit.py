@@ -60,6 +60,7 @@ PROBE_SPEED = 0.125  # growth past an inferred limit, relative to recovery
 MIN_SCALE = 1 / 64  # the allowed rate never drops below this share of the limit
 BACKOFF_SECONDS = 1.0  # first pause after a 429 without retry-after; doubles, capped
 MAX_BACKOFF_SECONDS = 60.0
+MIN_RATE_TO_INFER = 2.0  # calls/s below which a 429 is not read as a request limit
 MIN_INFERRED_PER_SECOND = 1 / 60  # an inferred limit is never below one request a minute
 _EPS = 1e-9  # rounding slack when a timer fires exactly at a bucket's refill time
 
@@ -434,6 +435,10 @@ class LimitGroup:
         if self._limit_per_second("requests") is None and self._limit_per_second("tokens") is None:
             # nothing known: the rate that failed becomes the guess
             failed = self._observed_rate if self._requests is None else self._requests.rate
+            if self._requests is None and failed < MIN_RATE_TO_INFER:
+                # A trickle of calls says nothing about a request limit (it may be tokens,
+                # or overload): the pause alone answers the 429.
+                return
             self._inferred_per_second = max(MIN_INFERRED_PER_SECOND, failed)
             self._scale = 0.5
         else:
