@@ -16,7 +16,7 @@ from .call import Caller, _flexible
 from .config import ExecutionConfig
 from .cost import Pricing, summarize_costs
 from .display import ProgressDisplay, make_display
-from .errors import ConfigurationError, EngineUsageError
+from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted
 from .graph import Plan
 from .plugin import HookContext, Hooks, Plugin, resolve
 from .progress import ProgressTracker
@@ -60,6 +60,8 @@ class DagEngine:
         if self.cache and self.store is None:
             raise ConfigurationError("cache=True needs a store: pass store='runs.db'")
         self._plan: Plan | None = None
+        # What the last run had finished when it stopped early (cancelled or failed).
+        self.last_result: ProcessResult | None = None
         self._progress: ProgressTracker | None = None
         self._limiter: RateLimiter | None = None
 
@@ -124,11 +126,17 @@ class DagEngine:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
+            pass
+        else:
+            raise EngineUsageError(
+                "DagEngine.run() cannot be called from a running event loop; "
+                "use `await engine.process(...)` instead"
+            )
+        self.last_result = None
+        try:
             return asyncio.run(self.process(sections, **kwargs))
-        raise EngineUsageError(
-            "DagEngine.run() cannot be called from a running event loop; "
-            "use `await engine.process(...)` instead"
-        )
+        except KeyboardInterrupt:
+            raise ProcessInterrupted(self.last_result) from None
 
     async def process(
         self,
@@ -204,6 +212,7 @@ class DagEngine:
         except (RunFailed, asyncio.CancelledError, Exception) as failure:
             error = failure.error if isinstance(failure, RunFailed) else failure
             partial = self._result(scheduler, metadata, plan)
+            self.last_result = partial
             await self._close_run(pid, partial, failed=error)
             if isinstance(failure, asyncio.CancelledError):
                 raise

@@ -133,3 +133,15 @@ class HookError(DagEngineError):
 
 class StoreError(DagEngineError):
     """The run store cannot be used as asked (not a store, newer schema, run mismatch, locked)."""
+
+
+class ProcessInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `DagEngine.run()`; `result` holds what finished before it.
+
+    A KeyboardInterrupt, so code that does not care still stops as usual. With a store the
+    finished results are also committed, and `resume=True` continues the run.
+    """
+
+    def __init__(self, result: object) -> None:
+        super().__init__("interrupted; the results that finished are in .result")
+        self.result = result
