@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import types
 from pathlib import Path
 
 import pytest
@@ -170,23 +169,15 @@ def test_simulate_delegates_its_flags(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0 and out.startswith("usage: dagengine simulate")
 
 
-def test_runs_delegates_to_runs_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[list[str]] = []
+def test_runs_lists_and_shows_a_stored_run(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import FakeProvider, SimplePlugin
+    from dagengine import DagEngine
 
-    def fake_main(argv: list[str]) -> int:
-        seen.append(argv)
-        return 3
-
-    module = types.ModuleType("dagengine.runs_cli")
-    module.main = fake_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "dagengine.runs_cli", module)
-    assert main(["runs", "show", "abc", "--json"]) == 3
-    assert seen == [["show", "abc", "--json"]]
-
-
-def test_runs_without_runs_cli_says_so(monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setitem(sys.modules, "dagengine.runs_cli", None)
-    code, _, err = run(["runs", "list"], capsys)
-    assert code == 1
-    assert "dagengine runs: not available" in err
+    store = str(tmp_path / "runs.db")
+    engine = DagEngine(SimplePlugin(["a"]), providers=[FakeProvider()], store=store)
+    engine.run(["x", "y"], process_id="nightly")
+    code, out, _ = run(["runs", "list", store], capsys)
+    assert code == 0 and "nightly" in out
+    code, out, _ = run(["runs", "show", store, "nightly"], capsys)
+    assert code == 0 and "nightly" in out and "a" in out

@@ -25,6 +25,7 @@ from .errors import (
 )
 from .plugin import HookContext, Plugin, PromptContext
 from .providers.base import BaseProvider, ProviderRegistry
+from .store import RunStore
 from .types import (
     CostSummary,
     Dimension,
@@ -79,6 +80,7 @@ __all__ = [
     "ProviderRequest",
     "ProviderResponse",
     "ProviderSelection",
+    "RunStore",
     "Section",
     "SectionResult",
     "SkipWithResult",

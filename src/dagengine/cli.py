@@ -220,15 +220,8 @@ def _simulate(argv: list[str]) -> int:
 
 
 def _runs(argv: list[str]) -> int:
-    try:
-        module = importlib.import_module("dagengine.runs_cli")
-    except ModuleNotFoundError as exc:
-        if exc.name != "dagengine.runs_cli":
-            raise
-        print(f"{PROG} runs: not available: this build of dagengine has no dagengine.runs_cli "
-              f"(stored runs need the run store)", file=sys.stderr)
-        return 1
-    runs_main: Callable[[list[str]], int] = module.main
+    from .runs_cli import main as runs_main
+
     try:
         return runs_main(argv)
     except SystemExit as exc:

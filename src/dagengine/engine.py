@@ -203,26 +203,41 @@ class DagEngine:
             emit=callbacks.emit, process_id=pid, sections=items, preloaded=preloaded,
             recorder=recorder, on_progress=emit_progress,
         )
+        # From here on the store's run is open: whatever happens, it is closed once.
+        try:
+            result, error = await self._run_phases(scheduler, hooks, display, progress, pid,
+                                                   metadata, plan)
+        except BaseException as failure:
+            partial = self.last_result or self._result(scheduler, metadata, plan)
+            await self._close_run(pid, partial, failed=failure)
+            raise
+        await self._close_run(pid, result, failed=error)
+        return result
 
+    async def _run_phases(
+        self, scheduler: Scheduler, hooks: Hooks, display: ProgressDisplay | None,
+        progress: ProgressTracker, pid: str, metadata: Any, plan: Plan,
+    ) -> tuple[ProcessResult, BaseException | None]:
+        """Execute, finalize, post-process: the result, and the failure it recovered from."""
         # 3. execute
         if display is not None:
             display.start(plan)
         try:
             await scheduler.run()
-        except (RunFailed, asyncio.CancelledError, Exception) as failure:
+        except (RunFailed, Exception) as failure:
             error = failure.error if isinstance(failure, RunFailed) else failure
             partial = self._result(scheduler, metadata, plan)
             self.last_result = partial
-            await self._close_run(pid, partial, failed=error)
-            if isinstance(failure, asyncio.CancelledError):
-                raise
             recovered = await hooks.call("handle_process_failure", HookContext(
                 process_id=pid, error=error, sections=[s.section for s in scheduler.current],
                 results=partial, global_results=partial.global_results, metadata=metadata),
                 None)
             if isinstance(recovered, ProcessResult):
-                return recovered
+                return recovered, error
             raise error from None
+        except asyncio.CancelledError:
+            self.last_result = self._result(scheduler, metadata, plan)
+            raise
         finally:
             if display is not None:
                 display.stop(self._snapshot(progress))
@@ -241,8 +256,7 @@ class DagEngine:
             process_id=pid, result=result, results=result, metadata=metadata), None)
         if isinstance(after, ProcessResult):
             result = after
-        await self._close_run(pid, result, failed=None)
-        return result
+        return result, None
 
     def _result(self, scheduler: Scheduler, metadata: Any, plan: Plan) -> ProcessResult:
         return ProcessResult(
