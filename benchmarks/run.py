@@ -19,6 +19,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -78,9 +79,18 @@ def sections(n: int) -> list[str]:
     return [f"Review {i}: the blender is great but shipping was slow." for i in range(n)]
 
 
-def engine(sim: SimulatorProcess, plugin: Plugin, **execution: Any) -> DagEngine:
+def engine(sim: SimulatorProcess, plugin: Plugin, store: Any = None, cache: bool | None = None,
+           **execution: Any) -> DagEngine:
     return DagEngine(plugin, providers={"anthropic": {"api_key": KEY, "base_url": sim.base_url}},
-                     execution=execution)
+                     execution=execution, store=store, cache=cache)
+
+
+STORE_RUNNERS = {"dagengine + store": False, "dagengine + store + cache": True}
+
+
+def fresh_store() -> str:
+    folder = Path(tempfile.mkdtemp(prefix="dagengine-bench-"))
+    return str(folder / "runs.db")
 
 
 class Baseline:
@@ -148,11 +158,14 @@ async def w1(sim: SimulatorProcess, faults: bool = False) -> list[Row]:
     if faults:
         config.update(error_429_rate=0.2, error_429_retry_after=1.0, error_500_rate=0.05)
     rows = []
-    for runner in ("dagengine", "baseline"):
+    runners = ["dagengine", "baseline"] + ([] if faults else list(STORE_RUNNERS))
+    for runner in runners:
         await sim.configure(**config, seed=11)
         await sim.reset()
-        if runner == "dagengine":
-            eng = engine(sim, Bench(["analyze"]), concurrency=100, max_retries=5, retry_delay=1.0)
+        if runner.startswith("dagengine"):
+            store = fresh_store() if runner in STORE_RUNNERS else None
+            eng = engine(sim, Bench(["analyze"]), store=store, cache=STORE_RUNNERS.get(runner),
+                         concurrency=100, max_retries=5, retry_delay=1.0)
             result, wall, _ = await timed(eng.process(sections(100)))
             ok, slowest = successes(result), max(durations(result), default=0.0)
         else:
@@ -273,10 +286,12 @@ async def w5(sim: SimulatorProcess) -> list[Row]:
     await sim.configure(latency=0.0, latency_median=None, latency_sigma=0.0, seed=19)
     n = 5000
     rows = []
-    for runner in ("dagengine", "baseline"):
+    for runner in ("dagengine", "baseline", *STORE_RUNNERS):
         await sim.reset()
-        if runner == "dagengine":
-            eng = engine(sim, Bench(["analyze"]), concurrency=200)
+        if runner.startswith("dagengine"):
+            store = fresh_store() if runner in STORE_RUNNERS else None
+            eng = engine(sim, Bench(["analyze"]), store=store, cache=STORE_RUNNERS.get(runner),
+                         concurrency=200)
             _, wall, cpu = await timed(eng.process(sections(n)))
         else:
             base = Baseline(sim, 200)
@@ -350,12 +365,22 @@ async def main(selected: list[str]) -> list[Row]:
         await warm_up(sim)
         for key, fn in WORKLOADS.items():
             if key in selected:
-                rows.extend(await fn(sim))
-                print_rows(rows[-3:] if key == "W3" else rows[-2:] if key != "W5" else rows[-3:])
+                new_rows = await fn(sim)
+                with_overhead(new_rows)
+                print_rows(new_rows)
+                rows.extend(new_rows)
     if "W6" in selected:
         rows.extend(w6())
         print_rows(rows[-3:])
     return rows
+
+
+def with_overhead(rows: list[Row]) -> None:
+    """Wall time a store adds, relative to the plain dagengine row of the same workload."""
+    plain = next((r for r in rows if r.runner == "dagengine"), None)
+    for row in rows:
+        if plain is not None and row.runner in STORE_RUNNERS:
+            row.figures["store overhead"] = f"{100 * (row.wall / plain.wall - 1):+.1f}%"
 
 
 async def warm_up(sim: SimulatorProcess) -> None:

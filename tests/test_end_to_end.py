@@ -4,12 +4,13 @@ through the real open-source Portkey gateway."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel
 
 from conftest import SimplePlugin
-from dagengine import DagEngine, ProcessResult
+from dagengine import DagEngine, Dimension, ProcessResult
 from dagengine.gateway import LocalGateway
 from dagengine.simulator import Simulator
 
@@ -93,3 +94,43 @@ async def test_bad_key_is_reported_once_per_section_and_never_printed(
                             result.model_dump_json()])
     assert KEY not in everything
     assert KEY[-10:] not in everything
+
+
+class EmailCategory(BaseModel):
+    category: Literal["spam", "work", "personal", "newsletter"]
+    confidence: float
+    summary: str
+
+
+def structured_engine(sim: Simulator, **execution: Any) -> DagEngine:
+    plugin = Emails()
+    plugin.dimensions = [Dimension(name="analyze_email", output_schema=EmailCategory)]
+    return DagEngine(plugin, providers={"anthropic": {"api_key": KEY, "base_url": sim.base_url}},
+                     execution={"retry_delay": 0.01, **execution})
+
+
+async def test_schema_violations_are_reasked_until_the_answer_validates() -> None:
+    async with Simulator(script=["schema", "schema"]) as sim:
+        result = await structured_engine(sim, concurrency=1).process(EMAILS[:3])
+        stats = await sim.stats()
+    assert all(s.results["analyze_email"].ok for s in result.sections)
+    assert all(s.results["analyze_email"].data["category"] == "work" for s in result.sections)
+    # One slot: while section 0 waits to re-ask, section 1 takes the second bad answer.
+    assert [s.results["analyze_email"].metadata["attempts"] for s in result.sections] == [2, 2, 1]
+    assert stats["requests"] == 5 and stats["schema_violations"] == 2
+    # The re-asks were new prompts that carried the validation error back to the model.
+    assert len(stats["prompts"]) == 5
+
+
+async def test_schema_violations_that_never_stop_end_in_a_clear_per_section_error() -> None:
+    async with Simulator(schema_violation_rate=1.0) as sim:
+        result = await structured_engine(sim, concurrency=3, max_retries=2).process(EMAILS[:3])
+        stats = await sim.stats()
+    for section in result.sections:
+        res = section.results["analyze_email"]
+        assert not res.ok
+        assert "does not match EmailCategory" in (res.error or "")
+        assert "category" in (res.error or "") and "after 3 attempts" in (res.error or "")
+    assert stats["requests"] == 9
+    # Every attempt was answered, so every attempt's tokens are paid for and counted.
+    assert result.costs is not None and result.costs.output_tokens == stats["output_tokens"]
