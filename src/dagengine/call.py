@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from .errors import (
     ProviderError,
     UnknownProviderError,
 )
-from .plugin import HookContext, Hooks, Plugin, PromptContext, resolve
+from .plugin import HookContext, Hooks, Plugin, PromptContext, resolve, with_arity
 from .progress import ProgressTracker
 from .providers.base import BaseProvider, ProviderRegistry
 from .ratelimit import RateLimiter
@@ -142,7 +141,7 @@ class Caller:
         # A store's response cache when the run has one: `await lookup(provider, request)`
         # -> ProviderResponse | None, and `await store(provider, request, response)`.
         self.cache: Any = None
-        self._select_provider = _flexible(plugin.select_provider, 3)
+        self._select_provider = with_arity(plugin.select_provider, 3)
 
     async def execute(
         self, site: CallSite, slot: Slot
@@ -456,18 +455,3 @@ def _unpack_request(
     if isinstance(value, Mapping):
         return value.get("input", request_input), dict(value.get("options", options))
     return value, options
-
-
-def _flexible(fn: Callable[..., Any], most: int) -> Callable[..., Any]:
-    """Call `fn` with as many leading positional arguments as it accepts (at most `most`)."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return fn
-    if any(p.kind is p.VAR_POSITIONAL for p in params):
-        return fn
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    count = min(most, len(positional))
-    if count == most:
-        return fn
-    return lambda *args: fn(*args[:count])

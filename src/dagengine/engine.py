@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .call import Caller, _flexible
+from .call import Caller
 from .config import ExecutionConfig
 from .cost import Pricing, summarize_costs
 from .display import ProgressDisplay, make_display
 from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted
 from .graph import Plan
-from .plugin import HookContext, Hooks, Plugin, resolve
+from .plugin import HookContext, Hooks, Plugin, resolve, with_arity
 from .progress import ProgressTracker
 from .providers import ProvidersArg, build_registry
 from .ratelimit import RateLimiter
@@ -28,8 +28,6 @@ from .types import ProcessResult, ProgressUpdate, Section, SectionLike, SectionR
 log = logging.getLogger("dagengine")
 
 Callback = Callable[..., Any]
-_CALLBACKS = ("on_dimension_start", "on_dimension_complete", "on_section_start",
-              "on_section_complete", "on_error")
 
 
 class DagEngine:
@@ -320,7 +318,7 @@ class _Callbacks:
 
     def __init__(self, callbacks: Mapping[str, Callback | None]) -> None:
         self._fns = {
-            name: _flexible(fn, 2) if name in ("on_dimension_complete", "on_section_start",
+            name: with_arity(fn, 2) if name in ("on_dimension_complete", "on_section_start",
                                                "on_section_complete", "on_error") else fn
             for name, fn in callbacks.items() if fn is not None
         }

@@ -216,6 +216,21 @@ class Hooks:
         return default if value is None else value
 
 
+def with_arity(fn: Callable[..., Any], most: int) -> Callable[..., Any]:
+    """Call `fn` with as many leading positional arguments as it accepts (at most `most`)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return fn
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return fn
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    count = min(most, len(positional))
+    if count == most:
+        return fn
+    return lambda *args: fn(*args[:count])
+
+
 def _overrides(plugin: Plugin, name: str) -> bool:
     if name in vars(plugin):
         return True
