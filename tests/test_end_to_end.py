@@ -134,3 +134,59 @@ async def test_schema_violations_that_never_stop_end_in_a_clear_per_section_erro
     assert stats["requests"] == 9
     # Every attempt was answered, so every attempt's tokens are paid for and counted.
     assert result.costs is not None and result.costs.output_tokens == stats["output_tokens"]
+
+
+def provider_engine(kind: str, sim: Simulator, **execution: Any) -> DagEngine:
+    base_url = {"anthropic": sim.base_url, "openai": sim.openai_base_url,
+                "gemini": sim.gemini_base_url}[kind]
+    model = {"anthropic": HAIKU["model"], "openai": "gpt-4o-mini",
+             "gemini": "gemini-2.0-flash"}[kind]
+    plugin = Emails(kind)
+    plugin._options = {"model": model, "max_tokens": 150}
+    return DagEngine(plugin, providers={kind: {"api_key": KEY, "base_url": base_url,
+                                               "timeout": execution.pop("provider_timeout", 60)}},
+                     execution={"concurrency": 1, "retry_delay": 0.01, **execution})
+
+
+KINDS = ["anthropic", "openai", "gemini"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_each_provider_retries_a_429_no_sooner_than_its_retry_after(kind: str) -> None:
+    async with Simulator(script=[429], error_429_retry_after=0.4) as sim:
+        engine = provider_engine(kind, sim)
+        result = await engine.process(EMAILS[:1])
+    res = result.sections[0].results["analyze_email"]
+    assert res.ok and res.metadata["attempts"] == 2
+    assert res.metadata["duration"] >= 0.4
+    assert res.metadata["tokens"].total_tokens > 0 and res.metadata["model"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_each_provider_retries_a_500(kind: str) -> None:
+    async with Simulator(script=[500]) as sim:
+        result = await provider_engine(kind, sim).process(EMAILS[:1])
+        stats = await sim.stats()
+    assert result.sections[0].results["analyze_email"].ok
+    assert stats["requests"] == 2 and stats["server_errors"] == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_each_provider_turns_a_malformed_body_into_an_error_result(kind: str) -> None:
+    async with Simulator(malformed_rate=1.0) as sim:
+        result = await provider_engine(kind, sim, max_retries=1).process(EMAILS[:2])
+        stats = await sim.stats()
+    for section in result.sections:
+        error = section.results["analyze_email"].error or ""
+        assert "malformed" in error.lower() or "json" in error.lower()
+    assert stats["requests"] == 4  # retried once each, then given up
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_each_provider_bounds_a_hang_by_its_timeout(kind: str) -> None:
+    async with Simulator(hang_rate=1.0, hang_seconds=60) as sim:
+        result = await provider_engine(kind, sim, provider_timeout=0.3,
+                                       max_retries=1).process(EMAILS[:1])
+    res = result.sections[0].results["analyze_email"]
+    assert not res.ok and res.metadata["attempts"] == 2
+    assert res.metadata["duration"] < 10
