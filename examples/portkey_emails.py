@@ -5,7 +5,7 @@
     ANTHROPIC_API_KEY=... PORTKEY_API_KEY=... python examples/portkey_emails.py
 
 The same as `dagengine demo`; the plugin, the engine settings and the report are in
-src/dagengine/demo.py (EmailAnalyzer, run_demo).
+src/dagengine/demo/ (plugin.py: EmailAnalyzer, run.py: run_demo).
 """
 
 from __future__ import annotations
