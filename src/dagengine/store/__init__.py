@@ -1,0 +1,54 @@
+"""Durable runs: a SQLite file that records every result as it completes.
+
+`DagEngine(store="runs.db")` opens a `RunStore`. For each `process()` the engine opens a
+run (`open_run`), reports every finished result (`StoredRun.record`), reads and fills the
+response cache (`RunStore.cache`), and closes the run (`close_run`). A crash, Ctrl-C or
+redeploy then costs at most the calls that were in flight: `process(..., process_id=ID,
+resume=True)` takes the stored results as done and calls only for what is missing.
+
+Durability. `record` serialises the result and queues it; the first row queued in an
+event-loop iteration schedules a commit for the start of the next one, so everything
+recorded in one iteration goes into one transaction (group commit). The scheduler only
+frees a finished item's concurrency slot after `record`, and the commit runs before any
+callback scheduled after it, so no new call starts before the results that freed its slot
+are committed: calls in flight plus results not yet committed never exceed `concurrency`.
+The file is in WAL mode with `synchronous=NORMAL`, so a commit is a write to the
+operating system, not a disk flush: it is cheap enough for the event loop (a few
+microseconds a row) and once it returns, killing the process, even with SIGKILL, cannot
+lose it; only a power loss or kernel crash can lose the last commits. The flush to disk
+happens in checkpoints, which a background thread runs so the event loop never waits for
+a disk. (A writer thread was measured too: to keep the same bound it must acknowledge each
+commit before the slot is freed, and that costs more than committing on the loop.)
+
+Ownership. A run being written has an owner in its `runs` row (pid, host, a token and a
+heartbeat renewed every few seconds). Opening a run another live owner holds raises
+StoreError; an owner that is gone (its pid is dead on this host, or its heartbeat is older
+than `STALE_AFTER` seconds) is taken over, so a SIGKILLed run can be resumed at once.
+Claiming happens in a `BEGIN IMMEDIATE` transaction, and every commit checks the token
+first, so two processes never both write one run. Processes writing different runs can
+share a file: SQLite serialises their commits, each a short transaction.
+
+Resume is exact for plugins whose transforms (`Dimension.transform`,
+`transform_sections`) are deterministic: results are keyed by (dimension, section index)
+exactly as the engine reports them, and section indexes after a global transform refer to
+the transformed list. With `retry_failed=True` (the default) failed results are called
+again, and so is everything that depends on them.
+
+What is never stored: provider configurations and API keys (the store only sees requests,
+which carry none, and responses). The cache is keyed by a SHA-256 of provider name, model,
+options and input; its entries are shared by every run in the file.
+"""
+
+from ._cache import ResponseCache
+from ._runs import RunInfo, StoredRun
+from ._schema import SCHEMA_VERSION
+from ._store import RunStore, open_store
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ResponseCache",
+    "RunInfo",
+    "RunStore",
+    "StoredRun",
+    "open_store",
+]

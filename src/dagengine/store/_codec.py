@@ -1,0 +1,58 @@
+"""How results, responses and sections are written as JSON in the store, and read back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pydantic_core
+
+from ..types import DimensionResult, ProviderResponse, Section, TokenUsage
+
+SECTIONS_PER_ROW = 1000
+
+
+def result_json(result: DimensionResult) -> str:
+    """A result as stored: JSON; values JSON cannot hold are stored as their str()."""
+    return pydantic_core.to_json(
+        {"data": result.data, "error": result.error, "metadata": result.metadata}, fallback=str
+    ).decode()
+
+
+def result_from_json(text: str) -> DimensionResult:
+    """A stored result, with metadata["tokens"] a TokenUsage again so costs add up."""
+    result = DimensionResult.model_validate_json(text)
+    _restore_tokens(result.metadata)
+    return result
+
+
+def response_from_json(text: str) -> ProviderResponse:
+    response = ProviderResponse.model_validate_json(text)
+    _restore_tokens(response.metadata)
+    return response
+
+
+def _restore_tokens(metadata: dict[str, Any]) -> None:
+    tokens = metadata.get("tokens")
+    if isinstance(tokens, dict):
+        metadata["tokens"] = TokenUsage.model_validate(tokens)
+
+
+CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                             default=str)
+
+
+def sections_json(sections: Sequence[Section]) -> list[str]:
+    """Sections as stored and hashed: canonical JSON arrays of [content, metadata] pairs,
+    SECTIONS_PER_ROW to a row, so equal sections always give equal text."""
+    return [CANONICAL.encode([[s.content, s.metadata] for s in sections[i:i + SECTIONS_PER_ROW]])
+            for i in range(0, len(sections), SECTIONS_PER_ROW)]
+
+
+def input_hash(chunks: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk.encode())
+    return digest.hexdigest()

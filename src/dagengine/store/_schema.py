@@ -1,0 +1,139 @@
+"""The store's file: its tables, the checks that a file is a store we can read, and the
+connection every RunStore opens on it."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import StoreError
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x64616731  # "dag1": lets `file(1)` and our own check recognise the file
+GLOBAL_INDEX = -1  # section_index stored for a global dimension's result
+
+_SCHEMA = f"""
+CREATE TABLE schema_version (
+    version     INTEGER NOT NULL,
+    created_by  TEXT NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE runs (
+    process_id      TEXT PRIMARY KEY,
+    plugin          TEXT NOT NULL,
+    plan_signature  TEXT NOT NULL,
+    input_hash      TEXT NOT NULL,
+    section_count   INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    error           TEXT,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    totals          TEXT,
+    owner_token     TEXT,
+    owner_pid       INTEGER,
+    owner_host      TEXT,
+    heartbeat       REAL
+);
+CREATE TABLE sections (
+    process_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    chunk       INTEGER NOT NULL,
+    sections    TEXT NOT NULL,
+    PRIMARY KEY (process_id, kind, chunk)
+) WITHOUT ROWID;
+CREATE TABLE results (
+    process_id     TEXT NOT NULL,
+    dimension      TEXT NOT NULL,
+    section_index  INTEGER NOT NULL,
+    ok             INTEGER NOT NULL,
+    result         TEXT NOT NULL,
+    recorded_at    REAL NOT NULL,
+    PRIMARY KEY (process_id, dimension, section_index)
+) WITHOUT ROWID;
+CREATE TABLE cache (
+    id          INTEGER PRIMARY KEY,
+    tag         INTEGER NOT NULL,
+    key         TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    model       TEXT,
+    response    TEXT NOT NULL,
+    created_at  REAL NOT NULL
+);
+PRAGMA application_id = {APPLICATION_ID};
+"""
+
+
+def open_connection(path: Path) -> sqlite3.Connection:
+    """A connection to the store at `path`, creating the schema in a new file."""
+    conn = _connect(path)
+    try:
+        _check_or_create_schema(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")  # see RunStore._maybe_checkpoint
+    return conn
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None,
+                               check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open the run store {path}: {exc}") from exc
+    return conn
+
+
+def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        tables = _tables(conn)
+        if not tables:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if not _tables(conn):  # another process may have just created it
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
+                                 (SCHEMA_VERSION, f"dagengine {_version()}", time.time()))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            tables = _tables(conn)
+        if "schema_version" not in tables:
+            raise StoreError(
+                f"{path} is an SQLite database but not a dagengine run store "
+                f"(its tables: {', '.join(sorted(tables))}); pass a new file path as store="
+            )
+        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = row[0] if row else None
+        if not isinstance(version, int):
+            raise StoreError(f"{path} is not a valid dagengine run store "
+                             "(its schema_version table is empty)")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} uses run store schema version {version}, written by a newer "
+                f"dagengine; this dagengine ({_version()}) reads up to version "
+                f"{SCHEMA_VERSION}. Upgrade dagengine (pip install -U dagengine)."
+            )
+        conn.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(
+            f"{path} is not a dagengine run store (SQLite says: {exc}); "
+            "pass the path of a store or of a new file as store="
+        ) from exc
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
