@@ -182,14 +182,8 @@ class Scheduler:
 
     def _resolve_waiting(self, dependency: str, state: SectionState) -> None:
         for dependent in self._section_dependents[dependency]:
-            count = state.waiting.get(dependent)
-            if count is None:
-                continue
-            if count > 1:
-                state.waiting[dependent] = count - 1
-            else:
-                del state.waiting[dependent]
-                self._enqueue(_Item(dependent, state))
+            if dependent in state.waiting:
+                self._resolve_one(dependent, state)
 
     async def _finish_dimension(self, name: str) -> None:
         self._finished.add(name)
@@ -208,6 +202,7 @@ class Scheduler:
             self._queue.put_nowait((10**9, 0, next(self._seq), None))
 
     def _resolve_one(self, dependent: str, state: SectionState) -> None:
+        """One dependency of `dependent` is settled for `state`; enqueue it at the last."""
         count = state.waiting[dependent]
         if count > 1:
             state.waiting[dependent] = count - 1
