@@ -190,3 +190,33 @@ async def test_each_provider_bounds_a_hang_by_its_timeout(kind: str) -> None:
     res = result.sections[0].results["analyze_email"]
     assert not res.ok and res.metadata["attempts"] == 2
     assert res.metadata["duration"] < 10
+
+
+async def test_a_configured_rate_limit_holds_against_the_simulators_limit() -> None:
+    async with Simulator(requests_per_minute=600) as sim:  # 10/s, bursts of 10
+        engine = DagEngine(Emails(), providers={"anthropic": {"api_key": KEY,
+                                                              "base_url": sim.base_url}},
+                           execution={"concurrency": 30, "retry_delay": 0.01, "rate_limits": {
+                               "anthropic": {"requests_per_minute": 600}}})
+        result = await engine.process([f"email {i} about the project" for i in range(30)])
+        stats = await sim.stats()
+    assert all(s.results["analyze_email"].ok for s in result.sections)
+    assert stats["rate_limited"] == 0
+    assert stats["requests"] == 30
+
+
+async def test_an_unconfigured_limit_is_learned_from_the_providers_headers() -> None:
+    async with Simulator(requests_per_minute=600) as sim:
+        engine = DagEngine(Emails(), providers={"anthropic": {"api_key": KEY,
+                                                              "base_url": sim.base_url}},
+                           execution={"concurrency": 30, "retry_delay": 0.01, "max_retries": 8})
+        result = await engine.process([f"email {i} about the project" for i in range(60)])
+        stats = await sim.stats()
+        snapshot = engine.get_rate_limits()
+    assert all(s.results["analyze_email"].ok for s in result.sections)
+    [group] = snapshot.values()
+    assert group["learned_requests_per_minute"] == 600
+    # Only the first blind burst can overshoot: 30 sent at once against a burst of 10.
+    assert stats["rate_limited"] <= 20
+    progress = engine.get_progress()
+    assert progress is not None and progress.rate_limited == stats["rate_limited"]

@@ -111,6 +111,10 @@ class DagEngine:
             return None
         return self._snapshot(self._progress)
 
+    def get_rate_limits(self) -> dict[str, dict[str, float | None]]:
+        """Per limit group of the current (or last) run: configured, learned and allowed rates."""
+        return self._limiter.snapshot() if self._limiter is not None else {}
+
     def _snapshot(self, progress: ProgressTracker) -> ProgressUpdate:
         if self._limiter is not None:
             progress.rate_limited = self._limiter.rate_limited
