@@ -36,6 +36,21 @@ def attempts(result: ProcessResult) -> list[int]:
     return [s.results["analyze_email"].metadata["attempts"] for s in result.sections]
 
 
+def provider_engine(kind: str, sim: Simulator, **execution: Any) -> DagEngine:
+    base_url = {"anthropic": sim.base_url, "openai": sim.openai_base_url,
+                "gemini": sim.gemini_base_url}[kind]
+    model = {"anthropic": HAIKU["model"], "openai": "gpt-4o-mini",
+             "gemini": "gemini-2.0-flash"}[kind]
+    plugin = Emails(kind)
+    plugin._options = {"model": model, "max_tokens": 150}
+    return DagEngine(plugin, providers={kind: {"api_key": KEY, "base_url": base_url,
+                                               "timeout": execution.pop("provider_timeout", 60)}},
+                     execution={"concurrency": 1, "retry_delay": 0.01, **execution})
+
+
+KINDS = ["anthropic", "openai", "gemini"]
+
+
 async def test_gateway_retries_upstream_and_the_engine_attempts_once(
         portkey_gateway: LocalGateway) -> None:
     async with Simulator(error_429_rate=0.3, error_429_retry_after=0.0, seed=3) as sim:
@@ -55,18 +70,11 @@ async def test_gateway_retries_upstream_and_the_engine_attempts_once(
     assert result.costs.output_tokens == stats["output_tokens"]
 
 
-@pytest.mark.parametrize("kind", ["anthropic", "openai", "gemini"])
+@pytest.mark.parametrize("kind", KINDS)
 async def test_engine_retries_429s_and_5xx_itself_without_a_gateway(kind: str) -> None:
     async with Simulator(error_429_rate=0.2, error_500_rate=0.1,
                          error_429_retry_after=0.0, seed=5) as sim:
-        base_url = {"anthropic": sim.base_url, "openai": sim.openai_base_url,
-                    "gemini": sim.gemini_base_url}[kind]
-        model = {"anthropic": HAIKU["model"], "openai": "gpt-4o-mini",
-                 "gemini": "gemini-2.0-flash"}[kind]
-        plugin = Emails(kind)
-        plugin._options = {"model": model, "max_tokens": 150}
-        engine = DagEngine(plugin, providers={kind: {"api_key": KEY, "base_url": base_url}},
-                           execution={"concurrency": 10, "retry_delay": 0.01, "max_retries": 6})
+        engine = provider_engine(kind, sim, concurrency=10, max_retries=6)
         result = await engine.process(EMAILS)
         stats = await sim.stats()
     assert all(s.results["analyze_email"].ok for s in result.sections)
@@ -134,21 +142,6 @@ async def test_schema_violations_that_never_stop_end_in_a_clear_per_section_erro
     assert stats["requests"] == 9
     # Every attempt was answered, so every attempt's tokens are paid for and counted.
     assert result.costs is not None and result.costs.output_tokens == stats["output_tokens"]
-
-
-def provider_engine(kind: str, sim: Simulator, **execution: Any) -> DagEngine:
-    base_url = {"anthropic": sim.base_url, "openai": sim.openai_base_url,
-                "gemini": sim.gemini_base_url}[kind]
-    model = {"anthropic": HAIKU["model"], "openai": "gpt-4o-mini",
-             "gemini": "gemini-2.0-flash"}[kind]
-    plugin = Emails(kind)
-    plugin._options = {"model": model, "max_tokens": 150}
-    return DagEngine(plugin, providers={kind: {"api_key": KEY, "base_url": base_url,
-                                               "timeout": execution.pop("provider_timeout", 60)}},
-                     execution={"concurrency": 1, "retry_delay": 0.01, **execution})
-
-
-KINDS = ["anthropic", "openai", "gemini"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
