@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -118,3 +119,12 @@ def portkey_gateway() -> Iterator[LocalGateway]:
         pytest.skip("node is not on PATH: the Portkey gateway needs Node.js 18+")
     with LocalGateway() as gateway:
         yield gateway
+
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests talk to the simulator only: keys a developer has set never reach a real API,
+    not even from session fixtures or subprocesses."""
+    for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                 "PORTKEY_API_KEY"):
+        os.environ.pop(name, None)
