@@ -263,3 +263,11 @@ def test_graph_analytics_and_exports() -> None:
     graph = engine.export_graph_json()
     assert {"source": "summary", "target": "overall"} in graph["links"]
     assert len(graph["nodes"]) == 5
+
+
+async def test_two_runs_on_one_engine_share_its_providers_until_both_end() -> None:
+    provider = FakeProvider(latency=lambda r: 0.2 if r.input.endswith("slow") else 0.01)
+    engine = engine_for(SimplePlugin(["a"]), provider)
+    fast, slow = await asyncio.gather(engine.process(["fast"]), engine.process(["slow"]))
+    assert fast.sections[0].results["a"].ok and slow.sections[0].results["a"].ok
+    assert provider.closed == 1  # closed once, after the second run, not under it

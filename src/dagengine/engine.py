@@ -62,6 +62,7 @@ class DagEngine:
         self.last_result: ProcessResult | None = None
         self._progress: ProgressTracker | None = None
         self._limiter: RateLimiter | None = None
+        self._active_runs = 0
 
     def __repr__(self) -> str:
         return (f"DagEngine(plugin={self.plugin!r}, providers={self.registry.list()}, "
@@ -224,6 +225,7 @@ class DagEngine:
         # 3. execute
         if display is not None:
             display.start(plan)
+        self._active_runs += 1
         try:
             await scheduler.run()
         except (RunFailed, Exception) as failure:
@@ -243,7 +245,9 @@ class DagEngine:
         finally:
             if display is not None:
                 display.stop(self._snapshot(progress))
-            await self._close_providers()
+            self._active_runs -= 1
+            if self._active_runs == 0:  # runs sharing this engine share its provider clients
+                await self._close_providers()
 
         # 4. finalize
         result = self._result(scheduler, metadata, plan)
