@@ -211,7 +211,7 @@ class DagEngine:
             result, error = await self._run_phases(scheduler, hooks, display, progress, pid,
                                                    metadata, plan)
         except BaseException as failure:
-            partial = self.last_result or self._result(scheduler, metadata, plan)
+            partial = self.last_result or self._result(scheduler, metadata)
             await self._close_run(pid, partial, failed=failure)
             raise
         await self._close_run(pid, result, failed=error)
@@ -230,7 +230,7 @@ class DagEngine:
             await scheduler.run()
         except (RunFailed, Exception) as failure:
             error = failure.error if isinstance(failure, RunFailed) else failure
-            partial = self._result(scheduler, metadata, plan)
+            partial = self._result(scheduler, metadata)
             self.last_result = partial
             recovered = await hooks.call("handle_process_failure", HookContext(
                 process_id=pid, error=error, sections=[s.section for s in scheduler.current],
@@ -240,7 +240,7 @@ class DagEngine:
                 return recovered, error
             raise error from None
         except asyncio.CancelledError:
-            self.last_result = self._result(scheduler, metadata, plan)
+            self.last_result = self._result(scheduler, metadata)
             raise
         finally:
             if display is not None:
@@ -250,7 +250,7 @@ class DagEngine:
                 await self._close_providers()
 
         # 4. finalize
-        result = self._result(scheduler, metadata, plan)
+        result = self._result(scheduler, metadata)
         if hooks.has("finalize_results"):
             final = await hooks.call("finalize_results", HookContext(
                 process_id=pid, results=result.sections, global_results=result.global_results,
@@ -264,7 +264,7 @@ class DagEngine:
             result = after
         return result, None
 
-    def _result(self, scheduler: Scheduler, metadata: Any, plan: Plan) -> ProcessResult:
+    def _result(self, scheduler: Scheduler, metadata: Any) -> ProcessResult:
         return ProcessResult(
             sections=scheduler.section_results(),
             global_results=dict(scheduler.global_results),
