@@ -20,6 +20,7 @@ import openai
 import pytest
 from aiohttp import web
 
+from conftest import loopback_server
 from dagengine import gateway as gateway_module
 from dagengine.errors import DagEngineError
 from dagengine.gateway import (
@@ -125,19 +126,13 @@ class FakeUpstream:
 @pytest.fixture
 async def upstream() -> AsyncIterator[FakeUpstream]:
     fake = FakeUpstream()
-    app = web.Application()
-    app.router.add_post("/v1/messages", fake.handle)
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    fake.port = runner.addresses[0][1]
-    try:
-        yield fake
-    finally:
-        fake._release.set()
-        await runner.cleanup()
+    routes = {"/v1/messages": fake.handle, "/v1/chat/completions": fake.handle}
+    async with loopback_server(routes) as port:
+        fake.port = port
+        try:
+            yield fake
+        finally:
+            fake._release.set()
 
 
 def gateway_client(

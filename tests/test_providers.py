@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from conftest import loopback_server
 from dagengine.errors import ConfigurationError, MissingAPIKeyError, ProviderError
 from dagengine.gateway import LocalGateway
 from dagengine.providers import BaseProvider, build_provider
@@ -456,17 +457,11 @@ class Upstream:
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     recorder = Upstream()
-    app = web.Application()
-    app.router.add_post("/v1/messages", recorder.handle)
-    app.router.add_post("/v1/chat/completions", recorder.handle)
-    app.router.add_post("/{version}/models/{model}:generateContent", recorder.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    recorder.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield recorder
-    await runner.cleanup()
+    routes = {"/v1/messages": recorder.handle, "/v1/chat/completions": recorder.handle,
+              "/{version}/models/{model}:generateContent": recorder.handle}
+    async with loopback_server(routes) as port:
+        recorder.url = f"http://127.0.0.1:{port}"
+        yield recorder
 
 
 CHAT = [
