@@ -80,6 +80,15 @@ class CallSite:
     def is_global(self) -> bool:
         return self.dimension.is_global
 
+    def context(self, process_id: str, **fields: Any) -> HookContext:
+        """The hook context of this call, with `fields` added."""
+        return HookContext(
+            process_id=process_id, dimension=self.name, is_global=self.is_global,
+            sections=self.sections, section=None if self.is_global else self.sections[0],
+            section_index=self.section_index, total_sections=self.total_sections,
+            dependencies=self.dependencies, **fields,
+        )
+
 
 @dataclass(slots=True)
 class _Outcome:
@@ -340,12 +349,7 @@ class Caller:
         return DimensionResult(error=message, metadata=outcome.metadata(started))
 
     def _context(self, site: CallSite, **fields: Any) -> HookContext:
-        return HookContext(
-            process_id=self.process_id, dimension=site.name, is_global=site.is_global,
-            sections=site.sections, section=None if site.is_global else site.sections[0],
-            section_index=site.section_index, total_sections=site.total_sections,
-            dependencies=site.dependencies, **fields,
-        )
+        return site.context(self.process_id, **fields)
 
 
 def _cached_metadata(

@@ -406,12 +406,7 @@ class Scheduler:
                            total_sections=len(self.current), **fields)
 
     def _site_context(self, site: CallSite, **fields: Any) -> HookContext:
-        return self._context(
-            site.name, site.is_global, sections=site.sections,
-            section=None if site.is_global else site.sections[0],
-            section_index=site.section_index, dependencies=site.dependencies,
-            global_results=dict(self.global_results), **fields,
-        )
+        return site.context(self.process_id, global_results=dict(self.global_results), **fields)
 
 
 def _missing(dependency: str) -> DimensionResult:
