@@ -236,27 +236,8 @@ class Caller:
             outcome.attempts += 1
             outcome.provider = provider.name
             try:
-                cached = await self.cache.lookup(provider.name, request) if self.cache else None
-                response = cached or await self._send(provider, request, outcome)
-                data = _validated(site.dimension, response.data)
-                if self.cache is not None and cached is None:
-                    await self.cache.store(provider.name, request, response)
-                if self.hooks.has("after_provider_execute"):
-                    response = response.model_copy(update={"data": data})
-                    response = _as_response(await self.hooks.call(
-                        "after_provider_execute", self._context(
-                            site, request=request, response=response, provider=provider.name,
-                            provider_options=options, attempt=attempt,
-                            duration=time.monotonic() - started),
-                        response))
-                    data = response.data
-                metadata = outcome.metadata(started)
-                if cached is not None:
-                    metadata.update(_cached_metadata(cached, self.pricing, options.get("model")))
-                for key in ("finish_reason", "status_code"):
-                    if key in response.metadata:
-                        metadata[key] = response.metadata[key]
-                return DimensionResult(data=data, metadata=metadata)
+                return await self._answer(site, provider, request, options, attempt, outcome,
+                                          started)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -282,7 +263,7 @@ class Caller:
                 if decision.get("should_retry") is False:
                     return error
                 if decision.get("delay") is not None:
-                    delay = max(float(decision["delay"]), getattr(error, "retry_after", 0) or 0)
+                    delay = max(float(decision["delay"]), retry_after or 0)
                 if decision.get("modified_request") is not None:
                     request_input, options = _unpack_request(decision["modified_request"],
                                                              request_input, options)
@@ -298,6 +279,33 @@ class Caller:
             self.progress.retries += 1
             await slot.pause(delay)
             attempt += 1
+
+    async def _answer(
+        self, site: CallSite, provider: BaseProvider, request: ProviderRequest,
+        options: dict[str, Any], attempt: int, outcome: _Outcome, started: float,
+    ) -> DimensionResult:
+        """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
+        cached = await self.cache.lookup(provider.name, request) if self.cache else None
+        response = cached or await self._send(provider, request, outcome)
+        data = _validated(site.dimension, response.data)
+        if self.cache is not None and cached is None:
+            await self.cache.store(provider.name, request, response)
+        if self.hooks.has("after_provider_execute"):
+            response = response.model_copy(update={"data": data})
+            response = _as_response(await self.hooks.call(
+                "after_provider_execute", self._context(
+                    site, request=request, response=response, provider=provider.name,
+                    provider_options=options, attempt=attempt,
+                    duration=time.monotonic() - started),
+                response))
+            data = response.data
+        metadata = outcome.metadata(started)
+        if cached is not None:
+            metadata.update(_cached_metadata(cached, self.pricing, options.get("model")))
+        for key in ("finish_reason", "status_code"):
+            if key in response.metadata:
+                metadata[key] = response.metadata[key]
+        return DimensionResult(data=data, metadata=metadata)
 
     async def _send(
         self, provider: BaseProvider, request: ProviderRequest, outcome: _Outcome
