@@ -13,7 +13,6 @@ retry on any error, the same SDK client and transport.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import logging
 import platform
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import schedules  # benchmarks/, on sys.path as the script's own folder
 
 from dagengine import (
     BaseProvider,
@@ -217,18 +217,6 @@ W4_DIMS = ["sentiment", "topics", "summary", Dimension(name="overall", scope="gl
 W4_DEPS = {"summary": ["sentiment", "topics"], "overall": ["summary"]}
 
 
-def ideal_makespan(result: ProcessResult, concurrency: int) -> float:
-    """A lower bound from the actual call latencies: the slowest section's own chain, or all
-    section work spread perfectly over the concurrency, then the global call."""
-    chains, work = [], 0.0
-    for s in result.sections:
-        d = {k: r.metadata["duration"] for k, r in s.results.items()}
-        chains.append(max(d["sentiment"], d["topics"]) + d["summary"])
-        work += sum(d.values())
-    overall = result.global_results["overall"].metadata["duration"]
-    return max(max(chains), work / concurrency) + overall
-
-
 async def levels(base: Baseline, texts: list[str]) -> None:
     """The usual hand-written DAG: one gather per level, each waiting for the whole level."""
     await asyncio.gather(*(base.call(f"Give the {d} of this review: {t}")
@@ -237,26 +225,23 @@ async def levels(base: Baseline, texts: list[str]) -> None:
     await base.call("Give an overall summary of 200 reviews.")
 
 
-def clairvoyant_makespan(result: ProcessResult, concurrency: int) -> float:
-    """What a scheduler that knew every latency in advance would reach with the same
-    concurrency: list scheduling, longest remaining chain first, then the global call."""
-    lat = [(r["sentiment"].metadata["duration"], r["topics"].metadata["duration"],
-            r["summary"].metadata["duration"]) for r in (s.results for s in result.sections)]
-    ready = [(-(lat[i][k] + lat[i][2]), i, k) for i in range(len(lat)) for k in (0, 1)]
-    heapq.heapify(ready)
-    running: list[tuple[float, int, int]] = []
-    done = [0] * len(lat)
-    now = 0.0
-    while ready or running:
-        while ready and len(running) < concurrency:
-            _, i, k = heapq.heappop(ready)
-            heapq.heappush(running, (now + lat[i][k], i, k))
-        now, i, k = heapq.heappop(running)
-        if k < 2:
-            done[i] += 1
-            if done[i] == 2:
-                heapq.heappush(ready, (-lat[i][2], i, 2))
-    return now + result.global_results["overall"].metadata["duration"]
+def latencies(result: ProcessResult) -> schedules.Latencies:
+    """(sentiment, topics, summary) durations of each section, as the run measured them."""
+    return [(r["sentiment"].metadata["duration"], r["topics"].metadata["duration"],
+             r["summary"].metadata["duration"]) for r in (s.results for s in result.sections)]
+
+
+def w4_figures(result: ProcessResult, wall: float, concurrency: int) -> dict[str, Any]:
+    """Wall time against the lower bound and against zero-overhead replays of the same
+    latencies: online (nothing known in advance) and clairvoyant (every latency known)."""
+    lat, overall = latencies(result), result.global_results["overall"].metadata["duration"]
+    ideal = schedules.ideal(lat, concurrency) + overall
+    online = schedules.replay(lat, concurrency) + overall
+    clairvoyant = schedules.replay(lat, concurrency, "clairvoyant") + overall
+    return {"success": f"{successes(result)}/200", "ideal": round(ideal, 3),
+            "wall/ideal": round(wall / ideal, 3), "online replay": round(online, 3),
+            "wall/online": round(wall / online, 3),
+            "wall/clairvoyant": round(wall / clairvoyant, 3)}
 
 
 async def w4(sim: SimulatorProcess) -> list[Row]:
@@ -271,12 +256,7 @@ async def w4(sim: SimulatorProcess) -> list[Row]:
             concurrency = 400 if "400" in runner else 50
             eng = engine(sim, Bench(W4_DIMS, W4_DEPS), concurrency=concurrency)
             result, wall, _ = await timed(eng.process(sections(200)))
-            ideal = ideal_makespan(result, concurrency)
-            clairvoyant = clairvoyant_makespan(result, concurrency)
-            figures = {"success": f"{successes(result)}/200", "ideal": round(ideal, 3),
-                       "wall/ideal": round(wall / ideal, 3),
-                       "clairvoyant": round(clairvoyant, 3),
-                       "wall/clairvoyant": round(wall / clairvoyant, 3)}
+            figures = w4_figures(result, wall, concurrency)
         else:
             base = Baseline(sim, 50)
             _, wall, _ = await timed(levels(base, sections(200)))
@@ -294,10 +274,8 @@ async def w4_seeds(sim: SimulatorProcess) -> list[Row]:
         await sim.reset()
         eng = engine(sim, Bench(W4_DIMS, W4_DEPS), concurrency=50)
         result, wall, _ = await timed(eng.process(sections(200)))
-        ideal = ideal_makespan(result, 50)
-        rows.append(Row("W4 seeds", f"dagengine, seed {seed}", wall, {
-            "ideal": round(ideal, 3), "wall/ideal": round(wall / ideal, 3),
-            "wall/clairvoyant": round(wall / clairvoyant_makespan(result, 50), 3)}))
+        rows.append(Row("W4 seeds", f"dagengine, seed {seed}", wall,
+                        w4_figures(result, wall, 50)))
     return rows
 
 
