@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py              # all workloads (about 3 minutes)
     .venv/bin/python benchmarks/run.py W3 W4        # some of them
     .venv/bin/python benchmarks/run.py W4S          # W4 over five more latency seeds
+    .venv/bin/python benchmarks/run.py W4H          # a slow step beside a quick chain
 
 The simulator runs in its own process (it never shares this process's CPU or event loop).
 Prints one table and writes benchmarks/results/<timestamp>.json so later runs compare.
@@ -15,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import platform
+import random
 import resource
 import subprocess
 import sys
@@ -225,19 +228,19 @@ async def levels(base: Baseline, texts: list[str]) -> None:
     await base.call("Give an overall summary of 200 reviews.")
 
 
-def latencies(result: ProcessResult) -> schedules.Latencies:
-    """(sentiment, topics, summary) durations of each section, as the run measured them."""
-    return [(r["sentiment"].metadata["duration"], r["topics"].metadata["duration"],
-             r["summary"].metadata["duration"]) for r in (s.results for s in result.sections)]
+def latencies(result: ProcessResult) -> list[dict[str, float]]:
+    """Each section's call durations, as the run measured them."""
+    return [{d: r.metadata["duration"] for d, r in s.results.items()} for s in result.sections]
 
 
 def w4_figures(result: ProcessResult, wall: float, concurrency: int) -> dict[str, Any]:
     """Wall time against the lower bound and against zero-overhead replays of the same
     latencies: online (nothing known in advance) and clairvoyant (every latency known)."""
     lat, overall = latencies(result), result.global_results["overall"].metadata["duration"]
-    ideal = schedules.ideal(lat, concurrency) + overall
-    online = schedules.replay(lat, concurrency) + overall
-    clairvoyant = schedules.replay(lat, concurrency, "clairvoyant") + overall
+    deps = schedules.W4_DEPS
+    ideal = schedules.ideal(lat, deps, concurrency) + overall
+    online = schedules.replay(lat, deps, concurrency) + overall
+    clairvoyant = schedules.replay(lat, deps, concurrency, "clairvoyant") + overall
     return {"success": f"{successes(result)}/200", "ideal": round(ideal, 3),
             "wall/ideal": round(wall / ideal, 3), "online replay": round(online, 3),
             "wall/online": round(wall / online, 3),
@@ -276,6 +279,51 @@ async def w4_seeds(sim: SimulatorProcess) -> list[Row]:
         result, wall, _ = await timed(eng.process(sections(200)))
         rows.append(Row("W4 seeds", f"dagengine, seed {seed}", wall,
                         w4_figures(result, wall, 50)))
+    return rows
+
+
+W4H_MEDIANS = {"classify": 0.3, "tag": 0.3, "essay": 3.0}
+W4H_DEPS: dict[str, tuple[str, ...]] = {"classify": (), "tag": ("classify",), "essay": ()}
+
+
+class LatencyProvider(BaseProvider):
+    """In process, no HTTP: sleeps a lognormal latency (sigma 0.5) drawn from the prompt, its
+    median set per dimension, so every runner meets the same latency for the same call."""
+
+    name = "anthropic"
+
+    def __init__(self, medians: dict[str, float], seed: int) -> None:
+        self.medians = medians
+        self.seed = seed
+
+    def latency(self, dimension: str, prompt: str) -> float:
+        draw = random.Random(f"{self.seed}:{prompt}")
+        return draw.lognormvariate(math.log(self.medians[dimension]), 0.5)
+
+    async def execute(self, request: ProviderRequest) -> ProviderResponse:
+        await asyncio.sleep(self.latency(request.dimension, str(request.input)))
+        return ProviderResponse(data={"ok": True}, metadata={
+            "model": MODEL, "tokens": TokenUsage.of(20, 5)})
+
+
+async def w4_mixed(sim: SimulatorProcess) -> list[Row]:
+    """A quick two-step chain (classify, then tag) beside one slow step (essay) per section:
+    the slow step should start first although the quick chain is deeper."""
+    rows, n, concurrency = [], 200, 50
+    plugin = Bench(list(W4H_DEPS), {k: list(v) for k, v in W4H_DEPS.items() if v})
+    for seed in (1, 2, 3):
+        provider = LatencyProvider(W4H_MEDIANS, seed)
+        eng = DagEngine(plugin, providers=[provider], execution={"concurrency": concurrency})
+        result, wall, _ = await timed(eng.process(sections(n)))
+        lat = latencies(result)
+        ideal = schedules.ideal(lat, W4H_DEPS, concurrency)
+        deepest = schedules.replay(lat, W4H_DEPS, concurrency, "deepest first")
+        clairvoyant = schedules.replay(lat, W4H_DEPS, concurrency, "clairvoyant")
+        rows.append(Row("W4H mixed", f"dagengine, seed {seed}", wall, {
+            "success": f"{successes(result)}/{n}", "ideal": round(ideal, 3),
+            "wall/ideal": round(wall / ideal, 3),
+            "deepest-first replay/ideal": round(deepest / ideal, 3),
+            "clairvoyant/ideal": round(clairvoyant / ideal, 3)}))
     return rows
 
 
@@ -353,6 +401,7 @@ WORKLOADS: dict[str, Callable[[SimulatorProcess], Awaitable[list[Row]]]] = {
     "W3": w3,
     "W4": w4,
     "W4S": w4_seeds,
+    "W4H": w4_mixed,
     "W5": w5,
 }
 

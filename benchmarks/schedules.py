@@ -1,7 +1,8 @@
-"""Schedules of W4's DAG computed from call latencies, without running anything.
+"""Schedules of a per-section DAG computed from call latencies, without running anything.
 
-W4: each section runs sentiment and topics (independent), then summary after both; a global
-call follows every summary. A section's latencies are a (sentiment, topics, summary) tuple.
+A section's latencies are a dict {dimension: seconds}; `deps` maps a dimension to the
+section dimensions it waits for (global dimensions are left out: they come after all of
+it). W4's DAG is sentiment and topics, then summary after both.
 
     .venv/bin/python benchmarks/schedules.py        # the bound study quoted in the README
 
@@ -17,71 +18,107 @@ import math
 import random
 import statistics
 import sys
+from collections.abc import Mapping, Sequence
 
-Latencies = list[tuple[float, float, float]]
+Latencies = Sequence[Mapping[str, float]]
+Deps = Mapping[str, Sequence[str]]
 
-
-def ideal(lat: Latencies, concurrency: int) -> float:
-    """The lower bound: the slowest section's own chain, or all the section work spread
-    perfectly over the concurrency, whichever is longer."""
-    chain = max(max(a, b) + c for a, b, c in lat)
-    return max(chain, sum(a + b + c for a, b, c in lat) / concurrency)
-
+W4_DEPS: Deps = {"sentiment": (), "topics": (), "summary": ("sentiment", "topics")}
 
 # Which ready call takes a free slot first. The online orders know only the DAG and the
 # order calls became ready; "clairvoyant" knows every latency in advance.
-ORDERS = ("ready order", "deepest first", "summaries first", "clairvoyant")
+ORDERS = ("ready order", "deepest first", "shallowest first", "clairvoyant")
 
 
-def replay(lat: Latencies, concurrency: int, order: str = "ready order") -> float:
+def _dependents(deps: Deps) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {d: [] for d in deps}
+    for name, needed in deps.items():
+        for d in needed:
+            out[d].append(name)
+    return out
+
+
+def _topological(deps: Deps) -> list[str]:
+    order: list[str] = []
+    while len(order) < len(deps):
+        order += [n for n, needed in deps.items()
+                  if n not in order and all(d in order for d in needed)]
+    return order
+
+
+def chains(latency: Mapping[str, float], deps: Deps) -> dict[str, float]:
+    """Seconds from the start of each dimension to the end of its section's longest chain."""
+    after = _dependents(deps)
+    out: dict[str, float] = {}
+    for name in reversed(_topological(deps)):
+        out[name] = latency[name] + max((out[d] for d in after[name]), default=0.0)
+    return out
+
+
+def ideal(lat: Latencies, deps: Deps, concurrency: int) -> float:
+    """The lower bound: the slowest section's own chain, or all the section work spread
+    perfectly over the concurrency, whichever is longer."""
+    slowest = max(max(chains(s, deps).values()) for s in lat)
+    return max(slowest, sum(sum(s.values()) for s in lat) / concurrency)
+
+
+def replay(lat: Latencies, deps: Deps, concurrency: int, order: str = "ready order") -> float:
     """Makespan of the section calls when every slot is refilled the instant it frees.
 
-    "deepest first" is dagengine's order (the longest remaining chain in calls); with
-    "clairvoyant" the call heading the longest remaining chain in seconds starts first.
+    "deepest first" is the longest remaining chain counted in calls; "clairvoyant" is the
+    longest remaining chain in seconds, which needs every latency in advance.
     """
-    def key(i: int, k: int, now: float) -> tuple[float, int]:
+    after = _dependents(deps)
+    depth = {n: 1 for n in deps}
+    for name in reversed(_topological(deps)):
+        depth[name] = 1 + max((depth[d] for d in after[name]), default=0)
+    seconds = [chains(s, deps) for s in lat] if order == "clairvoyant" else []
+
+    def key(i: int, d: str, now: float) -> tuple[float, int]:
         if order == "clairvoyant":
-            return -(lat[i][k] + lat[i][2] if k < 2 else lat[i][2]), i
+            return -seconds[i][d], i
         if order == "deepest first":
-            return k // 2, i
-        if order == "summaries first":
-            return -(k // 2), i
+            return -depth[d], i
+        if order == "shallowest first":
+            return depth[d], i
         return now, i
 
-    ready = [(key(i, k, 0.0), i, k) for i in range(len(lat)) for k in (0, 1)]
+    ready = [(key(i, d, 0.0), i, d) for i in range(len(lat)) for d in deps if not deps[d]]
     heapq.heapify(ready)
-    running: list[tuple[float, int, int]] = []
-    done = [0] * len(lat)
+    waiting = [{d: len(deps[d]) for d in deps} for _ in lat]
+    running: list[tuple[float, int, str]] = []
     now = 0.0
     while ready or running:
         while ready and len(running) < concurrency:
-            _, i, k = heapq.heappop(ready)
-            heapq.heappush(running, (now + lat[i][k], i, k))
-        now, i, k = heapq.heappop(running)
-        if k < 2:
-            done[i] += 1
-            if done[i] == 2:
-                heapq.heappush(ready, (key(i, 2, now), i, 2))
+            _, i, d = heapq.heappop(ready)
+            heapq.heappush(running, (now + lat[i][d], i, d))
+        now, i, d = heapq.heappop(running)
+        for dependent in after[d]:
+            waiting[i][dependent] -= 1
+            if not waiting[i][dependent]:
+                heapq.heappush(ready, (key(i, dependent, now), i, dependent))
     return now
 
 
-def draw(rng: random.Random, sections: int = 200) -> tuple[Latencies, float]:
+def draw(rng: random.Random, sections: int = 200) -> tuple[list[dict[str, float]], float]:
+    """W4's latencies: three section calls each, and the global call."""
     def one() -> float:
         return 0.5 * math.exp(rng.gauss(0.0, 1.0))
-    return [(one(), one(), one()) for _ in range(sections)], one()
+    lat = [{"sentiment": one(), "topics": one(), "summary": one()} for _ in range(sections)]
+    return lat, one()
 
 
 def study(draws: int = 200) -> None:
     print(f"W4 latencies drawn {draws} times; makespan / ideal, global call included")
-    print(f"{'in flight':>9}  {'order':<15} {'mean':>6} {'p50':>6} {'p90':>6} {'max':>6}"
+    print(f"{'in flight':>9}  {'order':<16} {'mean':>6} {'p50':>6} {'p90':>6} {'max':>6}"
           f"  {'draws <= 1.10':>13}")
     samples = [draw(random.Random(seed)) for seed in range(draws)]
     for concurrency in (50, 100, 150, 200, 400):
         for order in ORDERS if concurrency == 50 else ("ready order", "clairvoyant"):
-            ratios = sorted((replay(lat, concurrency, order) + g)
-                            / (ideal(lat, concurrency) + g) for lat, g in samples)
+            ratios = sorted((replay(lat, W4_DEPS, concurrency, order) + g)
+                            / (ideal(lat, W4_DEPS, concurrency) + g) for lat, g in samples)
             share = sum(r <= 1.10 for r in ratios) / len(ratios)
-            print(f"{concurrency:>9}  {order:<15} "
+            print(f"{concurrency:>9}  {order:<16} "
                   f"{statistics.mean(ratios):>6.3f} {ratios[len(ratios) // 2]:>6.3f} "
                   f"{ratios[int(0.9 * len(ratios))]:>6.3f} {ratios[-1]:>6.3f}  {share:>12.0%}")
 
