@@ -1,42 +1,6 @@
-"""Client-side rate limits: calls wait for capacity instead of being refused, and adapt to 429s.
+"""LimitGroup: the queue, pause and adaptive rate of calls that share one provider limit.
 
-A run has one RateLimiter. Each call asks it for the LimitGroup that shares its provider
-limit and holds a Permit from that group while its request is in flight::
-
-    async with await limiter.group("openai", "gpt-4o").acquire(estimated_tokens) as permit:
-        response = await provider.execute(request)
-        permit.success(used_tokens, rate_limit)  # or permit.rate_limited(retry_after, ...)
-
-How a group decides:
-
-* Requests and tokens each pass a continuous token bucket refilled at the allowed rate and
-  holding at most one second's worth (at least one request), so a limit holds under any
-  concurrency and never lets a minute's worth out at once. A request larger than the token
-  bucket goes when the bucket is full and leaves it in debt; on success the estimate is
-  replaced by the actual usage. A configured limit starts half full: the first requests
-  reach the provider late and bunched while connections open, and its bucket cannot bank
-  that time. A limit learned mid-run starts empty (the provider has just seen traffic).
-* The allowed rate is HEADROOM of the limit (the lower of the configured one and the one
-  learned from response headers): latency jitters arrivals at the provider, and a client
-  pacing at exactly its rate has no slack for a request that arrives a little early.
-* A 429 pauses the whole group until its retry-after (an exponential backoff when the
-  provider gave none) and halves the allowed rate, which then grows back linearly, reaching
-  the limit RECOVERY_SECONDS after the pause if successes keep coming. Permits carry the
-  group's epoch at admission and only a 429 for a permit admitted after the last decrease
-  (or limit change) decreases again, so a burst of 429s sent together shrinks the rate once.
-* A group with nothing known admits at once. Its first 429 turns the rate it was sending at
-  (an EWMA over about a second) into a guessed limit, which then adapts the same way but,
-  being a guess, slowly probes past itself.
-* requests_remaining / tokens_remaining cap what a bucket holds. When one is 0 and the group
-  has no rate for it, the group pauses until reset_seconds; with a rate, waiting for the
-  next unit suffices, as providers' "reset" is when the window is *fully* replenished.
-* Waiters are served first in, first out, woken by one timer per group set for the moment
-  the head of the queue fits; admissions and reports re-check the head, nothing polls.
-
-Why not aiolimiter.AsyncLimiter: its waiters are ordered by amount (a large token request
-starves behind small ones), it reads the loop clock, it has no pause or rate change, and
-chaining two limiters holds one while waiting for the other and leaks it on cancellation.
-One small gate checking every condition at once is simpler than wrapping it.
+How a group decides is described in the package docstring, dagengine/ratelimit/__init__.py.
 """
 
 from __future__ import annotations
@@ -47,9 +11,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from .errors import ValidationError
-
-__all__ = ["LimitGroup", "Permit", "RateLimiter"]
+from ._bucket import Bucket
+from ._permit import Permit
 
 Clock = Callable[[], float]
 
@@ -62,100 +25,6 @@ BACKOFF_SECONDS = 1.0  # first pause after a 429 without retry-after; doubles, c
 MAX_BACKOFF_SECONDS = 60.0
 MIN_RATE_TO_INFER = 2.0  # calls/s below which a 429 is not read as a request limit
 MIN_INFERRED_PER_SECOND = 1 / 60  # an inferred limit is never below one request a minute
-_EPS = 1e-9  # rounding slack when a timer fires exactly at a bucket's refill time
-
-_UNITS: dict[str, tuple[str, float]] = {  # config key -> (limit, factor to per-minute)
-    "requests_per_minute": ("requests", 1.0),
-    "requests_per_second": ("requests", 60.0),
-    "tokens_per_minute": ("tokens", 1.0),
-    "tokens_per_second": ("tokens", 60.0),
-}
-
-
-class _Bucket:
-    """A continuous token bucket holding at most one second's worth (at least 1)."""
-
-    __slots__ = ("available", "capacity", "rate")
-
-    def __init__(self, rate: float, available: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self.available = min(available, self.capacity)
-
-    def set_rate(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self.available = min(self.available, self.capacity)
-
-    def add(self, amount: float) -> None:
-        self.available = min(self.capacity, self.available + amount)
-
-    def delay(self, amount: float) -> float:
-        """Seconds until `amount` fits; an amount above capacity fits a full bucket."""
-        short = min(amount, self.capacity) - self.available
-        return short / self.rate if short > _EPS else 0.0
-
-
-class Permit:
-    """One admitted request. Report its outcome exactly once: success, rate_limited or failed.
-
-    As a (sync or async) context manager it reports failed() on exit if the body did not
-    report, so an exception or cancellation leaks nothing.
-    """
-
-    __slots__ = ("_epoch", "_group", "_released", "_request", "_tokens")
-
-    def __init__(self, group: LimitGroup, request: bool, tokens: int, epoch: int) -> None:
-        self._group = group
-        self._request = request  # a request unit was taken from the group's bucket
-        self._tokens = tokens  # tokens taken from the group's bucket
-        self._epoch = epoch
-        self._released = False
-
-    @property
-    def released(self) -> bool:
-        return self._released
-
-    def success(
-        self,
-        used_tokens: int | None = None,
-        rate_limit: Mapping[str, float | None] | None = None,
-    ) -> None:
-        """The call succeeded: settle the token estimate, learn from headers, grow back."""
-        self._release()._succeeded(self, used_tokens, rate_limit)
-
-    def rate_limited(
-        self,
-        retry_after: float | None = None,
-        rate_limit: Mapping[str, float | None] | None = None,
-    ) -> None:
-        """The call got a 429: pause the whole group and slow it down."""
-        self._release()._refused(self, retry_after, rate_limit)
-
-    def failed(self) -> None:
-        """Any other failure (5xx, timeout, cancellation): release only."""
-        self._release()
-
-    def _release(self) -> LimitGroup:
-        if self._released:
-            raise RuntimeError("this Permit was already reported; report each one once")
-        self._released = True
-        self._group.in_flight -= 1
-        return self._group
-
-    def __enter__(self) -> Permit:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if not self._released:
-            self.failed()
-
-    async def __aenter__(self) -> Permit:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if not self._released:
-            self.failed()
 
 
 class LimitGroup:
@@ -181,8 +50,8 @@ class LimitGroup:
         self._queue: deque[tuple[asyncio.Future[Permit], int]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._paused_until = -math.inf
-        self._requests: _Bucket | None = None
-        self._tokens: _Bucket | None = None
+        self._requests: Bucket | None = None
+        self._tokens: Bucket | None = None
         self._refilled_at = clock()
         self._inferred_per_second: float | None = None  # request limit guessed at a 429
         self._scale = 1.0  # share of the limit currently allowed
@@ -379,12 +248,12 @@ class LimitGroup:
         self._requests = self._rebuilt(self._requests, requests, start)
         self._tokens = self._rebuilt(self._tokens, tokens, start)
 
-    def _rebuilt(self, bucket: _Bucket | None, limit: float | None, start: float) -> _Bucket | None:
+    def _rebuilt(self, bucket: Bucket | None, limit: float | None, start: float) -> Bucket | None:
         if limit is None:
             return None
         rate = limit * self._scale
         if bucket is None:
-            return _Bucket(rate, max(1.0, start * rate) if start else 0.0)
+            return Bucket(rate, max(1.0, start * rate) if start else 0.0)
         bucket.set_rate(rate)
         return bucket
 
@@ -393,8 +262,8 @@ class LimitGroup:
         return 1.0 if self._inferred_per_second is None else math.inf
 
     def _learn(self, rate_limit: Mapping[str, float | None]) -> None:
-        requests = _positive(rate_limit.get("requests_per_minute"))
-        tokens = _positive(rate_limit.get("tokens_per_minute"))
+        requests = positive(rate_limit.get("requests_per_minute"))
+        tokens = positive(rate_limit.get("tokens_per_minute"))
         changed = False
         if requests is not None and requests != self.learned_requests_per_minute:
             self.learned_requests_per_minute = requests
@@ -407,7 +276,7 @@ class LimitGroup:
             self._inferred_per_second = None
             self._scale = min(self._scale, 1.0)
             self._set_rates()
-        reset = _positive(rate_limit.get("reset_seconds"))
+        reset = positive(rate_limit.get("reset_seconds"))
         for key, bucket in (
             ("requests_remaining", self._requests),
             ("tokens_remaining", self._tokens),
@@ -463,95 +332,7 @@ class LimitGroup:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
 
 
-class RateLimiter:
-    """All limit groups of one run.
-
-    `config` maps "provider" or "provider/model" to limits: requests_per_minute,
-    tokens_per_minute (or requests_per_second, tokens_per_second). A call uses its
-    "provider/model" group if configured, else its "provider" group if configured, else a
-    group of its own "provider/model" (providers limit each model separately) that starts
-    unlimited and learns from headers and 429s.
-    """
-
-    def __init__(
-        self,
-        config: Mapping[str, Mapping[str, float]] | None = None,
-        *,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self._clock = clock
-        self._groups: dict[str, LimitGroup] = {
-            name: LimitGroup(name, requests, tokens, clock=clock)
-            for name, (requests, tokens) in _parse_config(config).items()
-        }
-        self._by_call: dict[tuple[str, str | None], LimitGroup] = {}
-
-    def group(self, provider: str, model: str | None = None) -> LimitGroup:
-        """The group a call to `provider` / `model` waits in."""
-        try:
-            return self._by_call[provider, model]
-        except KeyError:
-            pass
-        qualified = f"{provider}/{model}" if model else provider
-        name = qualified if qualified in self._groups or provider not in self._groups else provider
-        group = self._groups.get(name)
-        if group is None:
-            group = self._groups[name] = LimitGroup(name, clock=self._clock)
-        self._by_call[provider, model] = group
-        return group
-
-    @property
-    def waiting(self) -> int:
-        """Calls waiting for capacity, across groups."""
-        return sum(group.waiting for group in self._groups.values())
-
-    @property
-    def rate_limited(self) -> int:
-        """429s reported so far, across groups."""
-        return sum(group.rate_limited for group in self._groups.values())
-
-    def snapshot(self) -> dict[str, dict[str, float | None]]:
-        return {name: group.snapshot() for name, group in self._groups.items()}
-
-
-def _positive(value: object) -> float | None:
+def positive(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if 0 < value < math.inf else None
-
-
-def _parse_config(
-    config: Mapping[str, Mapping[str, float]] | None,
-) -> dict[str, tuple[float | None, float | None]]:
-    """Per group name: (requests_per_minute, tokens_per_minute), validated."""
-    if config is None:
-        return {}
-    if not isinstance(config, Mapping):
-        raise ValidationError(
-            "execution.rate_limits",
-            "a mapping of 'provider' or 'provider/model' to limits",
-            config,
-        )
-    groups: dict[str, tuple[float | None, float | None]] = {}
-    for name, limits in config.items():
-        field = f"execution.rate_limits[{name!r}]"
-        if not isinstance(name, str) or not name.strip("/ "):
-            raise ValidationError(
-                "execution.rate_limits", "keyed by 'provider' or 'provider/model'", name
-            )
-        if not isinstance(limits, Mapping):
-            raise ValidationError(field, "a mapping such as {'requests_per_minute': 500}", limits)
-        per_minute: dict[str, float] = {}
-        for key, value in limits.items():
-            if key not in _UNITS:
-                raise ValidationError(f"{field}.{key}", "one of " + ", ".join(_UNITS), key)
-            if _positive(value) is None:
-                raise ValidationError(f"{field}.{key}", "a positive number", value)
-            unit, factor = _UNITS[key]
-            if unit in per_minute:
-                raise ValidationError(
-                    f"{field}.{key}", f"absent when {unit}_per_minute/second is also set", value
-                )
-            per_minute[unit] = float(value) * factor
-        groups[name] = (per_minute.get("requests"), per_minute.get("tokens"))
-    return groups
