@@ -23,7 +23,8 @@ from conftest import loopback_server
 from dagengine.errors import ConfigurationError, MissingAPIKeyError, ProviderError
 from dagengine.gateway import LocalGateway
 from dagengine.providers import BaseProvider, build_provider
-from dagengine.providers._common import SDKProvider, rate_limit, retry_after
+from dagengine.providers._http import rate_limit, retry_after
+from dagengine.providers._sdk import SDKProvider
 from dagengine.providers.portkey import DEFAULT_RETRY
 from dagengine.simulator import Simulator
 from dagengine.types import ProviderRequest, TokenUsage

@@ -7,16 +7,8 @@ from typing import Any
 import anthropic
 from anthropic.resources.messages import AsyncMessages
 
-from ._common import (
-    Backend,
-    Call,
-    Completion,
-    SDKProvider,
-    malformed_error,
-    sdk_kwargs,
-    sdk_parameters,
-    stainless_error,
-)
+from ._http import malformed_error, stainless_error
+from ._sdk import Backend, Call, Completion, SDKProvider, sdk_kwargs, sdk_parameters
 
 __all__ = ["AnthropicProvider"]
 

@@ -10,15 +10,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from ._common import (
-    Backend,
-    Call,
-    Completion,
-    SDKProvider,
-    connection_error,
-    malformed_error,
-    status_error,
-)
+from ._http import connection_error, malformed_error, status_error
+from ._sdk import Backend, Call, Completion, SDKProvider
 from .base import ProviderError
 
 __all__ = ["GeminiProvider"]

@@ -12,18 +12,17 @@ from typing import Any
 import openai
 from openai.resources.chat.completions import AsyncCompletions
 
-from ._common import (
+from ._http import malformed_error, stainless_error
+from ._sdk import (
     Backend,
     Call,
     Completion,
     SDKProvider,
-    Settings,
-    malformed_error,
     openai_messages,
     sdk_kwargs,
     sdk_parameters,
-    stainless_error,
 )
+from ._settings import Settings
 
 __all__ = ["OpenAIChatBackend", "OpenAIProvider"]
 

@@ -13,7 +13,8 @@ import json
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
-from ._common import Backend, Settings
+from ._sdk import Backend
+from ._settings import Settings
 from .openai import OpenAIChatBackend
 
 __all__ = [

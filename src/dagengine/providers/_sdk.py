@@ -1,0 +1,221 @@
+"""What the built-in providers share: the call, the backend that makes it, and the answer.
+
+A built-in provider is an `SDKProvider` with a `Backend`: the backend speaks one wire
+format through its official SDK (`anthropic.py`, `openai.py`, `gemini.py`), or the OpenAI
+format through the Portkey gateway (`portkey.py`). Everything that does not depend on the
+wire format lives here, once, with its config in `_settings.py` and the reading of headers
+and errors in `_http.py`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from ..errors import OutputValidationError
+from ..parsing import parse_answer
+from ..types import ProviderRequest, ProviderResponse, TokenUsage
+from ._http import rate_limit, timeout_error
+from ._settings import Settings, read_settings
+from .base import BaseProvider, ProviderError
+
+# Options the provider consumes itself; every other option is passed on to the SDK call.
+_OWN_OPTIONS = frozenset({"model", "max_tokens", "system", "json", "stream"})
+
+
+@dataclass(slots=True)
+class Call:
+    """One request in the shape every backend starts from."""
+
+    model: str
+    messages: list[dict[str, Any]]  # user and assistant turns; system text is apart
+    system: str | None
+    max_tokens: int | None
+    params: dict[str, Any]  # temperature, top_p, stop and other SDK keyword arguments
+    want_json: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What a backend got back, before it becomes a ProviderResponse."""
+
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str | None
+    headers: Mapping[str, str] | None = None
+
+
+class Backend(abc.ABC):
+    """One wire format through one SDK client, created lazily inside the running loop."""
+
+    def __init__(self, provider: str, settings: Settings) -> None:
+        self.provider = provider
+        self.settings = settings
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @abc.abstractmethod
+    def new_client(self) -> Any:
+        """The SDK client; called on first use in each event loop."""
+
+    @abc.abstractmethod
+    async def complete(self, call: Call) -> Completion:
+        """One attempt; SDK failures come out as ProviderError."""
+
+    @abc.abstractmethod
+    async def close_client(self, client: Any) -> None:
+        """Release the client's connections."""
+
+    def client(self) -> Any:
+        # HTTP sessions belong to the loop that opened them: a new loop gets a new client.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client, self._loop = self.new_client(), loop
+        return self._client
+
+    async def aclose(self) -> None:
+        client, loop = self._client, self._loop
+        self._client = self._loop = None
+        if client is not None and loop is asyncio.get_running_loop():
+            await self.close_client(client)
+
+
+class SDKProvider(BaseProvider):
+    """A built-in provider: config handling, the call and the answer around a Backend."""
+
+    kind: ClassVar[str]  # the built-in's name: anthropic, openai, gemini
+    portkey_provider: ClassVar[str]  # its name for the Portkey gateway
+    env_vars: ClassVar[tuple[str, ...]]  # where the API key may come from
+    default_max_tokens: ClassVar[int | None] = None
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        self.handles_retries = settings.gateway is not None
+        self._backend = self._gateway_backend() if settings.gateway else self.backend()
+
+    @classmethod
+    def from_config(cls, name: str, config: Mapping[str, Any]) -> Self:
+        return cls(name, read_settings(name, config, cls.env_vars))
+
+    @abc.abstractmethod
+    def backend(self) -> Backend:
+        """The direct backend on this provider's own SDK."""
+
+    def _gateway_backend(self) -> Backend:
+        from .portkey import portkey_backend  # the gateway backend is built on this module
+
+        return portkey_backend(self.name, self.portkey_provider, self.settings)
+
+    async def execute(self, request: ProviderRequest) -> ProviderResponse:
+        call = self._call(request)
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                completion = await self._backend.complete(call)
+        except TimeoutError:
+            raise timeout_error(self.name, self.settings.timeout) from None
+        return self._response(completion, call.want_json)
+
+    async def aclose(self) -> None:
+        await self._backend.aclose()
+
+    def _call(self, request: ProviderRequest) -> Call:
+        options = request.options
+        model = options.get("model") or self.settings.default_model
+        if not model:
+            raise ProviderError(
+                f"{self.name}: no model given: set options['model'] in select_provider or "
+                f"default_model in the provider config",
+                provider=self.name,
+                retryable=False,
+            )
+        messages, system = split_messages(request.input, options.get("system"))
+        return Call(
+            model=str(model),
+            messages=messages,
+            system=system,
+            max_tokens=options.get("max_tokens")
+            or self.settings.max_tokens
+            or self.default_max_tokens,
+            params={k: v for k, v in options.items() if k not in _OWN_OPTIONS},
+            want_json=options.get("json", True) is not False,
+        )
+
+    def _response(self, completion: Completion, want_json: bool) -> ProviderResponse:
+        data: Any = completion.text
+        if want_json:
+            try:
+                data = parse_answer(completion.text)
+            except OutputValidationError as exc:
+                raise ProviderError(
+                    f"{self.name}: could not parse JSON in the answer ({exc}); asking again",
+                    200,
+                    provider=self.name,
+                    retryable=True,
+                ) from None
+        metadata: dict[str, Any] = {
+            "model": completion.model,
+            "provider": self.name,
+            "tokens": TokenUsage.of(completion.input_tokens, completion.output_tokens),
+            "status_code": 200,
+            "finish_reason": completion.finish_reason,
+        }
+        if completion.headers is not None and (limits := rate_limit(completion.headers)):
+            metadata["rate_limit"] = limits
+        return ProviderResponse(data=data, metadata=metadata)
+
+    def __repr__(self) -> str:
+        via = f" gateway={self.settings.gateway!r}" if self.settings.gateway else ""
+        return f"<{type(self).__name__} name={self.name!r}{via}>"
+
+
+def split_messages(
+    prompt: str | list[dict[str, Any]], system: Any = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """User/assistant turns, and the system text from `system` and any system messages."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}], str(system) if system else None
+    parts = [str(system)] if system else []
+    turns: list[dict[str, Any]] = []
+    for message in prompt:
+        if message.get("role") == "system":
+            parts.append(str(message.get("content", "")))
+        else:
+            turns.append(message)
+    return turns, "\n\n".join(parts) if parts else None
+
+
+def sdk_parameters(method: Any) -> frozenset[str]:
+    """The keyword arguments an SDK method takes."""
+    return frozenset(inspect.signature(method).parameters) - {"self", "stream"}
+
+
+def sdk_kwargs(params: Mapping[str, Any], accepted: frozenset[str]) -> dict[str, Any]:
+    """Options the SDK method names go as keyword arguments, the rest in `extra_body`.
+
+    SDKs drop parameters that some models no longer take (anthropic 2.x has no
+    `temperature`); the API, not the SDK, should say whether a model accepts them.
+    """
+    kwargs: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in accepted:
+            kwargs[key] = value
+        else:
+            extra[key] = value
+    if extra:
+        kwargs["extra_body"] = {**extra, **(kwargs.get("extra_body") or {})}
+    return kwargs
+
+
+def openai_messages(call: Call) -> list[dict[str, Any]]:
+    """The call's messages in OpenAI chat format: the system text as the first message."""
+    if call.system is None:
+        return call.messages
+    return [{"role": "system", "content": call.system}, *call.messages]
