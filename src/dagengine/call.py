@@ -1,21 +1,29 @@
-"""One call: prompt -> provider chain -> retries -> parse and validate -> DimensionResult."""
+"""One call: prompt -> provider chain -> retries -> parse and validate -> DimensionResult,
+within the dimension's time limit."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import pydantic
-
+from ._coerce import (
+    as_call_error,
+    as_request,
+    as_response,
+    as_selection,
+    plugin_error,
+    reask,
+    unpack_request,
+    validated,
+)
+from ._outcome import Outcome, cached_metadata
+from ._site import CallSite, Slot
 from .config import ExecutionConfig
 from .cost import Pricing
 from .errors import (
-    ConfigurationError,
-    DagEngineError,
+    DimensionTimeoutError,
     OutputValidationError,
     ProviderError,
     UnknownProviderError,
@@ -26,100 +34,13 @@ from .providers.base import BaseProvider, ProviderRegistry
 from .ratelimit import RateLimiter
 from .retry import backoff_delay, is_retryable
 from .types import (
-    Dimension,
     DimensionResult,
     ProviderFallback,
     ProviderRequest,
     ProviderResponse,
     ProviderSelection,
-    Section,
     TokenUsage,
 )
-
-
-class Slot:
-    """The concurrency slot a work item holds; given back while the item waits to retry."""
-
-    __slots__ = ("_semaphore", "held")
-
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
-        self._semaphore = semaphore
-        self.held = False
-
-    async def acquire(self) -> None:
-        await self._semaphore.acquire()
-        self.held = True
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self._semaphore.release()
-
-    async def pause(self, seconds: float) -> None:
-        self.release()
-        if seconds > 0:
-            await asyncio.sleep(seconds)
-        await self.acquire()
-
-
-@dataclass(slots=True)
-class CallSite:
-    """Where a call belongs: one dimension over one section (or over all, for a global one)."""
-
-    dimension: Dimension
-    sections: list[Section]
-    section_index: int | None
-    total_sections: int
-    dependencies: dict[str, DimensionResult]
-
-    @property
-    def name(self) -> str:
-        return self.dimension.name
-
-    @property
-    def is_global(self) -> bool:
-        return self.dimension.is_global
-
-    def context(self, process_id: str, **fields: Any) -> HookContext:
-        """The hook context of this call, with `fields` added."""
-        return HookContext(
-            process_id=process_id, dimension=self.name, is_global=self.is_global,
-            sections=self.sections, section=None if self.is_global else self.sections[0],
-            section_index=self.section_index, total_sections=self.total_sections,
-            dependencies=self.dependencies, **fields,
-        )
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What the attempts so far cost: usage adds up even over attempts that failed validation."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
-    attempts: int = 0
-    model: str | None = None
-    provider: str | None = None
-
-    def add_usage(self, response: ProviderResponse, pricing: Pricing, model: str | None) -> None:
-        tokens = response.metadata.get("tokens")
-        answered_model = response.metadata.get("model") or model
-        if isinstance(tokens, TokenUsage):
-            self.input_tokens += tokens.input_tokens
-            self.output_tokens += tokens.output_tokens
-            self.cost += pricing.cost(answered_model, tokens)
-        self.model = answered_model
-
-    def metadata(self, started: float) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "provider": self.provider,
-            "tokens": TokenUsage.of(self.input_tokens, self.output_tokens),
-            "cost": self.cost,
-            "cached": False,
-            "attempts": self.attempts,
-            "duration": time.monotonic() - started,
-        }
 
 
 class Caller:
@@ -155,7 +76,25 @@ class Caller:
     async def execute(
         self, site: CallSite, slot: Slot
     ) -> tuple[DimensionResult, BaseException | None]:
-        """The result of one call and, if it failed, the error behind it."""
+        """The result of one call under its dimension's time limit and, if it failed, the error
+        behind it."""
+        started = time.monotonic()
+        limit = self.config.timeout_for(site.name)
+        try:
+            if limit is None:
+                return await self._call(site, slot)
+            async with asyncio.timeout(limit):
+                return await self._call(site, slot)
+        except TimeoutError:
+            error = DimensionTimeoutError(site.name, limit or 0.0)
+            result = DimensionResult(
+                error=str(error), metadata={"duration": time.monotonic() - started}
+            )
+            return result, error
+
+    async def _call(
+        self, site: CallSite, slot: Slot
+    ) -> tuple[DimensionResult, BaseException | None]:
         started = time.monotonic()
         try:
             prompt = await resolve(self.plugin.create_prompt(PromptContext(
@@ -163,13 +102,13 @@ class Caller:
                 is_global=site.is_global, section_index=site.section_index,
                 process_id=self.process_id,
             )))
-            selection = _selection(await resolve(self._select_provider(
+            selection = as_selection(await resolve(self._select_provider(
                 site.name, site.sections,
                 {"is_global": site.is_global, "section_index": site.section_index,
                  "total_sections": site.total_sections},
             )))
         except Exception as exc:
-            error = _plugin_error(exc)
+            error = plugin_error(exc)
             return DimensionResult(error=str(error), metadata={"duration": 0.0}), error
         return await self._run_chain(site, slot, prompt, selection, started)
 
@@ -179,7 +118,7 @@ class Caller:
     ) -> tuple[DimensionResult, BaseException | None]:
         chain = [ProviderFallback(provider=selection.provider, options=selection.options),
                  *selection.fallbacks]
-        outcome = _Outcome()
+        outcome = Outcome()
         history: list[dict[str, Any]] = []
         last_error: BaseException = ProviderError("no provider was tried")
         request_input: Any = prompt
@@ -194,8 +133,8 @@ class Caller:
                 if decision.get("should_fallback") is False:
                     continue
                 if decision.get("modified_request") is not None:
-                    request_input, options = _unpack_request(decision["modified_request"],
-                                                             request_input, options)
+                    request_input, options = unpack_request(decision["modified_request"],
+                                                            request_input, options)
                 wait = decision.get("delay", entry.retry_after)
                 if wait:
                     await slot.pause(float(wait))
@@ -208,7 +147,7 @@ class Caller:
 
     async def _run_provider(
         self, site: CallSite, slot: Slot, provider_name: str, request_input: Any,
-        options: dict[str, Any], outcome: _Outcome, history: list[dict[str, Any]],
+        options: dict[str, Any], outcome: Outcome, history: list[dict[str, Any]],
         started: float,
     ) -> DimensionResult | BaseException:
         """Attempts on one provider: a result, or the error that ended them."""
@@ -228,7 +167,7 @@ class Caller:
                           "total_sections": site.total_sections},
             )
             if self.hooks.has("before_provider_execute"):
-                request = _as_request(await self.hooks.call(
+                request = as_request(await self.hooks.call(
                     "before_provider_execute", self._context(
                         site, request=request, provider=provider.name, provider_options=options,
                         attempt=attempt, max_attempts=max_attempts),
@@ -241,7 +180,7 @@ class Caller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = _as_call_error(exc, provider.name)
+                error = as_call_error(exc, provider.name)
             history.append({
                 "provider": provider.name, "attempt": attempt, "error": str(error),
                 "status_code": getattr(error, "status_code", None),
@@ -265,34 +204,34 @@ class Caller:
                 if decision.get("delay") is not None:
                     delay = max(float(decision["delay"]), retry_after or 0)
                 if decision.get("modified_request") is not None:
-                    request_input, options = _unpack_request(decision["modified_request"],
-                                                             request_input, options)
+                    request_input, options = unpack_request(decision["modified_request"],
+                                                            request_input, options)
                 if decision.get("modified_provider") is not None:
-                    switched = _selection(decision["modified_provider"])
+                    switched = as_selection(decision["modified_provider"])
                     try:
                         provider = self.registry.get(switched.provider)
                     except UnknownProviderError as exc:
                         return exc
                     options = {**options, **switched.options}
             if isinstance(error, OutputValidationError):
-                request_input = _reask(request_input, error)
+                request_input = reask(request_input, error)
             self.progress.retries += 1
             await slot.pause(delay)
             attempt += 1
 
     async def _answer(
         self, site: CallSite, provider: BaseProvider, request: ProviderRequest,
-        options: dict[str, Any], attempt: int, outcome: _Outcome, started: float,
+        options: dict[str, Any], attempt: int, outcome: Outcome, started: float,
     ) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
         cached = await self.cache.lookup(provider.name, request) if self.cache else None
         response = cached or await self._send(provider, request, outcome)
-        data = _validated(site.dimension, response.data)
+        data = validated(site.dimension, response.data)
         if self.cache is not None and cached is None:
             await self.cache.store(provider.name, request, response)
         if self.hooks.has("after_provider_execute"):
             response = response.model_copy(update={"data": data})
-            response = _as_response(await self.hooks.call(
+            response = as_response(await self.hooks.call(
                 "after_provider_execute", self._context(
                     site, request=request, response=response, provider=provider.name,
                     provider_options=options, attempt=attempt,
@@ -301,14 +240,14 @@ class Caller:
             data = response.data
         metadata = outcome.metadata(started)
         if cached is not None:
-            metadata.update(_cached_metadata(cached, self.pricing, options.get("model")))
+            metadata.update(cached_metadata(cached, self.pricing, options.get("model")))
         for key in ("finish_reason", "status_code"):
             if key in response.metadata:
                 metadata[key] = response.metadata[key]
         return DimensionResult(data=data, metadata=metadata)
 
     async def _send(
-        self, provider: BaseProvider, request: ProviderRequest, outcome: _Outcome
+        self, provider: BaseProvider, request: ProviderRequest, outcome: Outcome
     ) -> ProviderResponse:
         model = request.options.get("model")
         permit = await self.limiter.group(provider.name, model).acquire(_estimate_tokens(request))
@@ -339,7 +278,7 @@ class Caller:
         return response
 
     async def _failed(
-        self, site: CallSite, error: BaseException, outcome: _Outcome,
+        self, site: CallSite, error: BaseException, outcome: Outcome,
         history: list[dict[str, Any]], started: float,
     ) -> DimensionResult:
         if self.hooks.has("handle_dimension_failure"):
@@ -360,20 +299,6 @@ class Caller:
         return site.context(self.process_id, **fields)
 
 
-def _cached_metadata(
-    response: ProviderResponse, pricing: Pricing, model: str | None
-) -> dict[str, Any]:
-    """A cache hit costs nothing; what it would have cost is reported as saved."""
-    tokens = response.metadata.get("tokens")
-    answered = response.metadata.get("model") or model
-    return {
-        "cached": True,
-        "cost": 0.0,
-        "model": answered,
-        "tokens": tokens if isinstance(tokens, TokenUsage) else TokenUsage(),
-        "saved_cost": pricing.cost(answered, tokens if isinstance(tokens, TokenUsage) else None),
-    }
-
 
 def _report_failure(permit: Any, exc: ProviderError) -> None:
     if exc.status_code == 429:
@@ -387,83 +312,3 @@ def _estimate_tokens(request: ProviderRequest) -> int:
     chars = len(text) if isinstance(text, str) else sum(len(str(m.get("content", "")))
                                                        for m in text)
     return chars // 4 + int(request.options.get("max_tokens") or 1024)
-
-
-def _validated(dimension: Dimension, data: Any) -> Any:
-    schema = dimension.output_schema
-    if schema is None:
-        return data
-    if isinstance(data, str):
-        from .parsing import parse_json_lenient
-
-        data = parse_json_lenient(data)
-    try:
-        return schema.model_validate(data).model_dump(mode="json")
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
-            for e in exc.errors()[:5]
-        )
-        raise OutputValidationError(
-            f"answer does not match {schema.__name__}: {problems}"
-        ) from None
-
-
-def _reask(request_input: Any, error: OutputValidationError) -> Any:
-    note = (f"\n\nYour previous answer was rejected: {error}. "
-            "Reply again with only a JSON object that matches the requested fields.")
-    if isinstance(request_input, str):
-        return request_input.split("\n\nYour previous answer was rejected:")[0] + note
-    messages = [dict(m) for m in request_input]
-    return [*messages, {"role": "user", "content": note.strip()}]
-
-
-def _as_call_error(exc: Exception, provider: str) -> Exception:
-    if isinstance(exc, (ProviderError, OutputValidationError, ConfigurationError)):
-        return exc
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider=provider)
-    return ProviderError(f"{provider}: provider raised {type(exc).__name__}: {exc}",
-                         provider=provider, retryable=False)
-
-
-def _plugin_error(exc: Exception) -> DagEngineError:
-    if isinstance(exc, DagEngineError):
-        return exc
-    where = exc.__traceback__
-    while where is not None and where.tb_next is not None:
-        where = where.tb_next
-    hook = where.tb_frame.f_code.co_name if where is not None else "plugin"
-    return ConfigurationError(f"{hook} raised {type(exc).__name__}: {exc}")
-
-
-def _selection(value: Any) -> ProviderSelection:
-    if isinstance(value, ProviderSelection):
-        return value
-    if isinstance(value, str):
-        return ProviderSelection(provider=value)
-    if isinstance(value, Mapping):
-        return ProviderSelection.model_validate(value)
-    raise ConfigurationError(
-        "select_provider must return a ProviderSelection, a dict like "
-        f"{{'provider': 'anthropic', 'options': {{...}}}} or a provider name; "
-        f"got {type(value).__name__}"
-    )
-
-
-def _as_request(value: Any) -> ProviderRequest:
-    return value if isinstance(value, ProviderRequest) else ProviderRequest.model_validate(value)
-
-
-def _as_response(value: Any) -> ProviderResponse:
-    return value if isinstance(value, ProviderResponse) else ProviderResponse.model_validate(value)
-
-
-def _unpack_request(
-    value: Any, request_input: Any, options: dict[str, Any]
-) -> tuple[Any, dict[str, Any]]:
-    if isinstance(value, ProviderRequest):
-        return value.input, dict(value.options)
-    if isinstance(value, Mapping):
-        return value.get("input", request_input), dict(value.get("options", options))
-    return value, options

@@ -233,7 +233,8 @@ class DagEngine:
             partial = self._result(scheduler, metadata)
             self.last_result = partial
             recovered = await hooks.call("handle_process_failure", HookContext(
-                process_id=pid, error=error, sections=[s.section for s in scheduler.current],
+                process_id=pid, error=error,
+                sections=[s.section for s in scheduler.run_state.current],
                 results=partial, global_results=partial.global_results, metadata=metadata),
                 None)
             if isinstance(recovered, ProcessResult):
@@ -265,14 +266,14 @@ class DagEngine:
         return result, None
 
     def _result(self, scheduler: Scheduler, metadata: Any) -> ProcessResult:
+        state = scheduler.run_state
         return ProcessResult(
-            sections=scheduler.section_results(),
-            global_results=dict(scheduler.global_results),
-            transformed_sections=[s.section for s in scheduler.current]
-            if scheduler.transformed else [],
-            costs=summarize_costs(scheduler.all_results(), self.pricing),
+            sections=state.section_results(),
+            global_results=dict(state.global_results),
+            transformed_sections=[s.section for s in state.current] if state.transformed else [],
+            costs=summarize_costs(state.all_results(), self.pricing),
             metadata=metadata,
-            dropped_sections=scheduler.dropped_results(),
+            dropped_sections=state.dropped_results(),
         )
 
     def _progress_emitter(

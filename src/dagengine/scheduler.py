@@ -12,30 +12,21 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from .call import Caller, CallSite, Slot
+from ._coerce import skipped
+from ._run_state import RunState, SectionState
+from ._site import CallSite, Slot
+from .call import Caller
 from .config import ExecutionConfig
-from .errors import DimensionTimeoutError, HookError
+from .errors import HookError
 from .graph import Plan
 from .plugin import HookContext, Hooks, resolve
 from .progress import ProgressTracker
-from .types import DimensionResult, Section, SectionResult, SkipWithResult, to_section
+from .types import DimensionResult, Section, to_section
 
 Emit = Callable[..., Awaitable[None]]
-
-
-@dataclass(slots=True, eq=False)
-class SectionState:
-    """One section's place in the run: its results and what its waiting dimensions still need."""
-
-    section: Section
-    index: int
-    results: dict[str, DimensionResult] = field(default_factory=dict)
-    waiting: dict[str, int] = field(default_factory=dict)
-    started: bool = False
-    reported_complete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,20 +72,15 @@ class Scheduler:
         self.progress = progress
         self.emit = emit
         self.process_id = process_id
-        self.current = [SectionState(s, i) for i, s in enumerate(sections)]
-        self.all_states = list(self.current)
-        self.global_results: dict[str, DimensionResult] = {}
-        self.transformed = False
+        self.run_state = RunState(plan, sections)
         self._preloaded = preloaded or {}
         self._recorder = recorder
         self._on_progress = on_progress
-        self._snapshots: dict[str, list[SectionState]] = {}
         self._remaining: dict[str, int] = {}
         self._armed: set[str] = set()
         self._finished: set[str] = set()
         self._started_dims: set[str] = set()
         self._unfinished = set(plan.order)
-        self._section_dims = [n for n in plan.order if not plan.is_global(n)]
         self._section_dependents = {
             n: tuple(d for d in plan.dependents[n] if not plan.is_global(d)) for n in plan.order
         }
@@ -122,23 +108,6 @@ class Scheduler:
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None
 
-    def section_results(self) -> list[SectionResult]:
-        return [self._section_result(s) for s in self.current]
-
-    def dropped_results(self) -> list[SectionResult]:
-        kept = {id(s) for s in self.current}
-        return [self._section_result(s) for s in self.all_states if id(s) not in kept]
-
-    def all_results(self) -> list[tuple[str, DimensionResult]]:
-        """Every result the run produced, including those of sections since transformed away."""
-        pairs = [(d, r) for s in self.all_states for d, r in s.results.items()]
-        pairs.extend(self.global_results.items())
-        return pairs
-
-    def _section_result(self, state: SectionState) -> SectionResult:
-        ordered = {d: state.results[d] for d in self._section_dims if d in state.results}
-        return SectionResult(section=state.section, results=ordered)
-
     # -- readiness -------------------------------------------------------------------------
 
     async def _maybe_arm(self, name: str) -> None:
@@ -155,8 +124,8 @@ class Scheduler:
         if not all(d in self._finished for d in deps if self.plan.is_global(d)):
             return
         self._armed.add(name)
-        snapshot = list(self.current)
-        self._snapshots[name] = snapshot
+        snapshot = list(self.run_state.current)
+        self.run_state.snapshots[name] = snapshot
         self._remaining[name] = len(snapshot)
         self.progress.expect(name, len(snapshot))
         section_deps = [d for d in deps if not self.plan.is_global(d)]
@@ -190,10 +159,10 @@ class Scheduler:
         self._unfinished.discard(name)
         if name not in self._started_dims:
             await self._dimension_started(name)
-        await self.emit("on_dimension_complete", name, self._dimension_summary(name))
+        await self.emit("on_dimension_complete", name, self.run_state.dimension_summary(name))
         for dependent in self.plan.dependents[name]:
             if dependent in self._armed and not self.plan.is_global(dependent):
-                for state in self._snapshots[dependent]:
+                for state in self.run_state.snapshots[dependent]:
                     if dependent in state.waiting and name not in state.results:
                         self._resolve_one(dependent, state)
             else:
@@ -209,18 +178,6 @@ class Scheduler:
         else:
             del state.waiting[dependent]
             self._enqueue(_Item(dependent, state))
-
-    def _dimension_summary(self, name: str) -> DimensionResult:
-        if self.plan.is_global(name):
-            return self.global_results.get(name) or DimensionResult(error="did not run")
-        snapshot = self._snapshots.get(name, [])
-        results = [s.results[name] for s in snapshot if name in s.results]
-        failed = sum(1 for r in results if r.error is not None)
-        skipped = sum(1 for r in results if r.metadata.get("skipped"))
-        data = {"total": len(snapshot), "completed": len(results), "failed": failed,
-                "skipped": skipped}
-        error = f"{failed} of {len(snapshot)} sections failed" if failed else None
-        return DimensionResult(data=data, error=error)
 
     async def _dimension_started(self, name: str) -> None:
         self._started_dims.add(name)
@@ -249,23 +206,23 @@ class Scheduler:
             return
         deps = await self._dependencies_for_section(name, state)
         site = CallSite(self.plan.dimensions[name], [state.section], state.index,
-                        len(self.current), deps)
+                        len(self.run_state.current), deps)
         result, error = await self._execute(site, slot, "should_skip_section_dimension")
         await self._complete_section(name, state, result, error)
 
     async def _run_global(self, name: str, slot: Slot) -> None:
-        sections = [s.section for s in self.current]
+        sections = [s.section for s in self.run_state.current]
         stored = self._preloaded.get((name, None))
         if stored is not None:
             result, error = stored, None
         else:
-            deps = self._dependencies_for_global(name)
+            deps = self.run_state.dependencies_for_global(name)
             if self.hooks.has("transform_dependencies"):
                 deps = await self.hooks.call("transform_dependencies", self._context(
                     name, True, sections=sections, dependencies=deps), deps)
             site = CallSite(self.plan.dimensions[name], sections, None, len(sections), deps)
             result, error = await self._execute(site, slot, "should_skip_global_dimension")
-        self.global_results[name] = result
+        self.run_state.global_results[name] = result
         self.progress.record(name, result, None)
         if stored is None:
             await self._record(name, None, result)
@@ -278,27 +235,15 @@ class Scheduler:
     async def _execute(
         self, site: CallSite, slot: Slot, skip_hook: str
     ) -> tuple[DimensionResult, BaseException | None]:
-        """Skip check, the before/after hooks, and the call itself under its time limit."""
-        name = site.name
+        """Skip check, the before/after hooks, and the call itself."""
         if self.hooks.has(skip_hook):
             skip = await self.hooks.call(skip_hook, self._site_context(site), False)
             if skip:
-                return _skipped(skip), None
+                return skipped(skip), None
         if self.hooks.has("before_dimension_execute"):
             await self.hooks.call("before_dimension_execute", self._site_context(site))
         started = time.monotonic()
-        limit = self.config.timeout_for(name)
-        try:
-            if limit is None:
-                result, error = await self.caller.execute(site, slot)
-            else:
-                async with asyncio.timeout(limit):
-                    result, error = await self.caller.execute(site, slot)
-        except TimeoutError:
-            error = DimensionTimeoutError(name, limit or 0.0)
-            result = DimensionResult(
-                error=str(error), metadata={"duration": time.monotonic() - started}
-            )
+        result, error = await self.caller.execute(site, slot)
         if self.hooks.has("after_dimension_execute"):
             await self.hooks.call("after_dimension_execute", self._site_context(
                 site, result=result, duration=time.monotonic() - started, error=error))
@@ -315,10 +260,11 @@ class Scheduler:
         await self._after_result(name, state.index, result, error)
         self._resolve_waiting(name, state)
         self._remaining[name] -= 1
-        if not state.reported_complete and all(d in state.results for d in self._section_dims):
+        dims = self.run_state.section_dims
+        if not state.reported_complete and all(d in state.results for d in dims):
             state.reported_complete = True
             await self.emit("on_section_complete", state.index,
-                            self._section_result(state))
+                            self.run_state.section_result(state))
         if self._remaining[name] == 0:
             await self._finish_dimension(name)
 
@@ -351,80 +297,29 @@ class Scheduler:
         if self.hooks.has("transform_sections"):
             replacement = await self.hooks.call("transform_sections", self._context(
                 name, True, sections=replacement if replacement is not None else sections,
-                result=result, global_results=dict(self.global_results)), replacement)
+                result=result, global_results=dict(self.run_state.global_results)), replacement)
         if replacement is not None:
-            self._replace_sections([to_section(s) for s in replacement])
-
-    def _replace_sections(self, sections: list[Section]) -> None:
-        by_identity = {id(s.section): s for s in self.current}
-        used: set[int] = set()
-        states: list[SectionState] = []
-        for index, section in enumerate(sections):
-            state = by_identity.get(id(section))
-            if state is None or id(state) in used:
-                state = SectionState(section, index)
-                self.all_states.append(state)
-            state.index = index
-            used.add(id(state))
-            states.append(state)
-        self.current = states
-        self.transformed = True
+            self.run_state.replace_sections([to_section(s) for s in replacement])
 
     # -- dependencies ----------------------------------------------------------------------
 
     async def _dependencies_for_section(
         self, name: str, state: SectionState
     ) -> dict[str, DimensionResult]:
-        deps: dict[str, DimensionResult] = {}
-        for dep in self.plan.dependencies[name]:
-            if self.plan.is_global(dep):
-                deps[dep] = self.global_results.get(dep) or _missing(dep)
-            else:
-                deps[dep] = state.results.get(dep) or _missing(dep)
+        deps = self.run_state.dependencies_for_section(name, state)
         if self.hooks.has("transform_dependencies"):
             deps = await self.hooks.call("transform_dependencies", self._context(
                 name, False, section=state.section, section_index=state.index,
                 sections=[state.section], dependencies=deps), deps)
         return deps
 
-    def _dependencies_for_global(self, name: str) -> dict[str, DimensionResult]:
-        deps: dict[str, DimensionResult] = {}
-        for dep in self.plan.dependencies[name]:
-            if self.plan.is_global(dep):
-                deps[dep] = self.global_results.get(dep) or _missing(dep)
-                continue
-            snapshot = self._snapshots.get(dep, [])
-            deps[dep] = DimensionResult(data={
-                "sections": [s.results.get(dep) or _missing(dep) for s in snapshot],
-                "aggregated": True,
-                "total_sections": len(snapshot),
-            })
-        return deps
-
     def _context(self, name: str, is_global: bool, **fields: Any) -> HookContext:
         return HookContext(process_id=self.process_id, dimension=name, is_global=is_global,
-                           total_sections=len(self.current), **fields)
+                           total_sections=len(self.run_state.current), **fields)
 
     def _site_context(self, site: CallSite, **fields: Any) -> HookContext:
-        return site.context(self.process_id, global_results=dict(self.global_results), **fields)
-
-
-def _missing(dependency: str) -> DimensionResult:
-    return DimensionResult(
-        error=f"dimension {dependency!r} has no result for this section "
-        "(the section list was transformed after it ran)"
-    )
-
-
-def _skipped(skip: Any) -> DimensionResult:
-    if isinstance(skip, SkipWithResult):
-        result = skip.result.model_copy(deep=True)
-        result.metadata["cached"] = True
-        result.metadata.setdefault("skipped", True)
-        return result
-    reason = skip if isinstance(skip, str) else "skipped by should_skip hook"
-    return DimensionResult(data={"skipped": True, "reason": reason},
-                           metadata={"skipped": True, "reason": reason, "cost": 0.0})
+        global_results = dict(self.run_state.global_results)
+        return site.context(self.process_id, global_results=global_results, **fields)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
