@@ -47,6 +47,19 @@ async def test_in_flight_calls_never_exceed_concurrency_and_reach_it() -> None:
     assert len(provider.calls) == 40
 
 
+async def test_a_dimension_seen_to_be_slow_starts_before_a_deeper_quick_chain() -> None:
+    # classify -> tag is the deeper chain, so it would go first; but the first essay, started
+    # early to learn what essays take, runs far longer than classify and tag, so the other
+    # essays start before the tags.
+    provider = FakeProvider(latency=lambda r: 0.05 if r.dimension == "essay" else 0.001)
+    plugin = SimplePlugin(["classify", "tag", "essay"], {"tag": ["classify"]})
+    await engine_for(plugin, provider, concurrency=2).process([str(i) for i in range(12)])
+    order = [c.dimension for c in provider.calls]
+    assert order.index("essay") <= 2
+    last_essay = max(i for i, d in enumerate(order) if d == "essay")
+    assert order[last_essay + 1:].count("tag") >= 10
+
+
 async def test_cycle_raises_before_any_provider_call() -> None:
     provider = FakeProvider()
     plugin = SimplePlugin(["a", "b", "c"], {"a": ["c"], "b": ["a"], "c": ["b"]})

@@ -16,11 +16,37 @@ W4 = Plan.build(
 MIXED = Plan.build(["classify", "tag", "essay"], {"tag": ["classify"]})
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def observe(queue: ReadyQueue[str], clock: Clock, dimension: str, seconds: float) -> None:
+    started = queue.started(dimension)
+    clock.now += seconds
+    queue.finished(dimension, started)
+
+
 def drain(queue: ReadyQueue[str]) -> list[str]:
     async def take() -> list[str]:
         queue.close()
         taken = []
         while (item := await queue.get()) is not None:
+            taken.append(item)
+        return taken
+    return asyncio.run(take())
+
+
+def drain_started(queue: ReadyQueue[str]) -> list[str]:
+    """Like drain, each item's call starting as it is taken (so it counts as seen)."""
+    async def take() -> list[str]:
+        queue.close()
+        taken = []
+        while (item := await queue.get()) is not None:
+            queue.started(item.split()[0])
             taken.append(item)
         return taken
     return asyncio.run(take())
@@ -33,24 +59,26 @@ def test_globals_go_before_any_section_call() -> None:
     assert drain(queue)[0] == "overall"
 
 
-def test_before_any_duration_deepest_chain_goes_first_then_section_order() -> None:
+def test_before_any_duration_each_dimension_goes_once_then_deepest_chain_first() -> None:
     queue: ReadyQueue[str] = ReadyQueue(W4)
     queue.put("summary", 0, "summary 0")
     for i in (1, 0):
         for d in ("topics", "sentiment"):
             queue.put(d, i, f"{d} {i}")
-    assert drain(queue) == ["topics 0", "sentiment 0", "topics 1", "sentiment 1", "summary 0"]
+    assert drain_started(queue) == ["topics 0", "sentiment 0", "summary 0", "topics 1",
+                                    "sentiment 1"]
 
 
 def test_a_dimension_learned_to_be_slow_starts_before_a_deeper_quick_chain() -> None:
-    queue: ReadyQueue[str] = ReadyQueue(MIXED)
+    clock = Clock()
+    queue: ReadyQueue[str] = ReadyQueue(MIXED, clock)
     for i in range(3):
         queue.put("classify", i, f"classify {i}")
         queue.put("essay", i, f"essay {i}")
     for _ in range(20):
-        queue.observe("classify", 0.2)
-        queue.observe("tag", 0.2)
-        queue.observe("essay", 4.0)
+        observe(queue, clock, "classify", 0.2)
+        observe(queue, clock, "tag", 0.2)
+        observe(queue, clock, "essay", 4.0)
     assert queue.expected_chains()["essay"] > 2 * queue.expected_chains()["classify"]
     assert drain(queue) == ["essay 0", "essay 1", "essay 2",
                             "classify 0", "classify 1", "classify 2"]
@@ -58,17 +86,35 @@ def test_a_dimension_learned_to_be_slow_starts_before_a_deeper_quick_chain() -> 
 
 def test_without_durations_the_deeper_quick_chain_goes_first() -> None:
     queue: ReadyQueue[str] = ReadyQueue(MIXED)
-    queue.put("essay", 0, "essay 0")
-    queue.put("classify", 0, "classify 0")
-    assert drain(queue) == ["classify 0", "essay 0"]
+    for i in range(2):
+        queue.put("essay", i, f"essay {i}")
+        queue.put("classify", i, f"classify {i}")
+    # Each dimension's first call goes first once, then the deeper chain.
+    assert drain_started(queue) == ["classify 0", "essay 0", "classify 1", "essay 1"]
+
+
+def test_calls_still_running_show_a_slow_dimension_before_any_ends() -> None:
+    clock = Clock()
+    queue: ReadyQueue[str] = ReadyQueue(MIXED, clock)
+    for _ in range(10):
+        observe(queue, clock, "classify", 0.2)
+        observe(queue, clock, "tag", 0.2)
+    essays = [queue.started("essay") for _ in range(5)]
+    clock.now += 3.0
+    chains = queue.expected_chains()
+    assert chains["essay"] > 1.5 * chains["classify"]
+    for started in essays:
+        queue.finished("essay", started, observed=False)  # cache hits: nothing learned
+    assert queue.expected_chains()["essay"] < chains["essay"]
 
 
 def test_alike_dimensions_with_noisy_durations_keep_section_order() -> None:
-    queue: ReadyQueue[str] = ReadyQueue(W4)
-    queue.observe("sentiment", 3.0)  # one heavy-tailed call
+    clock = Clock()
+    queue: ReadyQueue[str] = ReadyQueue(W4, clock)
+    observe(queue, clock, "sentiment", 3.0)  # one heavy-tailed call
     for _ in range(4):
-        queue.observe("topics", 0.5)
-        queue.observe("summary", 0.5)
+        observe(queue, clock, "topics", 0.5)
+        observe(queue, clock, "summary", 0.5)
     for i in range(2):
         queue.put("sentiment", i, f"sentiment {i}")
         queue.put("topics", i, f"topics {i}")

@@ -79,8 +79,11 @@ async def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:
 
 
 async def interrupted_run(path: Path, process_id: str, done: int, plugin: Any = None) -> None:
-    """A run cancelled once `done` of its results are stored (sections >= done never answer)."""
-    provider = GatedProvider(hold=from_index(done))
+    """A run cancelled once `done` results are stored: the first dimension answers for the
+    sections before `done`, nothing else ever answers."""
+    first = (plugin or SimplePlugin(["a"])).dimensions[0]
+    provider = GatedProvider(
+        hold=lambda r: r.dimension != first or r.metadata["section_index"] >= done)
     task = asyncio.create_task(
         engine_for(path, provider, plugin).process(SECTIONS, process_id=process_id))
     await wait_for(lambda: stored_count(path) == done)

@@ -1,14 +1,18 @@
 """Which ready call takes the next free slot.
 
 Globals go first: everything after a global waits for it. Among section dimensions, the one
-heading the longest expected remaining chain goes first, in seconds, as learned from the
-durations of the calls finished so far: a slow dimension (a long summary) starts before a
-quick one even when the quick one has more steps after it. Expected chains within NEAR of the
-longest count as equal, and among those the deepest chain in calls goes first, then the
-oldest section, so a section's independent dimensions start together and its chain ends
-early; the noise of a few heavy-tailed durations then cannot reorder dimensions that are
-alike. Before anything has finished, every dimension is assumed equally slow, which makes
-the order simply deepest chain first.
+heading the longest expected remaining chain goes first, in seconds, as learned from the run's
+own calls: a slow dimension (a long essay) starts before a quick one even when the quick one
+has more steps after it. Expected chains within NEAR of the longest count as equal, and among
+those the deepest chain in calls goes first, then the oldest section, so a section's
+independent dimensions start together and its chain ends early; the noise of a few
+heavy-tailed durations cannot reorder dimensions that are alike.
+
+A dimension's expected duration is the mean over its finished calls and, for the calls still
+in flight, the time they have run so far: a slow dimension shows itself while its first calls
+are still running, not only once they end. A dimension nobody has started yet goes first
+once, so that something is learned about it early; until then every dimension counts as
+equally slow, which makes the order simply deepest chain first.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections import deque
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .graph import Plan
@@ -29,20 +36,33 @@ NEAR = 1.5  # expected chains within this factor of the longest are treated as e
 PRIOR_WEIGHT = 5  # a dimension's mean duration starts from the run's mean, as if seen this often
 
 
-class ReadyQueue(Generic[T]):
-    """Ready items per dimension, for one consumer (the dispatcher) and any producers."""
+@dataclass(slots=True)
+class _Durations:
+    calls: int = 0  # started, finished or not
+    seconds: float = 0.0  # of the finished calls
+    running: int = 0
+    running_since: float = 0.0  # sum of the start times of the calls in flight
 
-    def __init__(self, plan: Plan) -> None:
+    def elapsed(self, now: float) -> float:
+        return self.seconds + self.running * now - self.running_since
+
+
+class ReadyQueue(Generic[T]):
+    """Ready items per dimension, for one consumer (the dispatcher) and any producers.
+
+    The consumer waits for an item, then for a free slot, and only then pops: the item that
+    is first when the slot frees is the one that runs, and no slot sits idle waiting for work.
+    """
+
+    def __init__(self, plan: Plan, clock: Callable[[], float] = time.monotonic) -> None:
         self._plan = plan
+        self._clock = clock
         self._globals: deque[T] = deque()
         self._sections: dict[str, list[tuple[int, int, T]]] = {}
         self._seq = itertools.count()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
-        self._seconds: dict[str, float] = {}
-        self._calls: dict[str, int] = {}
-        self._total = (0.0, 0)
-        self._chains: dict[str, float] | None = None
+        self._durations: defaultdict[str, _Durations] = defaultdict(_Durations)
 
     def put(self, dimension: str, section_index: int | None, item: T) -> None:
         """Add a ready item; `section_index` None marks a global dimension."""
@@ -58,44 +78,66 @@ class ReadyQueue(Generic[T]):
         self._closed = True
         self._wake()
 
-    def observe(self, dimension: str, seconds: float) -> None:
-        """A call of `dimension` took `seconds`: refine what its chains are expected to take."""
-        self._seconds[dimension] = self._seconds.get(dimension, 0.0) + seconds
-        self._calls[dimension] = self._calls.get(dimension, 0) + 1
-        total, count = self._total
-        self._total = (total + seconds, count + 1)
-        self._chains = None
+    def started(self, dimension: str) -> float:
+        """A call of `dimension` starts; returns the start time to hand back to finished()."""
+        now = self._clock()
+        durations = self._durations[dimension]
+        durations.calls += 1
+        durations.running += 1
+        durations.running_since += now
+        return now
 
-    async def get(self) -> T | None:
+    def finished(self, dimension: str, started: float, *, observed: bool = True) -> None:
+        """The call started at `started` ended; observed=False (a cache hit) learns nothing."""
+        durations = self._durations[dimension]
+        durations.running -= 1
+        durations.running_since -= started
+        if observed:
+            durations.seconds += self._clock() - started
+        else:
+            durations.calls -= 1
+
+    async def wait(self) -> bool:
+        """Until an item is ready (True) or the queue is closed and empty (False)."""
         while not self._globals and not any(self._sections.values()):
             if self._closed:
-                return None
+                return False
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
+        return True
+
+    def pop(self) -> T:
+        """The item to run next; call after wait() returned True."""
         if self._globals:
             return self._globals.popleft()
         return heapq.heappop(self._sections[self._next_dimension()])[2]
 
+    async def get(self) -> T | None:
+        return self.pop() if await self.wait() else None
+
     def expected_chains(self) -> dict[str, float]:
         """Each dimension's expected seconds from its start to the end of the run."""
-        if self._chains is None:
-            total, count = self._total
-            prior = total / count if count else 1.0
-            chains: dict[str, float] = {}
-            for name in reversed(self._plan.order):
-                mean = (self._seconds.get(name, 0.0) + PRIOR_WEIGHT * prior) / (
-                    self._calls.get(name, 0) + PRIOR_WEIGHT
-                )
-                after = max((chains[d] for d in self._plan.dependents[name]), default=0.0)
-                chains[name] = mean + after
-            self._chains = chains
-        return self._chains
+        now = self._clock()
+        seen = [d for d in self._durations.values() if d.calls]
+        count = sum(d.calls for d in seen)
+        prior = sum(d.elapsed(now) for d in seen) / count if count else 1.0
+        chains: dict[str, float] = {}
+        for name in reversed(self._plan.order):
+            durations = self._durations.get(name) or _Durations()
+            mean = (durations.elapsed(now) + PRIOR_WEIGHT * prior) / (
+                durations.calls + PRIOR_WEIGHT
+            )
+            after = max((chains[d] for d in self._plan.dependents[name]), default=0.0)
+            chains[name] = mean + after
+        return chains
 
     def _next_dimension(self) -> str:
         ready = [d for d, heap in self._sections.items() if heap]
+        unseen = [d for d in ready if not self._durations[d].calls]
+        ready = unseen or ready
         if len(ready) == 1:
             return ready[0]
         chains = self.expected_chains()

@@ -1,15 +1,15 @@
 """Runs a plan: per-section pipelines, global barriers only where the DAG needs them, transforms.
 
 Work items are (dimension, section) pairs, or a global dimension. An item becomes ready when
-its own dependencies are done, goes into one priority queue (longest remaining chain first,
-so the tail starts early), and a dispatcher starts it once a concurrency slot is free. An
-item holds its slot while it runs and gives it back while it waits to retry.
+its own dependencies are done and goes into the ReadyQueue (ready.py: longest expected
+remaining chain first, so the tail starts early). Whenever a concurrency slot frees, the
+dispatcher starts the item that is first at that moment. An item holds its slot while it
+runs and gives it back while it waits to retry.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +24,7 @@ from .errors import HookError
 from .graph import Plan
 from .plugin import HookContext, Hooks, resolve
 from .progress import ProgressTracker
+from .ready import ReadyQueue
 from .types import DimensionResult, Section, to_section
 
 Emit = Callable[..., Awaitable[None]]
@@ -84,10 +85,7 @@ class Scheduler:
         self._section_dependents = {
             n: tuple(d for d in plan.dependents[n] if not plan.is_global(d)) for n in plan.order
         }
-        self._queue: asyncio.PriorityQueue[tuple[int, int, int, _Item | None]] = (
-            asyncio.PriorityQueue()
-        )
-        self._seq = itertools.count()
+        self._ready: ReadyQueue[_Item] = ReadyQueue(plan)
         self._slots = asyncio.Semaphore(config.concurrency)
 
     async def run(self) -> None:
@@ -98,12 +96,7 @@ class Scheduler:
             async with asyncio.TaskGroup() as group:
                 for name in self.plan.order:
                     await self._maybe_arm(name)
-                while True:
-                    _, _, _, item = await self._queue.get()
-                    if item is None:
-                        break
-                    slot = Slot(self._slots)
-                    await slot.acquire()
+                while item := await self._next_item(slot := Slot(self._slots)):
                     group.create_task(self._run_item(item, slot))
         except BaseExceptionGroup as group_error:
             raise _first_error(group_error) from None
@@ -140,14 +133,17 @@ class Scheduler:
             await self._finish_dimension(name)
 
     def _enqueue(self, item: _Item) -> None:
-        # Globals first (everything after them waits), then the longest remaining chain,
-        # then section order, so a section's independent dimensions start together and
-        # its chain finishes early instead of every section waiting on one level.
-        if item.state is None:
-            rank, order = -10_000, 0
-        else:
-            rank, order = -self.plan.remaining_depth[item.dimension], item.state.index
-        self._queue.put_nowait((rank, order, next(self._seq), item))
+        self._ready.put(item.dimension, None if item.state is None else item.state.index, item)
+
+    async def _next_item(self, slot: Slot) -> _Item | None:
+        """The item to run in `slot`, chosen once the slot is free (None: the run is done).
+
+        The slot is taken only when work is ready: a dispatcher holding a slot while waiting
+        for work would starve the calls that gave theirs back to wait for a retry."""
+        if not await self._ready.wait():
+            return None
+        await slot.acquire()
+        return self._ready.pop()
 
     def _resolve_waiting(self, dependency: str, state: SectionState) -> None:
         for dependent in self._section_dependents[dependency]:
@@ -168,7 +164,7 @@ class Scheduler:
             else:
                 await self._maybe_arm(dependent)
         if not self._unfinished:
-            self._queue.put_nowait((10**9, 0, next(self._seq), None))
+            self._ready.close()
 
     def _resolve_one(self, dependent: str, state: SectionState) -> None:
         """One dependency of `dependent` is settled for `state`; enqueue it at the last."""
@@ -242,8 +238,13 @@ class Scheduler:
                 return skipped(skip), None
         if self.hooks.has("before_dimension_execute"):
             await self.hooks.call("before_dimension_execute", self._site_context(site))
-        started = time.monotonic()
-        result, error = await self.caller.execute(site, slot)
+        started = self._ready.started(site.name)
+        observed = False  # a cancelled call or a cache hit says nothing about the provider
+        try:
+            result, error = await self.caller.execute(site, slot)
+            observed = not result.metadata.get("cached")
+        finally:
+            self._ready.finished(site.name, started, observed=observed)
         if self.hooks.has("after_dimension_execute"):
             await self.hooks.call("after_dimension_execute", self._site_context(
                 site, result=result, duration=time.monotonic() - started, error=error))
