@@ -137,9 +137,18 @@ class DagEngine:
             )
         self.last_result = None
         try:
-            return asyncio.run(self.process(sections, **kwargs))
+            asyncio.run(self._process_into_last_result(sections, **kwargs))
         except KeyboardInterrupt:
             raise ProcessInterrupted(self.last_result) from None
+        assert self.last_result is not None
+        return self.last_result
+
+    async def _process_into_last_result(self, sections: Iterable[SectionLike],
+                                        **kwargs: Any) -> None:
+        # asyncio.run's main task must not hold the result: on exit, Python 3.11 restores the
+        # SIGINT handler through a path that formats the task's repr, result included, which
+        # takes seconds for a result of 100k sections.
+        self.last_result = await self.process(sections, **kwargs)
 
     async def process(
         self,
