@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -34,6 +35,7 @@ T = TypeVar("T")
 
 NEAR = 1.5  # expected chains within this factor of the longest are treated as equal
 PRIOR_WEIGHT = 5  # a dimension's mean duration starts from the run's mean, as if seen this often
+REFRESH_SECONDS = 0.05  # how stale the expected chains may be (computing them costs per pick)
 
 
 @dataclass(slots=True)
@@ -59,10 +61,13 @@ class ReadyQueue(Generic[T]):
         self._clock = clock
         self._globals: deque[T] = deque()
         self._sections: dict[str, list[tuple[int, int, T]]] = {}
+        self._section_items = 0
         self._seq = itertools.count()
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._durations: defaultdict[str, _Durations] = defaultdict(_Durations)
+        self._chains: dict[str, float] = {}
+        self._chains_at = -math.inf
 
     def put(self, dimension: str, section_index: int | None, item: T) -> None:
         """Add a ready item; `section_index` None marks a global dimension."""
@@ -71,6 +76,7 @@ class ReadyQueue(Generic[T]):
         else:
             heap = self._sections.setdefault(dimension, [])
             heapq.heappush(heap, (section_index, next(self._seq), item))
+            self._section_items += 1
         self._wake()
 
     def close(self) -> None:
@@ -85,6 +91,8 @@ class ReadyQueue(Generic[T]):
         durations.calls += 1
         durations.running += 1
         durations.running_since += now
+        if durations.calls == 1:
+            self._chains_at = -math.inf  # a first call changes what is known
         return now
 
     def finished(self, dimension: str, started: float, *, observed: bool = True) -> None:
@@ -99,7 +107,7 @@ class ReadyQueue(Generic[T]):
 
     async def wait(self) -> bool:
         """Until an item is ready (True) or the queue is closed and empty (False)."""
-        while not self._globals and not any(self._sections.values()):
+        while not self._globals and not self._section_items:
             if self._closed:
                 return False
             self._waiter = asyncio.get_running_loop().create_future()
@@ -113,6 +121,7 @@ class ReadyQueue(Generic[T]):
         """The item to run next; call after wait() returned True."""
         if self._globals:
             return self._globals.popleft()
+        self._section_items -= 1
         return heapq.heappop(self._sections[self._next_dimension()])[2]
 
     async def get(self) -> T | None:
@@ -140,7 +149,10 @@ class ReadyQueue(Generic[T]):
         ready = unseen or ready
         if len(ready) == 1:
             return ready[0]
-        chains = self.expected_chains()
+        now = self._clock()
+        if now - self._chains_at > REFRESH_SECONDS:
+            self._chains, self._chains_at = self.expected_chains(), now
+        chains = self._chains
         longest = max(chains[d] for d in ready)
         depth = self._plan.remaining_depth
         return min(
