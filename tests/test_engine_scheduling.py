@@ -15,6 +15,7 @@ from dagengine import (
     Dimension,
     DimensionResult,
     EngineUsageError,
+    ProcessResult,
     Section,
 )
 
@@ -233,6 +234,20 @@ def test_run_is_the_synchronous_wrapper() -> None:
     provider = FakeProvider()
     result = engine_for(SimplePlugin(["a"]), provider).run(["x", "y"])
     assert [s.results["a"].ok for s in result.sections] == [True, True]
+
+
+def test_run_never_formats_the_whole_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The repr of a 100k-section result takes seconds; run() must not pay for one.
+    formatted: list[object] = []
+
+    def counted(self: object) -> str:
+        formatted.append(self)
+        return "ProcessResult(...)"
+
+    monkeypatch.setattr(ProcessResult, "__repr__", counted)
+    result = engine_for(SimplePlugin(["a"]), FakeProvider()).run(["x"])
+    assert result.sections[0].results["a"].ok
+    assert formatted == []
 
 
 async def test_run_inside_an_event_loop_is_a_clear_error() -> None:
