@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from conftest import loopback_server
+from dagengine import _gateway_install as install_module
 from dagengine import gateway as gateway_module
 from dagengine.errors import DagEngineError
 from dagengine.gateway import (
@@ -438,7 +439,7 @@ def test_install_is_reused_once_present(
     def no_npm(npm: str, cache_dir: Path) -> None:
         raise AssertionError("npm install ran although the gateway is installed")
 
-    monkeypatch.setattr(gateway_module, "_npm_install", no_npm)
+    monkeypatch.setattr(install_module, "_npm_install", no_npm)
     package_dir = ensure_gateway_installed()
     assert (package_dir / "build" / "start-server.js").is_file()
 
@@ -447,13 +448,13 @@ def test_concurrent_installs_into_one_cache_run_npm_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     npm_runs: list[Path] = []
-    real_install = gateway_module._npm_install
+    real_install = install_module._npm_install
 
     def counting_install(npm: str, cache_dir: Path) -> None:
         npm_runs.append(cache_dir)
         real_install(npm, cache_dir)
 
-    monkeypatch.setattr(gateway_module, "_npm_install", counting_install)
+    monkeypatch.setattr(install_module, "_npm_install", counting_install)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         paths = list(pool.map(ensure_gateway_installed, [tmp_path, tmp_path]))
 

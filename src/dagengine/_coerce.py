@@ -21,9 +21,11 @@ from .errors import (
 from .types import (
     Dimension,
     DimensionResult,
+    ProcessResult,
     ProviderRequest,
     ProviderResponse,
     ProviderSelection,
+    SectionResult,
     SkipWithResult,
 )
 
@@ -98,6 +100,19 @@ def reask(request_input: Any, error: OutputValidationError) -> Any:
         return request_input.split("\n\nYour previous answer was rejected:")[0] + note
     messages = [dict(m) for m in request_input]
     return [*messages, {"role": "user", "content": note.strip()}]
+
+
+def apply_finalized(result: ProcessResult, final: Any) -> None:
+    if final is None:
+        return
+    if isinstance(final, list):
+        result.sections = [s if isinstance(s, SectionResult) else SectionResult.model_validate(s)
+                           for s in final]
+    elif isinstance(final, Mapping):
+        if "sections" in final:
+            apply_finalized(result, list(final["sections"]))
+        if "global_results" in final:
+            result.global_results = dict(final["global_results"])
 
 
 def as_call_error(exc: Exception, provider: str) -> Exception:

@@ -7,9 +7,11 @@ dimension reads what its dependencies produced.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from .cost import Pricing, summarize_costs
 from .graph import Plan
-from .types import DimensionResult, Section, SectionResult
+from .types import DimensionResult, ProcessResult, Section, SectionResult
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +41,17 @@ class RunState:
         # The sections each section dimension runs over: the list as it was when it was armed.
         self.snapshots: dict[str, list[SectionState]] = {}
         self.section_dims = [n for n in plan.order if not plan.is_global(n)]
+
+    def process_result(self, pricing: Pricing, metadata: Any) -> ProcessResult:
+        """The run's result as it stands: finished, stopped early or failed."""
+        return ProcessResult(
+            sections=self.section_results(),
+            global_results=dict(self.global_results),
+            transformed_sections=[s.section for s in self.current] if self.transformed else [],
+            costs=summarize_costs(self.all_results(), pricing),
+            metadata=metadata,
+            dropped_sections=self.dropped_results(),
+        )
 
     def section_results(self) -> list[SectionResult]:
         return [self.section_result(s) for s in self.current]

@@ -9,25 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._callbacks import Callback, Callbacks, progress_emitter
+from ._coerce import apply_finalized
 from .call import Caller
 from .config import ExecutionConfig
-from .cost import Pricing, summarize_costs
+from .cost import Pricing
 from .display import ProgressDisplay, make_display
 from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted
 from .graph import Plan
-from .plugin import HookContext, Hooks, Plugin, resolve, with_arity
+from .plugin import HookContext, Hooks, Plugin, resolve
 from .progress import ProgressTracker
 from .providers import ProvidersArg, build_registry
 from .ratelimit import RateLimiter
 from .scheduler import Preloaded, Recorder, RunFailed, Scheduler
-from .types import ProcessResult, ProgressUpdate, Section, SectionLike, SectionResult, to_section
+from .types import ProcessResult, ProgressUpdate, Section, SectionLike, to_section
 
 log = logging.getLogger("dagengine")
-
-Callback = Callable[..., Any]
 
 
 class DagEngine:
@@ -172,7 +172,7 @@ class DagEngine:
         if not isinstance(update_every, int) or update_every < 1:
             raise ConfigurationError(f"update_every must be an integer >= 1, got {update_every!r}")
         pid = process_id or uuid.uuid4().hex
-        callbacks = _Callbacks({
+        callbacks = Callbacks({
             "on_dimension_start": on_dimension_start,
             "on_dimension_complete": on_dimension_complete,
             "on_section_start": on_section_start,
@@ -202,7 +202,8 @@ class DagEngine:
         self._limiter = limiter
         display = make_display(progress_display if progress_display is not None
                                else self.progress_display)
-        emit_progress = self._progress_emitter(progress, callbacks, update_every, display)
+        emit_progress = progress_emitter(callbacks, progress, update_every, display,
+                                         lambda: self._snapshot(progress))
         caller = Caller(plugin=self.plugin, hooks=hooks, registry=self.registry,
                         config=self.execution, limiter=limiter, pricing=self.pricing,
                         progress=progress, process_id=pid)
@@ -220,7 +221,7 @@ class DagEngine:
             result, error = await self._run_phases(scheduler, hooks, display, progress, pid,
                                                    metadata, plan)
         except BaseException as failure:
-            partial = self.last_result or self._result(scheduler, metadata)
+            partial = self.last_result or scheduler.run_state.process_result(self.pricing, metadata)
             await self._close_run(pid, partial, failed=failure)
             raise
         await self._close_run(pid, result, failed=error)
@@ -239,7 +240,7 @@ class DagEngine:
             await scheduler.run()
         except (RunFailed, Exception) as failure:
             error = failure.error if isinstance(failure, RunFailed) else failure
-            partial = self._result(scheduler, metadata)
+            partial = scheduler.run_state.process_result(self.pricing, metadata)
             self.last_result = partial
             recovered = await hooks.call("handle_process_failure", HookContext(
                 process_id=pid, error=error,
@@ -250,7 +251,7 @@ class DagEngine:
                 return recovered, error
             raise error from None
         except asyncio.CancelledError:
-            self.last_result = self._result(scheduler, metadata)
+            self.last_result = scheduler.run_state.process_result(self.pricing, metadata)
             raise
         finally:
             if display is not None:
@@ -260,12 +261,12 @@ class DagEngine:
                 await self._close_providers()
 
         # 4. finalize
-        result = self._result(scheduler, metadata)
+        result = scheduler.run_state.process_result(self.pricing, metadata)
         if hooks.has("finalize_results"):
             final = await hooks.call("finalize_results", HookContext(
                 process_id=pid, results=result.sections, global_results=result.global_results,
                 sections=[s.section for s in result.sections], metadata=metadata), None)
-            _apply_finalized(result, final)
+            apply_finalized(result, final)
 
         # 5. post-process
         after = await hooks.call("after_process_complete", HookContext(
@@ -273,34 +274,6 @@ class DagEngine:
         if isinstance(after, ProcessResult):
             result = after
         return result, None
-
-    def _result(self, scheduler: Scheduler, metadata: Any) -> ProcessResult:
-        state = scheduler.run_state
-        return ProcessResult(
-            sections=state.section_results(),
-            global_results=dict(state.global_results),
-            transformed_sections=[s.section for s in state.current] if state.transformed else [],
-            costs=summarize_costs(state.all_results(), self.pricing),
-            metadata=metadata,
-            dropped_sections=state.dropped_results(),
-        )
-
-    def _progress_emitter(
-        self, progress: ProgressTracker, callbacks: _Callbacks, every: int,
-        display: ProgressDisplay | None,
-    ) -> Callable[[], Any] | None:
-        on_progress = callbacks.get("on_progress")
-        if on_progress is None and display is None:
-            return None
-
-        async def emit() -> None:
-            done = progress.completed
-            if display is not None and display.due():
-                display.update(self._snapshot(progress))
-            if on_progress is not None and (done % every == 0 or done >= _total(progress)):
-                await callbacks.emit("on_progress", self._snapshot(progress))
-
-        return emit
 
     async def _close_providers(self) -> None:
         for provider in self.registry:
@@ -329,52 +302,6 @@ class DagEngine:
                          failed: BaseException | None) -> None:
         if self.store is not None:
             await self.store.close_run(process_id, result, failed=failed)
-
-
-class _Callbacks:
-    """The process() callbacks: sync or async, and one that raises never breaks the run."""
-
-    def __init__(self, callbacks: Mapping[str, Callback | None]) -> None:
-        self._fns = {
-            name: with_arity(fn, 2) if name in ("on_dimension_complete", "on_section_start",
-                                               "on_section_complete", "on_error") else fn
-            for name, fn in callbacks.items() if fn is not None
-        }
-
-    def get(self, name: str) -> Callback | None:
-        return self._fns.get(name)
-
-    async def emit(self, name: str, *args: Any) -> None:
-        fn = self._fns.get(name)
-        if fn is None:
-            return
-        try:
-            await resolve(fn(*args))
-        except Exception as exc:
-            if name == "on_error":
-                log.warning("on_error callback raised %s: %s", type(exc).__name__, exc)
-            else:
-                await self.emit("on_error", exc, {"callback": name})
-
-    async def hook_failed(self, hook: str, error: BaseException) -> None:
-        await self.emit("on_error", error, {"hook": hook})
-
-
-def _apply_finalized(result: ProcessResult, final: Any) -> None:
-    if final is None:
-        return
-    if isinstance(final, list):
-        result.sections = [s if isinstance(s, SectionResult) else SectionResult.model_validate(s)
-                           for s in final]
-    elif isinstance(final, Mapping):
-        if "sections" in final:
-            _apply_finalized(result, list(final["sections"]))
-        if "global_results" in final:
-            result.global_results = dict(final["global_results"])
-
-
-def _total(progress: ProgressTracker) -> int:
-    return sum(c.total for c in progress.dims.values())
 
 
 def _name(item: Any) -> str:

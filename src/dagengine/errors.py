@@ -135,6 +135,10 @@ class StoreError(DagEngineError):
     """The run store cannot be used as asked (not a store, newer schema, run mismatch, locked)."""
 
 
+class GatewayError(DagEngineError):
+    """The local Portkey gateway cannot be installed, started or reached."""
+
+
 class ProcessInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped `DagEngine.run()`; `result` holds what finished before it.
 

@@ -77,6 +77,16 @@ def open_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def checkpoint(path: Path) -> None:
+    """Copy the WAL into the database file, on a connection of its own: the store's
+    connection, and its lock, stay free for the event loop meanwhile."""
+    conn = sqlite3.connect(path, timeout=30.0)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        conn.close()
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,18 +20,9 @@ from ..graph import Plan
 from ..types import DimensionResult, ProcessResult, Section
 from ._cache import INSERT_CACHE, ResponseCache
 from ._codec import input_hash, result_from_json, sections_json
-from ._runs import (
-    LIVE,
-    RUN_QUERY,
-    Claim,
-    Owned,
-    ResultKey,
-    RunInfo,
-    StoredRun,
-    reusable,
-    run_info,
-)
-from ._schema import GLOBAL_INDEX, open_connection
+from ._ownership import LIVE, Claim, Owned, Release, lost_runs, outcome, renew_heartbeats
+from ._runs import RUN_QUERY, ResultKey, RunInfo, StoredRun, reusable, run_info
+from ._schema import GLOBAL_INDEX, checkpoint, open_connection
 
 log = logging.getLogger("dagengine")
 
@@ -126,34 +117,15 @@ class RunStore:
             if not self._owned and self._beat_timer is not None:
                 self._beat_timer.cancel()
                 self._beat_timer = None
-        if failed is None:
-            status, error = "completed", None
-        elif isinstance(failed, (asyncio.CancelledError, KeyboardInterrupt)):
-            status, error = "interrupted", "cancelled"
-        else:
-            status, error = "failed", f"{type(failed).__name__}: {failed}"
         lost = owned.lost or self._write_error
-        if lost is not None and status == "completed":
-            status, error = "failed", str(lost)
+        status, error = outcome(failed, lost)
         totals = None
         if result is not None and result.costs is not None:
             totals = result.costs.model_dump_json(fallback=str)
         transformed = sections_json(result.transformed_sections) if result else []
-
-        def finish(conn: sqlite3.Connection) -> None:
-            if transformed:
-                conn.execute("DELETE FROM sections WHERE process_id = ? AND kind = 'transformed'",
-                             (process_id,))
-                conn.executemany("INSERT INTO sections VALUES (?, 'transformed', ?, ?)",
-                                 [(process_id, i, chunk) for i, chunk in enumerate(transformed)])
-            conn.execute(
-                "UPDATE runs SET status = ?, error = ?, totals = coalesce(?, totals), "
-                "updated_at = ?, owner_token = NULL, owner_pid = NULL, owner_host = NULL, "
-                "heartbeat = NULL WHERE process_id = ? AND owner_token = ?",
-                (status, error, totals, time.time(), process_id, owned.token))
-
+        release = Release(process_id, owned.token, status, error, totals, transformed)
         if owned.lost is None:
-            await asyncio.to_thread(self._transaction, finish)
+            await asyncio.to_thread(self._transaction, release.run)
         if lost is not None:
             raise lost
 
@@ -250,7 +222,8 @@ class RunStore:
 
     def _write(self, conn: sqlite3.Connection, pending: Mapping[tuple[str, str | None],
                list[tuple[Any, ...]]], beat: bool) -> int:
-        lost = self._check_ownership(conn, {run for _, run in pending if run is not None})
+        lost = lost_runs(conn, self._owned, {run for _, run in pending if run is not None},
+                         self.path)
         count = 0
         for (sql, run), rows in pending.items():
             if run in lost:
@@ -262,30 +235,9 @@ class RunStore:
             conn.executemany(sql, rows)
             count += len(rows)
         if beat:
-            now = time.time()
-            conn.executemany(
-                "UPDATE runs SET heartbeat = ?, updated_at = ? WHERE process_id = ? "
-                "AND owner_token = ?", [(now, now, run, o.token) for run, o in self._owned.items()
-                                        if o.lost is None])
+            renew_heartbeats(conn, self._owned)
             self._last_beat = time.monotonic()
         return count
-
-    def _check_ownership(self, conn: sqlite3.Connection, runs: Iterable[str]) -> set[str]:
-        """Runs another process has taken over since we claimed them (their rows are dropped)."""
-        lost: set[str] = set()
-        for run in runs:
-            owned = self._owned.get(run)
-            if owned is None:
-                lost.add(run)
-                continue
-            row = conn.execute("SELECT owner_pid, owner_host, owner_token FROM runs "
-                               "WHERE process_id = ?", (run,)).fetchone()
-            if row is None or row[2] != owned.token:
-                who = "nobody (it was deleted)" if row is None else f"pid {row[0]} on {row[1]}"
-                owned.lost = StoreError(f"run {run!r} in {self.path} was taken over (now "
-                                        f"owned by {who}); this process stopped writing to it")
-                lost.add(run)
-        return lost
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn(connection)` in one BEGIN IMMEDIATE transaction; SQLite errors -> StoreError."""
@@ -325,19 +277,15 @@ class RunStore:
         self._since_checkpoint = 0
         self._checkpointing = True
 
-        def checkpoint() -> None:
+        def run() -> None:
             try:
-                conn = sqlite3.connect(self.path, timeout=30.0)
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                finally:
-                    conn.close()
+                checkpoint(self.path)
             except sqlite3.Error as exc:  # the next checkpoint, or closing, catches up
                 log.warning("checkpoint of %s failed: %s", self.path, exc)
             finally:
                 self._checkpointing = False
 
-        threading.Thread(target=checkpoint, name="dagengine-checkpoint", daemon=True).start()
+        threading.Thread(target=run, name="dagengine-checkpoint", daemon=True).start()
 
     # -- plumbing ----------------------------------------------------------------------------
 
