@@ -1,6 +1,6 @@
 """The benchmark suite: each workload on dagengine and on a hand-written asyncio baseline.
 
-    .venv/bin/python benchmarks/run.py              # all workloads (about 3 minutes)
+    .venv/bin/python benchmarks/run.py              # all but W4S (about 5 minutes)
     .venv/bin/python benchmarks/run.py W3 W4        # some of them
     .venv/bin/python benchmarks/run.py W4S          # W4 over five more latency seeds
     .venv/bin/python benchmarks/run.py W4H          # a slow step beside a quick chain
@@ -451,7 +451,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--w6-child":
         w6_child(int(sys.argv[2]))
         sys.exit(0)
-    chosen = [a.upper() for a in sys.argv[1:]] or ["W1", "W2", "W3", "W4", "W5", "W6"]
+    chosen = [a.upper() for a in sys.argv[1:]] or ["W1", "W2", "W3", "W4", "W4H", "W5", "W6"]
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     print(f"$ {command.strip()}   ({platform.python_version()}, {platform.machine()}, "
           f"simulated backend)")
