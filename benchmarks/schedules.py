@@ -109,6 +109,7 @@ def draw(rng: random.Random, sections: int = 200) -> tuple[list[dict[str, float]
 
 
 def study(draws: int = 200) -> None:
+    print(f"$ python benchmarks/schedules.py {draws}")
     print(f"W4 latencies drawn {draws} times; makespan / ideal, global call included")
     print(f"{'in flight':>9}  {'order':<16} {'mean':>6} {'p50':>6} {'p90':>6} {'max':>6}"
           f"  {'draws <= 1.10':>13}")
