@@ -43,7 +43,7 @@ class _Durations:
     calls: int = 0  # started, finished or not
     seconds: float = 0.0  # of the finished calls
     running: int = 0
-    running_since: float = 0.0  # sum of the start times of the calls in flight
+    running_since: float = 0.0  # sum of the start times of the calls in flight, run-relative
 
     def elapsed(self, now: float) -> float:
         return self.seconds + self.running * now - self.running_since
@@ -59,6 +59,7 @@ class ReadyQueue(Generic[T]):
     def __init__(self, plan: Plan, clock: Callable[[], float] = time.monotonic) -> None:
         self._plan = plan
         self._clock = clock
+        self._epoch = clock()  # start times are summed relative to it, keeping the sums small
         self._globals: deque[T] = deque()
         self._sections: dict[str, list[tuple[int, int, T]]] = {}
         self._section_items = 0
@@ -90,7 +91,7 @@ class ReadyQueue(Generic[T]):
         durations = self._durations[dimension]
         durations.calls += 1
         durations.running += 1
-        durations.running_since += now
+        durations.running_since += now - self._epoch
         if durations.calls == 1:
             self._chains_at = -math.inf  # a first call changes what is known
         return now
@@ -99,7 +100,7 @@ class ReadyQueue(Generic[T]):
         """The call started at `started` ended; observed=False (a cache hit) learns nothing."""
         durations = self._durations[dimension]
         durations.running -= 1
-        durations.running_since -= started
+        durations.running_since -= started - self._epoch
         if observed:
             durations.seconds += self._clock() - started
         else:
@@ -129,7 +130,7 @@ class ReadyQueue(Generic[T]):
 
     def expected_chains(self) -> dict[str, float]:
         """Each dimension's expected seconds from its start to the end of the run."""
-        now = self._clock()
+        now = self._clock() - self._epoch
         seen = [d for d in self._durations.values() if d.calls]
         count = sum(d.calls for d in seen)
         prior = sum(d.elapsed(now) for d in seen) / count if count else 1.0
