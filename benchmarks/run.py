@@ -314,15 +314,18 @@ async def w4_mixed(sim: SimulatorProcess) -> list[Row]:
     the slow step should start first although the quick chain is deeper."""
     rows, n, concurrency = [], 200, 50
     plugin = Bench(list(W4H_DEPS), {k: list(v) for k, v in W4H_DEPS.items() if v})
-    for seed in (1, 2, 3):
-        provider = LatencyProvider(W4H_MEDIANS, seed)
-        eng = DagEngine(plugin, providers=[provider], execution={"concurrency": concurrency})
+    # Seed 1 runs twice on one engine: the second run starts from what the first learned.
+    for seed, run in ((1, 1), (1, 2), (2, 1), (3, 1)):
+        if run == 1:
+            provider = LatencyProvider(W4H_MEDIANS, seed)
+            eng = DagEngine(plugin, providers=[provider], execution={"concurrency": concurrency})
         result, wall, _ = await timed(eng.process(sections(n)))
         lat = latencies(result)
         ideal = schedules.ideal(lat, W4H_DEPS, concurrency)
         deepest = schedules.replay(lat, W4H_DEPS, concurrency, "deepest first")
         clairvoyant = schedules.replay(lat, W4H_DEPS, concurrency, "clairvoyant")
-        rows.append(Row("W4H mixed", f"dagengine, seed {seed}", wall, {
+        label = f"dagengine, seed {seed}" + (" again" if run == 2 else "")
+        rows.append(Row("W4H mixed", label, wall, {
             "success": f"{successes(result)}/{n}", "ideal": round(ideal, 3),
             "wall/ideal": round(wall / ideal, 3),
             "deepest-first replay/ideal": round(deepest / ideal, 3),

@@ -61,6 +61,16 @@ async def test_a_dimension_seen_to_be_slow_starts_before_a_deeper_quick_chain() 
     assert order[last_essay + 1:].count("tag") >= 10
 
 
+async def test_a_second_run_starts_from_what_the_first_learned() -> None:
+    provider = FakeProvider(latency=lambda r: 0.05 if r.dimension == "essay" else 0.001)
+    plugin = SimplePlugin(["classify", "tag", "essay"], {"tag": ["classify"]})
+    engine = engine_for(plugin, provider, concurrency=2)
+    await engine.process([str(i) for i in range(10)])
+    provider.calls.clear()
+    await engine.process(["d", "e", "f"])
+    assert [c.dimension for c in provider.calls[:3]] == ["essay"] * 3
+
+
 async def test_cycle_raises_before_any_provider_call() -> None:
     provider = FakeProvider()
     plugin = SimplePlugin(["a", "b", "c"], {"a": ["c"], "b": ["a"], "c": ["b"]})

@@ -6,7 +6,7 @@ import pytest
 
 from dagengine import Dimension
 from dagengine.graph import Plan
-from dagengine.ready import ReadyQueue
+from dagengine.ready import CallTimes, ReadyQueue
 
 W4 = Plan.build(
     ["sentiment", "topics", "summary", Dimension(name="overall", scope="global")],
@@ -25,9 +25,9 @@ class Clock:
 
 
 def observe(queue: ReadyQueue[str], clock: Clock, dimension: str, seconds: float) -> None:
-    started = queue.started(dimension)
+    started = queue.times.started(dimension)
     clock.now += seconds
-    queue.finished(dimension, started)
+    queue.times.finished(dimension, started)
 
 
 def drain(queue: ReadyQueue[str]) -> list[str]:
@@ -46,7 +46,7 @@ def drain_started(queue: ReadyQueue[str]) -> list[str]:
         queue.close()
         taken = []
         while (item := await queue.get()) is not None:
-            queue.started(item.split()[0])
+            queue.times.started(item.split()[0])
             taken.append(item)
         return taken
     return asyncio.run(take())
@@ -71,7 +71,7 @@ def test_before_any_duration_each_dimension_goes_once_then_deepest_chain_first()
 
 def test_a_dimension_learned_to_be_slow_starts_before_a_deeper_quick_chain() -> None:
     clock = Clock()
-    queue: ReadyQueue[str] = ReadyQueue(MIXED, clock)
+    queue: ReadyQueue[str] = ReadyQueue(MIXED, CallTimes(clock))
     for i in range(3):
         queue.put("classify", i, f"classify {i}")
         queue.put("essay", i, f"essay {i}")
@@ -95,22 +95,22 @@ def test_without_durations_the_deeper_quick_chain_goes_first() -> None:
 
 def test_calls_still_running_show_a_slow_dimension_before_any_ends() -> None:
     clock = Clock()
-    queue: ReadyQueue[str] = ReadyQueue(MIXED, clock)
+    queue: ReadyQueue[str] = ReadyQueue(MIXED, CallTimes(clock))
     for _ in range(10):
         observe(queue, clock, "classify", 0.2)
         observe(queue, clock, "tag", 0.2)
-    essays = [queue.started("essay") for _ in range(5)]
+    essays = [queue.times.started("essay") for _ in range(5)]
     clock.now += 3.0
     chains = queue.expected_chains()
     assert chains["essay"] > 1.5 * chains["classify"]
     for started in essays:
-        queue.finished("essay", started, observed=False)  # cache hits: nothing learned
+        queue.times.finished("essay", started, observed=False)  # cache hits: nothing learned
     assert queue.expected_chains()["essay"] < chains["essay"]
 
 
 def test_alike_dimensions_with_noisy_durations_keep_section_order() -> None:
     clock = Clock()
-    queue: ReadyQueue[str] = ReadyQueue(W4, clock)
+    queue: ReadyQueue[str] = ReadyQueue(W4, CallTimes(clock))
     observe(queue, clock, "sentiment", 3.0)  # one heavy-tailed call
     for _ in range(4):
         observe(queue, clock, "topics", 0.5)
@@ -137,3 +137,18 @@ def test_get_waits_for_an_item_and_ends_after_close(closed_first: bool) -> None:
         return [first, await queue.get()]
 
     assert asyncio.run(scenario()) == ["topics 3", None]
+
+
+def test_a_mean_remembers_a_bounded_number_of_calls() -> None:
+    clock = Clock()
+    times = CallTimes(clock)
+    for _ in range(3000):
+        started = times.started("essay")
+        clock.now += 1.0
+        times.finished("essay", started)
+    for _ in range(3000):
+        started = times.started("essay")
+        clock.now += 3.0
+        times.finished("essay", started)
+    # Without forgetting, the mean would be 2.0; the last 3000 calls weigh far more.
+    assert times.means(["essay"])["essay"] > 2.5

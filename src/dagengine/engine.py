@@ -24,6 +24,7 @@ from .plugin import HookContext, Hooks, Plugin, resolve
 from .progress import ProgressTracker
 from .providers import ProvidersArg, build_registry
 from .ratelimit import RateLimiter
+from .ready import CallTimes
 from .scheduler import Preloaded, Recorder, RunFailed, Scheduler
 from .types import ProcessResult, ProgressUpdate, Section, SectionLike, to_section
 
@@ -63,6 +64,7 @@ class DagEngine:
         self._progress: ProgressTracker | None = None
         self._limiter: RateLimiter | None = None
         self._active_runs = 0
+        self._call_times = CallTimes()  # what calls take, learned across this engine's runs
 
     def __repr__(self) -> str:
         return (f"DagEngine(plugin={self.plugin!r}, providers={self.registry.list()}, "
@@ -214,7 +216,7 @@ class DagEngine:
         scheduler = Scheduler(
             plan=plan, caller=caller, hooks=hooks, config=self.execution, progress=progress,
             emit=callbacks.emit, process_id=pid, sections=items, preloaded=preloaded,
-            recorder=recorder, on_progress=emit_progress,
+            recorder=recorder, on_progress=emit_progress, times=self._call_times,
         )
         # From here on the store's run is open: whatever happens, it is closed once.
         try:

@@ -24,7 +24,7 @@ from .errors import HookError
 from .graph import Plan
 from .plugin import HookContext, Hooks, resolve
 from .progress import ProgressTracker
-from .ready import ReadyQueue
+from .ready import CallTimes, ReadyQueue
 from .types import DimensionResult, Section, to_section
 
 Emit = Callable[..., Awaitable[None]]
@@ -65,6 +65,7 @@ class Scheduler:
         preloaded: Preloaded | None = None,
         recorder: Recorder | None = None,
         on_progress: Callable[[], Awaitable[None]] | None = None,
+        times: CallTimes | None = None,
     ) -> None:
         self.plan = plan
         self.caller = caller
@@ -85,7 +86,7 @@ class Scheduler:
         self._section_dependents = {
             n: tuple(d for d in plan.dependents[n] if not plan.is_global(d)) for n in plan.order
         }
-        self._ready: ReadyQueue[_Item] = ReadyQueue(plan)
+        self._ready: ReadyQueue[_Item] = ReadyQueue(plan, times)
         self._slots = asyncio.Semaphore(config.concurrency)
 
     async def run(self) -> None:
@@ -238,13 +239,13 @@ class Scheduler:
                 return skipped(skip), None
         if self.hooks.has("before_dimension_execute"):
             await self.hooks.call("before_dimension_execute", self._site_context(site))
-        started = self._ready.started(site.name)
+        started = self._ready.times.started(site.name)
         observed = False  # a cancelled call or a cache hit says nothing about the provider
         try:
             result, error = await self.caller.execute(site, slot)
             observed = not result.metadata.get("cached")
         finally:
-            self._ready.finished(site.name, started, observed=observed)
+            self._ready.times.finished(site.name, started, observed=observed)
         if self.hooks.has("after_dimension_execute"):
             await self.hooks.call("after_dimension_execute", self._site_context(
                 site, result=result, duration=time.monotonic() - started, error=error))
