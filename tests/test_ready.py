@@ -31,17 +31,7 @@ def observe(queue: ReadyQueue[str], clock: Clock, dimension: str, seconds: float
 
 
 def drain(queue: ReadyQueue[str]) -> list[str]:
-    async def take() -> list[str]:
-        queue.close()
-        taken = []
-        while (item := await queue.get()) is not None:
-            taken.append(item)
-        return taken
-    return asyncio.run(take())
-
-
-def drain_started(queue: ReadyQueue[str]) -> list[str]:
-    """Like drain, each item's call starting as it is taken (so it counts as seen)."""
+    """Take every item, starting each one's call as the dispatcher would (so it counts as seen)."""
     async def take() -> list[str]:
         queue.close()
         taken = []
@@ -65,8 +55,8 @@ def test_before_any_duration_each_dimension_goes_once_then_deepest_chain_first()
     for i in (1, 0):
         for d in ("topics", "sentiment"):
             queue.put(d, i, f"{d} {i}")
-    assert drain_started(queue) == ["topics 0", "sentiment 0", "summary 0", "topics 1",
-                                    "sentiment 1"]
+    assert drain(queue) == ["topics 0", "sentiment 0", "summary 0", "topics 1",
+                            "sentiment 1"]
 
 
 def test_a_dimension_learned_to_be_slow_starts_before_a_deeper_quick_chain() -> None:
@@ -90,7 +80,7 @@ def test_without_durations_the_deeper_quick_chain_goes_first() -> None:
         queue.put("essay", i, f"essay {i}")
         queue.put("classify", i, f"classify {i}")
     # Each dimension's first call goes first once, then the deeper chain.
-    assert drain_started(queue) == ["classify 0", "essay 0", "classify 1", "essay 1"]
+    assert drain(queue) == ["classify 0", "essay 0", "classify 1", "essay 1"]
 
 
 def test_calls_still_running_show_a_slow_dimension_before_any_ends() -> None:
