@@ -69,7 +69,7 @@ class SimulatorConfig:
     )
     api_key: str | None = _opt(None, "reject requests carrying another key with 401")
     cache_read_tokens: int = _opt(
-        0, "prompt tokens each answer reports as read from the prompt cache (at most all)"
+        0, "prompt tokens each answer reports as read from the prompt cache (capped at the prompt)"
     )
     cache_write_tokens: int = _opt(
         0,
