@@ -265,6 +265,30 @@ def test_library_models_price_cache_tokens_at_their_cache_rates(model: str) -> N
     assert Pricing().cost(model, tokens) == pytest.approx(cost_at(LIBRARY_RATES[model], tokens))
 
 
+@pytest.mark.parametrize("model", [
+    "claude-3-5-haiku-20241022", "claude-haiku-4-5", "claude-sonnet-4-5", "gpt-4o-mini",
+    "gpt-5", "gemini-2.0-flash", "gemini-2.0-flash-lite", "gemini-2.5-pro",
+])
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize(("prompt", "read", "write"), [
+    (1_000, 600, 200), (300_000, 100_000, 50_000), (5_000, 0, 0)])
+def test_costs_equal_genai_prices_own_calculation(
+    model: str, batch: bool, prompt: int, read: int, write: int
+) -> None:
+    """Flat rates are priced without calling the library on every call (it is slow); the
+    figure must still be the library's, long-context tiers and batch rates included."""
+    from genai_prices import Usage, calc_price
+
+    if not model.startswith("claude"):
+        write = 0
+    tokens = TokenUsage.of(prompt, 2_000, cache_read_tokens=read, cache_write_tokens=write)
+    usage = Usage(input_tokens=prompt, output_tokens=2_000, cache_read_tokens=read,
+                  cache_write_tokens=write)
+    context = {"processing": "batch"} if batch else None
+    expected = float(calc_price(usage, model, price_context=context).total_price)
+    assert Pricing().cost(model, tokens, batch=batch) == pytest.approx(expected, rel=1e-12)
+
+
 def test_a_table_without_cache_rates_takes_the_librarys_ratios_for_that_model() -> None:
     pricing = Pricing({"models": {
         "claude-3-5-haiku-20241022": {"input_per_1m": 2.0, "output_per_1m": 10.0},

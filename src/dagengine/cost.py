@@ -93,7 +93,13 @@ BATCH_DISCOUNT = 0.5
 @dataclass(frozen=True, slots=True)
 class _Found:
     price: ModelPrice  # every rate filled in
-    library: tuple[Provider, ModelInfo] | None  # set when genai-prices computes the cost
+    batch: ModelPrice  # the same through a provider's batch API
+    # Set when the library's rates depend on the prompt's size (long-context tiers): the
+    # library prices a call whose prompt passes the first tier itself. Other calls are
+    # priced here at the base rates, as the library would (its calc_price takes 100-200 us,
+    # too slow to run on every call).
+    tiered: tuple[Provider, ModelInfo] | None = None
+    first_tier: int = 0  # prompt tokens above which a tier applies
 
 
 class Pricing:
@@ -108,7 +114,9 @@ class Pricing:
         self.unpriced: set[str] = set()
 
     def price(self, model: str) -> ModelPrice | None:
-        """The model's rates in USD per million tokens (cache rates filled in), or None."""
+        """The model's rates in USD per million tokens (cache rates filled in), or None.
+
+        A tiered price shows its base tier."""
         found = self._find(model)
         return found.price if found is not None else None
 
@@ -121,11 +129,11 @@ class Pricing:
         found = self._find(model)
         if found is None:
             return 0.0
-        if found.library is not None:
-            library_cost = _library_cost(found.library, tokens, batch)
+        if found.tiered is not None and tokens.input_tokens > found.first_tier:
+            library_cost = _library_cost(found.tiered, tokens, batch)
             if library_cost is not None:
                 return library_cost
-        return _table_cost(found.price, tokens) * (BATCH_DISCOUNT if batch else 1.0)
+        return _table_cost(found.batch if batch else found.price, tokens)
 
     def _find(self, model: str) -> _Found | None:
         if model in self._cache:
@@ -139,12 +147,28 @@ class Pricing:
 
     def _lookup(self, model: str) -> _Found | None:
         if (user := self.user.get(model)) is not None:
-            return _Found(_with_cache_rates(user, model), None)
+            return _own(_with_cache_rates(user, model))
         if (library := _library_model(model)) is not None:
-            return _Found(_library_price(library[1]), library)
+            first_tier = _first_tier(library[1])
+            return _Found(
+                _library_price(*library, batch=False),
+                _library_price(*library, batch=True),
+                library if first_tier is not None else None,
+                first_tier or 0,
+            )
         if (table := _builtin_price(model)) is not None:
-            return _Found(_with_cache_rates(table, model), None)
+            return _own(_with_cache_rates(table, model))
         return None
+
+
+def _own(price: ModelPrice) -> _Found:
+    """A price of the user's or our table: its batch price is BATCH_DISCOUNT of it."""
+    def discounted(rate: float | None) -> float | None:
+        return None if rate is None else rate * BATCH_DISCOUNT
+
+    batch = ModelPrice(price.input_per_1m * BATCH_DISCOUNT, price.output_per_1m * BATCH_DISCOUNT,
+                       discounted(price.cache_read_per_1m), discounted(price.cache_write_per_1m))
+    return _Found(price, batch)
 
 
 def _table_cost(price: ModelPrice, tokens: TokenUsage) -> float:
@@ -164,7 +188,7 @@ def _with_cache_rates(price: ModelPrice, model: str) -> ModelPrice:
         return price
     library = _library_model(model)
     read_ratio, write_ratio = (
-        _library_ratios(library[1]) if library is not None else _family_ratios(model)
+        _library_ratios(*library) if library is not None else _family_ratios(model)
     )
     return replace(
         price,
@@ -218,10 +242,10 @@ def _library_model(model: str) -> tuple[Provider, ModelInfo] | None:
     return None
 
 
-def _library_price(info: ModelInfo) -> ModelPrice:
+def _library_price(provider: Provider, info: ModelInfo, *, batch: bool) -> ModelPrice:
     """The library's current rates. Tiered prices show their base tier; a cache rate the
     library lacks is the input rate, as the library itself bills such tokens."""
-    prices = info.get_prices(datetime.now(UTC))
+    prices = info.get_prices(datetime.now(UTC), _context(provider, info, batch))
     input_rate = _rate(prices.input_mtok) or 0.0
     read = _rate(prices.cache_read_mtok)
     write = _rate(prices.cache_write_mtok)
@@ -233,8 +257,34 @@ def _library_price(info: ModelInfo) -> ModelPrice:
     )
 
 
-def _library_ratios(info: ModelInfo) -> tuple[float, float]:
-    rates = _library_price(info)
+def _context(provider: Provider, info: ModelInfo, batch: bool) -> dict[str, str] | None:
+    # As the library's calc_price: another provider's model (one it falls back to) has no
+    # variants of this provider's.
+    if not batch or not any(info is model for model in provider.models):
+        return None
+    return {"processing": "batch"}
+
+
+def _first_tier(info: ModelInfo) -> int | None:
+    """The lowest tier start of any token rate in the model's price history or variants."""
+    from genai_prices.types import ModelPrice as LibraryPrice
+    from genai_prices.types import TieredPrices
+
+    prices = [info.prices] if isinstance(info.prices, LibraryPrice) else [
+        conditional.prices for conditional in info.prices]
+    prices += [variant.prices for variant in info.price_variants or ()]
+    starts = [
+        tier.start
+        for price in prices
+        for key in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+        if isinstance(rate := getattr(price, key, None), TieredPrices)
+        for tier in rate.tiers
+    ]
+    return min(starts) if starts else None
+
+
+def _library_ratios(provider: Provider, info: ModelInfo) -> tuple[float, float]:
+    rates = _library_price(provider, info, batch=False)
     if not rates.input_per_1m:
         return 1.0, 1.0
     return (
@@ -270,7 +320,7 @@ def _library_cost(
             usage,
             provider,
             genai_request_timestamp=datetime.now(UTC),
-            price_context={"processing": "batch"} if batch else None,
+            price_context=_context(provider, info, batch),
         )
     except ValueError as exc:  # usage it cannot price: ours prices it from the base rates
         log.debug("genai-prices could not price %s: %s", info.id, exc)
