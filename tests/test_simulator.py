@@ -564,7 +564,8 @@ def test_cli_flags_reproduce_every_config_field() -> None:
         tokens_per_minute=1e6, burst_seconds=2, error_429_rate=0.2, error_429_retry_after=2,
         error_500_rate=0.1, error_503_rate=0.1, hang_rate=0.1, hang_seconds=5, reset_rate=0.1,
         malformed_rate=0.1, truncated_rate=0.1, schema_violation_rate=0.1,
-        script=(429, 200, "hang"), api_key="k",
+        script=(429, 200, "hang"), api_key="k", cache_read_tokens=64, cache_write_tokens=32,
+        cache_min_tokens=1024,
     )  # fmt: skip
     argv = config_to_argv(config)
     args = vars(build_parser().parse_args(argv))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .cost import Pricing
@@ -14,8 +14,7 @@ from .types import ProviderResponse, TokenUsage
 class Outcome:
     """What the attempts so far cost: usage adds up even over attempts that failed validation."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
+    tokens: TokenUsage = field(default_factory=TokenUsage)
     cost: float = 0.0
     attempts: int = 0
     model: str | None = None
@@ -25,8 +24,7 @@ class Outcome:
         tokens = response.metadata.get("tokens")
         answered_model = response.metadata.get("model") or model
         if isinstance(tokens, TokenUsage):
-            self.input_tokens += tokens.input_tokens
-            self.output_tokens += tokens.output_tokens
+            self.tokens += tokens
             self.cost += pricing.cost(answered_model, tokens)
         self.model = answered_model
 
@@ -34,7 +32,7 @@ class Outcome:
         return {
             "model": self.model,
             "provider": self.provider,
-            "tokens": TokenUsage.of(self.input_tokens, self.output_tokens),
+            "tokens": self.tokens,
             "cost": self.cost,
             "cached": False,
             "attempts": self.attempts,

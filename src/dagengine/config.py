@@ -105,14 +105,21 @@ def _check_rate_limits(limits: object) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ModelPrice:
-    """USD per million tokens."""
+    """USD per million tokens. A cache rate of None is filled in by `Pricing`."""
 
     input_per_1m: float
     output_per_1m: float
+    cache_read_per_1m: float | None = None
+    cache_write_per_1m: float | None = None
+
+
+_PRICE_KEYS = ("input_per_1m", "output_per_1m", "cache_read_per_1m", "cache_write_per_1m")
+_REQUIRED_PRICE_KEYS = _PRICE_KEYS[:2]
 
 
 def parse_pricing(pricing: Mapping[str, Any] | None) -> dict[str, ModelPrice]:
-    """`{"models": {model: {"input_per_1m", "output_per_1m"}}}` -> prices by model."""
+    """`{"models": {model: {"input_per_1m", "output_per_1m", "cache_read_per_1m",
+    "cache_write_per_1m"}}}` -> prices by model; the cache rates are optional."""
     if pricing is None:
         return {}
     if not isinstance(pricing, Mapping):
@@ -128,10 +135,24 @@ def parse_pricing(pricing: Mapping[str, Any] | None) -> dict[str, ModelPrice]:
             continue
         if not isinstance(spec, Mapping):
             raise ValidationError(where, "a dict with input_per_1m and output_per_1m", spec)
-        for key in ("input_per_1m", "output_per_1m"):
+        for key in _REQUIRED_PRICE_KEYS:
             if key not in spec:
                 raise ValidationError(f"{where}.{key}", "a price in USD per million tokens",
                                       None)
-            _number(f"{where}.{key}", spec[key], 0, 1e6)
-        prices[model] = ModelPrice(float(spec["input_per_1m"]), float(spec["output_per_1m"]))
+        for key, value in spec.items():
+            if key not in _PRICE_KEYS:
+                # A misspelt cache rate would otherwise be priced silently at the input rate.
+                raise ValidationError(f"{where}.{key}", f"one of {', '.join(_PRICE_KEYS)}",
+                                      value)
+            _number(f"{where}.{key}", value, 0, 1e6)
+        prices[model] = ModelPrice(
+            float(spec["input_per_1m"]),
+            float(spec["output_per_1m"]),
+            _optional_float(spec.get("cache_read_per_1m")),
+            _optional_float(spec.get("cache_write_per_1m")),
+        )
     return prices
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

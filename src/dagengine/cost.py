@@ -1,10 +1,27 @@
-"""Prices and the CostSummary of a run, derived from its results."""
+"""Prices and the CostSummary of a run, derived from its results.
+
+Where a model's price comes from, first match wins:
+
+1. the user's `pricing` table (exact model name);
+2. genai-prices (pydantic's maintained price library), from the data its installed version
+   ships: read offline and never updated at run time, so a run's costs do not depend on the
+   network or on another library in the process turning on its updater;
+3. BUILTIN_PRICES below, for models the library does not know (prefix match).
+
+Cached prompt tokens are priced at their own rates. A table without cache rates takes them
+from the library's rates for that model, else from the provider's usual ratio to the input
+rate (CACHE_RATIOS), else bills them as plain input.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from .config import ModelPrice, parse_pricing
 from .types import (
@@ -16,10 +33,14 @@ from .types import (
     TokenUsage,
 )
 
+if TYPE_CHECKING:
+    from genai_prices.data_snapshot import DataSnapshot
+    from genai_prices.types import ModelInfo, Provider, TieredPrices
+
 log = logging.getLogger("dagengine")
 
-# Published list prices in USD per million tokens (input, output), as of PRICES_AS_OF.
-# The user's `pricing` always wins; this table only fills the gaps.
+# Published list prices in USD per million tokens (input, output), as of PRICES_AS_OF, for
+# models genai-prices does not know. The user's `pricing` always wins.
 PRICES_AS_OF = "2025-11-01"
 BUILTIN_PRICES: dict[str, ModelPrice] = {
     name: ModelPrice(i, o)
@@ -54,46 +75,257 @@ BUILTIN_PRICES: dict[str, ModelPrice] = {
     }.items()
 }
 
+# (model name prefixes, cache read, cache write) as multiples of the input rate: Anthropic
+# bills reads at 0.1x and 5-minute writes at 1.25x; OpenAI's cached input is 0.5x on the
+# gpt-4o generation (less on newer ones) and Gemini's 0.25x on 2.0 (less on 2.5), so the
+# conservative figure; neither bills writes beyond the input rate.
+CACHE_RATIOS: tuple[tuple[tuple[str, ...], float, float], ...] = (
+    (("claude",), 0.1, 1.25),
+    (("gpt-", "chatgpt-", "o1", "o3", "o4"), 0.5, 1.0),
+    (("gemini",), 0.25, 1.0),
+)
+
+# The three providers' batch APIs bill half the online rates; used for prices the library
+# does not hold (the library knows, per model, whether the provider serves it in batch).
+BATCH_DISCOUNT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    price: ModelPrice  # every rate filled in
+    batch: ModelPrice  # the same through a provider's batch API
+    # Set when the library's rates depend on the prompt's size (long-context tiers): the
+    # library prices a call whose prompt passes the first tier itself. Other calls are
+    # priced here at the base rates, as the library would (its calc_price takes 100-200 us,
+    # too slow to run on every call).
+    tiered: tuple[Provider, ModelInfo] | None = None
+    first_tier: int = 0  # prompt tokens above which a tier applies
+
 
 class Pricing:
-    """Looks up a model's price: the user's table first, then the built-in one.
+    """Looks up a model's price: the user's table, then genai-prices, then BUILTIN_PRICES.
 
-    Built-in names match by prefix so dated ids ("claude-3-5-haiku-20241022") find theirs.
     A model with no price costs 0 and is logged once.
     """
 
     def __init__(self, pricing: Mapping[str, Any] | None = None) -> None:
         self.user = parse_pricing(pricing)
-        self._cache: dict[str, ModelPrice | None] = {}
+        self._cache: dict[str, _Found | None] = {}
         self.unpriced: set[str] = set()
 
     def price(self, model: str) -> ModelPrice | None:
+        """The model's rates in USD per million tokens (cache rates filled in), or None.
+
+        A tiered price shows its base tier."""
+        found = self._find(model)
+        return found.price if found is not None else None
+
+    def cost(
+        self, model: str | None, tokens: TokenUsage | None, *, batch: bool = False
+    ) -> float:
+        """USD for `tokens` on `model`; `batch=True` prices a provider batch API's call."""
+        if not model or tokens is None:
+            return 0.0
+        found = self._find(model)
+        if found is None:
+            return 0.0
+        if found.tiered is not None and tokens.input_tokens > found.first_tier:
+            library_cost = _library_cost(found.tiered, tokens, batch)
+            if library_cost is not None:
+                return library_cost
+        return _table_cost(found.batch if batch else found.price, tokens)
+
+    def _find(self, model: str) -> _Found | None:
         if model in self._cache:
             return self._cache[model]
-        found = self.user.get(model) or _builtin_price(model)
+        found = self._lookup(model)
         self._cache[model] = found
         if found is None and model not in self.unpriced:
             self.unpriced.add(model)
             log.warning("no price known for model %r: its tokens are counted, cost as 0", model)
         return found
 
-    def cost(self, model: str | None, tokens: TokenUsage | None) -> float:
-        if not model or tokens is None:
-            return 0.0
-        price = self.price(model)
-        if price is None:
-            return 0.0
-        return (tokens.input_tokens * price.input_per_1m
-                + tokens.output_tokens * price.output_per_1m) / 1_000_000
+    def _lookup(self, model: str) -> _Found | None:
+        if (user := self.user.get(model)) is not None:
+            return _own(_with_cache_rates(user, model))
+        if (library := _library_model(model)) is not None:
+            first_tier = _first_tier(library[1])
+            return _Found(
+                _library_price(*library, batch=False),
+                _library_price(*library, batch=True),
+                library if first_tier is not None else None,
+                first_tier or 0,
+            )
+        if (table := _builtin_price(model)) is not None:
+            return _own(_with_cache_rates(table, model))
+        return None
+
+
+def _own(price: ModelPrice) -> _Found:
+    """A price of the user's or our table: its batch price is BATCH_DISCOUNT of it."""
+    def discounted(rate: float | None) -> float | None:
+        return None if rate is None else rate * BATCH_DISCOUNT
+
+    batch = ModelPrice(price.input_per_1m * BATCH_DISCOUNT, price.output_per_1m * BATCH_DISCOUNT,
+                       discounted(price.cache_read_per_1m), discounted(price.cache_write_per_1m))
+    return _Found(price, batch)
+
+
+def _table_cost(price: ModelPrice, tokens: TokenUsage) -> float:
+    # _Found.price always has its cache rates; `or 0.0` only satisfies the type.
+    return (
+        tokens.uncached_input_tokens * price.input_per_1m
+        + tokens.cache_read_tokens * (price.cache_read_per_1m or 0.0)
+        + tokens.cache_write_tokens * (price.cache_write_per_1m or 0.0)
+        + tokens.output_tokens * price.output_per_1m
+    ) / 1_000_000
+
+
+def _with_cache_rates(price: ModelPrice, model: str) -> ModelPrice:
+    """`price` with missing cache rates at the library's ratios for the model, else its family's."""
+    read, write = price.cache_read_per_1m, price.cache_write_per_1m
+    if read is not None and write is not None:
+        return price
+    library = _library_model(model)
+    read_ratio, write_ratio = (
+        _library_ratios(*library) if library is not None else _family_ratios(model)
+    )
+    return replace(
+        price,
+        cache_read_per_1m=price.input_per_1m * read_ratio if read is None else read,
+        cache_write_per_1m=price.input_per_1m * write_ratio if write is None else write,
+    )
+
+
+def _family_ratios(model: str) -> tuple[float, float]:
+    name = _short_name(model).lower()
+    for prefixes, read, write in CACHE_RATIOS:
+        if name.startswith(prefixes):
+            return read, write
+    return 1.0, 1.0
+
+
+def _short_name(model: str) -> str:
+    """ "models/gemini-2.0-flash" or a gateway's "anthropic/claude-..." -> the model's own id."""
+    return model.rsplit("/", 1)[-1]
 
 
 def _builtin_price(model: str) -> ModelPrice | None:
-    name = model.rsplit("/", 1)[-1]
+    name = _short_name(model)
     best = ""
     for key in BUILTIN_PRICES:
         if name.startswith(key) and len(key) > len(best):
             best = key
     return BUILTIN_PRICES.get(best)
+
+
+# -- genai-prices ------------------------------------------------------------------------------
+
+
+@functools.cache
+def _snapshot() -> DataSnapshot:
+    # Imported on first use: its price data is a large module that `import dagengine` need
+    # not pay for. A snapshot of our own, so UpdatePrices started elsewhere never reaches it.
+    from genai_prices.data import providers
+    from genai_prices.data_snapshot import DataSnapshot
+
+    return DataSnapshot(providers=providers, from_auto_update=False)
+
+
+def _library_model(model: str) -> tuple[Provider, ModelInfo] | None:
+    snapshot = _snapshot()
+    for ref in dict.fromkeys((model, _short_name(model))):
+        try:
+            return snapshot.find_provider_model(ref, None, None, None)
+        except LookupError:
+            continue
+    return None
+
+
+def _library_price(provider: Provider, info: ModelInfo, *, batch: bool) -> ModelPrice:
+    """The library's current rates. Tiered prices show their base tier; a cache rate the
+    library lacks is the input rate, as the library itself bills such tokens."""
+    prices = info.get_prices(datetime.now(UTC), _context(provider, info, batch))
+    input_rate = _rate(prices.input_mtok) or 0.0
+    read = _rate(prices.cache_read_mtok)
+    write = _rate(prices.cache_write_mtok)
+    return ModelPrice(
+        input_rate,
+        _rate(prices.output_mtok) or 0.0,
+        input_rate if read is None else read,
+        input_rate if write is None else write,
+    )
+
+
+def _context(provider: Provider, info: ModelInfo, batch: bool) -> dict[str, str] | None:
+    # As the library's calc_price: another provider's model (one it falls back to) has no
+    # variants of this provider's.
+    if not batch or not any(info is model for model in provider.models):
+        return None
+    return {"processing": "batch"}
+
+
+def _first_tier(info: ModelInfo) -> int | None:
+    """The lowest tier start of any token rate in the model's price history or variants."""
+    from genai_prices.types import ModelPrice as LibraryPrice
+    from genai_prices.types import TieredPrices
+
+    prices = [info.prices] if isinstance(info.prices, LibraryPrice) else [
+        conditional.prices for conditional in info.prices]
+    prices += [variant.prices for variant in info.price_variants or ()]
+    starts = [
+        tier.start
+        for price in prices
+        for key in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+        if isinstance(rate := getattr(price, key, None), TieredPrices)
+        for tier in rate.tiers
+    ]
+    return min(starts) if starts else None
+
+
+def _library_ratios(provider: Provider, info: ModelInfo) -> tuple[float, float]:
+    rates = _library_price(provider, info, batch=False)
+    if not rates.input_per_1m:
+        return 1.0, 1.0
+    return (
+        (rates.cache_read_per_1m or 0.0) / rates.input_per_1m,
+        (rates.cache_write_per_1m or 0.0) / rates.input_per_1m,
+    )
+
+
+def _rate(value: Decimal | TieredPrices | None) -> float | None:
+    if value is None:
+        return None
+    return float(value if isinstance(value, Decimal) else value.base)
+
+
+def _library_cost(
+    found: tuple[Provider, ModelInfo], tokens: TokenUsage, batch: bool
+) -> float | None:
+    """The library's price of `tokens` (tiers and batch rates included); None if it refuses."""
+    from genai_prices import Usage
+
+    provider, info = found
+    cached = tokens.cache_read_tokens + tokens.cache_write_tokens
+    usage = Usage(
+        # The library's input_tokens is every prompt token, as ours; a provider that
+        # reported fewer than its cache tokens is billed for the cache tokens at least.
+        input_tokens=max(tokens.input_tokens, cached),
+        cache_read_tokens=tokens.cache_read_tokens,
+        cache_write_tokens=tokens.cache_write_tokens,
+        output_tokens=tokens.output_tokens,
+    )
+    try:
+        result = info.calc_price(
+            usage,
+            provider,
+            genai_request_timestamp=datetime.now(UTC),
+            price_context=_context(provider, info, batch),
+        )
+    except ValueError as exc:  # usage it cannot price: ours prices it from the base rates
+        log.debug("genai-prices could not price %s: %s", info.id, exc)
+        return None
+    return float(result.total_price)
 
 
 def summarize_costs(
@@ -115,6 +347,8 @@ def summarize_costs(
         summary.total_cost += cost
         summary.input_tokens += tokens.input_tokens
         summary.output_tokens += tokens.output_tokens
+        summary.cache_read_tokens += tokens.cache_read_tokens
+        summary.cache_write_tokens += tokens.cache_write_tokens
         by_dim = summary.by_dimension.setdefault(dimension, DimensionCost())
         by_prov = summary.by_provider.setdefault(provider, ProviderCost())
         by_model = summary.by_model.setdefault(model, ModelCost(priced=pricing.price(model)
@@ -122,7 +356,7 @@ def summarize_costs(
         for bucket in (by_dim, by_prov, by_model):
             bucket.cost += cost
             bucket.calls += 1
-            bucket.tokens = _add(bucket.tokens, tokens)
+            bucket.tokens += tokens
         for named in (by_dim, by_prov):
             if model not in named.models:
                 named.models.append(model)
@@ -130,6 +364,3 @@ def summarize_costs(
     summary.unpriced_models = sorted(pricing.unpriced)
     return summary
 
-
-def _add(a: TokenUsage, b: TokenUsage) -> TokenUsage:
-    return TokenUsage.of(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens)

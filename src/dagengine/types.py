@@ -56,16 +56,49 @@ class Dimension(_Data):
 
 
 class TokenUsage(_Data):
+    """Tokens of one call (or a sum of calls).
+
+    `input_tokens` counts every prompt token, cached or not (as OpenAI's and Gemini's
+    `prompt_tokens` and the OpenTelemetry GenAI conventions do); `cache_read_tokens` and
+    `cache_write_tokens` are the part of them read from / written to the provider's prompt
+    cache, priced at their own rates. `total_tokens` is input plus output.
+    """
+
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @classmethod
-    def of(cls, input_tokens: int, output_tokens: int) -> TokenUsage:
+    def of(
+        cls,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> TokenUsage:
         return cls(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             total_tokens=input_tokens + output_tokens,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens,
+        )
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Prompt tokens billed at the plain input rate."""
+        return max(0, self.input_tokens - self.cache_read_tokens - self.cache_write_tokens)
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
         )
 
 
@@ -152,6 +185,8 @@ class CostSummary(_Data):
     total_tokens: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0  # part of input_tokens, as in TokenUsage
+    cache_write_tokens: int = 0
     by_dimension: dict[str, DimensionCost] = Field(default_factory=dict)
     by_provider: dict[str, ProviderCost] = Field(default_factory=dict)
     by_model: dict[str, ModelCost] = Field(default_factory=dict)

@@ -45,10 +45,12 @@ class Completion:
 
     text: str
     model: str
-    input_tokens: int
+    input_tokens: int  # every prompt token, cached or not (see TokenUsage)
     output_tokens: int
     finish_reason: str | None
     headers: Mapping[str, str] | None = None
+    cache_read_tokens: int = 0  # part of input_tokens
+    cache_write_tokens: int = 0  # part of input_tokens
 
 
 class Backend(abc.ABC):
@@ -162,7 +164,12 @@ class SDKProvider(BaseProvider):
         metadata: dict[str, Any] = {
             "model": completion.model,
             "provider": self.name,
-            "tokens": TokenUsage.of(completion.input_tokens, completion.output_tokens),
+            "tokens": TokenUsage.of(
+                completion.input_tokens,
+                completion.output_tokens,
+                cache_read_tokens=completion.cache_read_tokens,
+                cache_write_tokens=completion.cache_write_tokens,
+            ),
             "status_code": 200,
             "finish_reason": completion.finish_reason,
         }

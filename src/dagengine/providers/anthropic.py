@@ -48,6 +48,9 @@ class AnthropicBackend(Backend):
             raise error from None
         try:
             usage = body.get("usage") or {}
+            # Anthropic's input_tokens leaves out the cache tokens; ours counts them too.
+            cache_read = int(usage.get("cache_read_input_tokens") or 0)
+            cache_write = int(usage.get("cache_creation_input_tokens") or 0)
             return Completion(
                 text="".join(
                     block.get("text", "")
@@ -55,13 +58,12 @@ class AnthropicBackend(Backend):
                     if block.get("type") == "text"
                 ),
                 model=body.get("model") or call.model,
-                # Cached prompt tokens are input tokens too, reported apart by the API.
-                input_tokens=int(usage.get("input_tokens") or 0)
-                + int(usage.get("cache_creation_input_tokens") or 0)
-                + int(usage.get("cache_read_input_tokens") or 0),
+                input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
                 output_tokens=int(usage.get("output_tokens") or 0),
                 finish_reason=body.get("stop_reason"),
                 headers=raw.headers,
+                cache_read_tokens=cache_read,
+                cache_write_tokens=cache_write,
             )
         except (KeyError, TypeError, AttributeError, ValueError):
             raise malformed_error(

@@ -63,6 +63,7 @@ class GeminiBackend(Backend):
         return Completion(
             text=text,
             model=response.model_version or call.model,
+            # prompt_token_count includes the cached content's tokens.
             input_tokens=(usage.prompt_token_count or 0) if usage else 0,
             # Thinking tokens are billed as output.
             output_tokens=((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0))
@@ -70,6 +71,7 @@ class GeminiBackend(Backend):
             else 0,
             finish_reason=reason.value if reason is not None else None,
             headers=headers,
+            cache_read_tokens=(usage.cached_content_token_count or 0) if usage else 0,
         )
 
     def _config(self, call: Call) -> genai_types.GenerateContentConfig:

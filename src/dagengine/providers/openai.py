@@ -72,19 +72,41 @@ class OpenAIChatBackend(Backend):
             raise error from None
         try:
             choice = body["choices"][0]
-            usage = body.get("usage") or {}
+            input_tokens, output_tokens, cache_read, cache_write = _usage(body.get("usage") or {})
             return Completion(
                 text=choice["message"].get("content") or "",
                 model=body.get("model") or call.model,
-                input_tokens=int(usage.get("prompt_tokens") or 0),
-                output_tokens=int(usage.get("completion_tokens") or 0),
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
                 finish_reason=choice.get("finish_reason"),
                 headers=raw.headers,
+                cache_read_tokens=cache_read,
+                cache_write_tokens=cache_write,
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError):
             raise malformed_error(
                 self.provider, "the answer has no choices[0].message", self.settings
             ) from None
+
+
+def _usage(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """(input, output, cache read, cache write) tokens of a chat completion's usage.
+
+    OpenAI's prompt_tokens counts the cached ones (prompt_tokens_details.cached_tokens) too.
+    The Portkey gateway translating Anthropic answers adds Anthropic's cache_read_input_tokens
+    and cache_creation_input_tokens, and then, from its Anthropic translator, a prompt_tokens
+    without them (only its total_tokens counts them), from its Bedrock one a prompt_tokens
+    with them: total_tokens tells which.
+    """
+    prompt = int(usage.get("prompt_tokens") or 0)
+    output = int(usage.get("completion_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    read = int(usage.get("cache_read_input_tokens") or details.get("cached_tokens") or 0)
+    write = int(usage.get("cache_creation_input_tokens") or 0)
+    anthropic_counts = "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage
+    if anthropic_counts and usage.get("total_tokens") == prompt + output + read + write:
+        prompt += read + write
+    return prompt, output, read, write
 
 
 class OpenAIProvider(SDKProvider):

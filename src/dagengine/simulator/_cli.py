@@ -141,6 +141,8 @@ def _metavar(name: str) -> str:
         return "KEY"
     if name == "latency_sigma":
         return "SIGMA"
+    if name.startswith("cache_"):
+        return "TOKENS"
     return "N" if name in ("seed", "requests_per_minute", "tokens_per_minute") else "SECONDS"
 
 

@@ -68,6 +68,15 @@ class SimulatorConfig:
         (), "outcomes for the next requests, in arrival order, e.g. 429,429,200,hang"
     )
     api_key: str | None = _opt(None, "reject requests carrying another key with 401")
+    cache_read_tokens: int = _opt(
+        0, "prompt tokens each answer reports as read from the prompt cache (capped at the prompt)"
+    )
+    cache_write_tokens: int = _opt(
+        0,
+        "prompt tokens each answer reports as written to the prompt cache (Anthropic's "
+        "cache_creation_input_tokens; the OpenAI and Gemini formats have no such count)",
+    )
+    cache_min_tokens: int = _opt(0, "prompts with fewer tokens report no cache tokens")
 
     def __post_init__(self) -> None:
         _check("latency", self.latency, 0, 3600)
@@ -93,6 +102,10 @@ class SimulatorConfig:
             # One uniform draw picks at most one fault, so the rates split [0, 1).
             raise ValidationError("simulator fault rates", "at most 1 in total", round(total, 6))
         object.__setattr__(self, "script", parse_script(self.script))
+        for name in ("cache_read_tokens", "cache_write_tokens", "cache_min_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**9:
+                raise ValidationError(f"simulator.{name}", "an integer between 0 and 1e9", value)
         if self.api_key is not None and not isinstance(self.api_key, str):
             raise ValidationError("simulator.api_key", "a string or None", self.api_key)
 

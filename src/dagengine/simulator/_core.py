@@ -10,6 +10,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ._answers import count_tokens, input_tokens, prompt_key
@@ -73,6 +74,16 @@ class Core:
         key = prompt_key(text)
         draw = random.Random(f"latency:{self.config.seed}:{key}:{self.stats.prompts[key]}")
         return draw.lognormvariate(math.log(median), self.config.latency_sigma)
+
+    def reply(self, prompt: Prompt, text: str, *, cache_writes: bool) -> Reply:
+        """The reply to `prompt`, with the prompt-cache tokens the config says it reports."""
+        reply = reply_to(prompt, text)
+        config = self.config
+        if reply.input_tokens < max(1, config.cache_min_tokens):
+            return reply
+        read = min(config.cache_read_tokens, reply.input_tokens)
+        write = min(config.cache_write_tokens, reply.input_tokens - read) if cache_writes else 0
+        return replace(reply, cache_read_tokens=read, cache_write_tokens=write)
 
     def next_serial(self) -> int:
         self.serial += 1

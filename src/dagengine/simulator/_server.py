@@ -16,7 +16,7 @@ from ..errors import ValidationError
 from ._answers import SCHEMA_VIOLATION, answer
 from ._base import HOST, BaseSimulator, merged_config
 from ._config import ScriptStep, SimulatorConfig
-from ._core import Core, reply_to
+from ._core import Core
 from ._wire import DIALECTS, BadRequest, Dialect, Prompt, Reply
 
 MALFORMED_BODY = b'{"id": "sim", "content": [<html><body>upstream hiccup (simulated)</body></html>'
@@ -56,7 +56,8 @@ class _ApiEndpoint:
         except (ValueError, BadRequest) as exc:
             return self._error(400, f"invalid request: {exc}")
         core.stats.parsed(prompt.model, prompt.text)
-        reply = reply_to(prompt, answer(prompt.text, prompt.last_message))
+        reply = core.reply(prompt, answer(prompt.text, prompt.last_message),
+                           cache_writes=dialect.reports_cache_writes)
         # Admission charges input + max_tokens, as Anthropic does.
         step, retry_after = core.decide(
             reply.input_tokens + (prompt.max_tokens or reply.output_tokens)
@@ -84,11 +85,12 @@ class _ApiEndpoint:
         if step == "malformed":
             return self._send(200, MALFORMED_BODY, headers)
         if step == "schema":
-            reply = reply_to(prompt, SCHEMA_VIOLATION)
+            reply = self.core.reply(prompt, SCHEMA_VIOLATION,
+                                    cache_writes=self.dialect.reports_cache_writes)
         body = _encode(self.dialect.success(prompt, reply, self.core.next_serial()))
         if step == "truncated":
             return self._send(200, body[: len(body) // 2], headers)
-        self.core.stats.answered(prompt.model, reply.input_tokens, reply.output_tokens)
+        self.core.stats.answered(prompt.model, reply)
         return self._send(200, body, headers)
 
     def _error(

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from ._answers import prompt_key
+from ._wire import Reply
 
 
 class Stats:
@@ -19,7 +20,8 @@ class Stats:
         self.apis: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
         self.faults: Counter[str] = Counter()
-        self.models: dict[str, list[int]] = {}  # model -> [requests, input, output tokens]
+        # model -> [requests, input, output, cache read, cache write tokens]
+        self.models: dict[str, list[int]] = {}
         self.prompts: Counter[str] = Counter()
 
     def received(self, api: str) -> None:
@@ -30,17 +32,25 @@ class Stats:
         self.prompts[prompt_key(text)] += 1
         counts = self.models.get(model)
         if counts is None:
-            counts = self.models[model] = [0, 0, 0]
+            counts = self.models[model] = [0, 0, 0, 0, 0]
         counts[0] += 1
 
-    def answered(self, model: str, input_tokens: int, output_tokens: int) -> None:
+    def answered(self, model: str, reply: Reply) -> None:
         counts = self.models[model]
-        counts[1] += input_tokens
-        counts[2] += output_tokens
+        counts[1] += reply.input_tokens
+        counts[2] += reply.output_tokens
+        counts[3] += reply.cache_read_tokens
+        counts[4] += reply.cache_write_tokens
 
     def to_json(self) -> dict[str, Any]:
         models = {
-            model: {"requests": c[0], "input_tokens": c[1], "output_tokens": c[2]}
+            model: {
+                "requests": c[0],
+                "input_tokens": c[1],  # every prompt token, the cache tokens included
+                "output_tokens": c[2],
+                "cache_read_tokens": c[3],
+                "cache_write_tokens": c[4],
+            }
             for model, c in self.models.items()
         }
         return {
@@ -58,5 +68,7 @@ class Stats:
             "models": models,
             "input_tokens": sum(m["input_tokens"] for m in models.values()),
             "output_tokens": sum(m["output_tokens"] for m in models.values()),
+            "cache_read_tokens": sum(m["cache_read_tokens"] for m in models.values()),
+            "cache_write_tokens": sum(m["cache_write_tokens"] for m in models.values()),
             "prompts": dict(self.prompts),
         }

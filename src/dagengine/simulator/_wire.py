@@ -33,13 +33,16 @@ class Prompt:
 @dataclass(frozen=True, slots=True)
 class Reply:
     text: str
-    input_tokens: int
+    input_tokens: int  # every prompt token; the cache tokens are part of them
     output_tokens: int
     hit_max_tokens: bool
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class Dialect(ABC):
     name: str
+    reports_cache_writes = False  # only Anthropic's usage has a count of tokens written
 
     @abstractmethod
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None: ...
@@ -60,6 +63,7 @@ class Dialect(ABC):
 
 class Anthropic(Dialect):
     name = "anthropic"
+    reports_cache_writes = True
     _ERRORS = {
         400: "invalid_request_error",
         401: "authentication_error",
@@ -97,7 +101,7 @@ class Anthropic(Dialect):
             "content": [{"type": "text", "text": reply.text}],
             "stop_reason": "max_tokens" if reply.hit_max_tokens else "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
+            "usage": _anthropic_usage(reply),
         }
 
     def error(self, status: int, message: str, retry_after: float | None) -> dict[str, Any]:
@@ -153,6 +157,7 @@ class OpenAI(Dialect):
                 "prompt_tokens": reply.input_tokens,
                 "completion_tokens": reply.output_tokens,
                 "total_tokens": reply.input_tokens + reply.output_tokens,
+                "prompt_tokens_details": {"cached_tokens": reply.cache_read_tokens},
             },
             "system_fingerprint": "dagengine-simulator",
         }
@@ -213,11 +218,7 @@ class Gemini(Dialect):
                     "index": 0,
                 }
             ],
-            "usageMetadata": {
-                "promptTokenCount": reply.input_tokens,
-                "candidatesTokenCount": reply.output_tokens,
-                "totalTokenCount": reply.input_tokens + reply.output_tokens,
-            },
+            "usageMetadata": _gemini_usage(reply),
             "modelVersion": prompt.model,
             "responseId": f"sim{serial:020d}",
         }
@@ -240,6 +241,30 @@ class Gemini(Dialect):
 
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (Anthropic(), OpenAI(), Gemini())}
+
+
+def _anthropic_usage(reply: Reply) -> dict[str, int]:
+    """Anthropic counts cache reads and writes apart from input_tokens, not within them."""
+    usage = {
+        "input_tokens": reply.input_tokens - reply.cache_read_tokens - reply.cache_write_tokens,
+        "output_tokens": reply.output_tokens,
+    }
+    if reply.cache_read_tokens or reply.cache_write_tokens:
+        usage["cache_creation_input_tokens"] = reply.cache_write_tokens
+        usage["cache_read_input_tokens"] = reply.cache_read_tokens
+    return usage
+
+
+def _gemini_usage(reply: Reply) -> dict[str, int]:
+    """promptTokenCount includes the cached content's tokens, which Gemini names apart."""
+    usage = {
+        "promptTokenCount": reply.input_tokens,
+        "candidatesTokenCount": reply.output_tokens,
+        "totalTokenCount": reply.input_tokens + reply.output_tokens,
+    }
+    if reply.cache_read_tokens:
+        usage["cachedContentTokenCount"] = reply.cache_read_tokens
+    return usage
 
 
 def _object(body: Any) -> dict[str, Any]:
