@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from functools import partial
 from typing import Any
 
 from ._coerce import (
     as_call_error,
+    as_prompt,
     as_request,
     as_response,
     as_selection,
-    plugin_error,
     reask,
     unpack_request,
     validated,
@@ -23,12 +24,13 @@ from ._site import CallSite, Slot
 from .config import ExecutionConfig
 from .cost import Pricing
 from .errors import (
+    DagEngineError,
     DimensionTimeoutError,
     OutputValidationError,
     ProviderError,
     UnknownProviderError,
 )
-from .plugin import HookContext, Hooks, Plugin, PromptContext, resolve, with_arity
+from .plugin import HookContext, Hooks, Plugin, PromptContext, call_required, with_arity
 from .progress import ProgressTracker
 from .providers.base import BaseProvider, ProviderRegistry
 from .ratelimit import RateLimiter
@@ -97,18 +99,18 @@ class Caller:
     ) -> tuple[DimensionResult, BaseException | None]:
         started = time.monotonic()
         try:
-            prompt = await resolve(self.plugin.create_prompt(PromptContext(
+            prompt = as_prompt(await call_required("create_prompt", self.plugin.create_prompt,
+                                                PromptContext(
                 sections=site.sections, dimension=site.name, dependencies=site.dependencies,
                 is_global=site.is_global, section_index=site.section_index,
                 process_id=self.process_id,
-            )))
-            selection = as_selection(await resolve(self._select_provider(
-                site.name, site.sections,
+            )), site.name)
+            selection = as_selection(await call_required(
+                "select_provider", self._select_provider, site.name, site.sections,
                 {"is_global": site.is_global, "section_index": site.section_index,
                  "total_sections": site.total_sections},
-            )))
-        except Exception as exc:
-            error = plugin_error(exc)
+            ), dimension=site.name)
+        except DagEngineError as error:
             return DimensionResult(error=str(error), metadata={"duration": 0.0}), error
         return await self._run_chain(site, slot, prompt, selection, started)
 
@@ -167,11 +169,11 @@ class Caller:
                           "total_sections": site.total_sections},
             )
             if self.hooks.has("before_provider_execute"):
-                request = as_request(await self.hooks.call(
+                request = await self.hooks.call(
                     "before_provider_execute", self._context(
                         site, request=request, provider=provider.name, provider_options=options,
                         attempt=attempt, max_attempts=max_attempts),
-                    request))
+                    request, partial(as_request, current=request))
             outcome.attempts += 1
             outcome.provider = provider.name
             try:
@@ -230,13 +232,13 @@ class Caller:
         if self.cache is not None and cached is None:
             await self.cache.store(provider.name, request, response)
         if self.hooks.has("after_provider_execute"):
-            response = response.model_copy(update={"data": data})
-            response = as_response(await self.hooks.call(
+            answered = response.model_copy(update={"data": data})
+            response = await self.hooks.call(
                 "after_provider_execute", self._context(
-                    site, request=request, response=response, provider=provider.name,
+                    site, request=request, response=answered, provider=provider.name,
                     provider_options=options, attempt=attempt,
                     duration=time.monotonic() - started),
-                response))
+                answered, partial(as_response, current=answered))
             data = response.data
         metadata = outcome.metadata(started)
         if cached is not None:

@@ -131,6 +131,14 @@ class HookError(DagEngineError):
         super().__init__(f"{hook} raised {type(error).__name__}: {error}")
 
 
+class HookResultError(ConfigurationError):
+    """A plugin hook returned a value of a kind it may not return; the message says which."""
+
+    def __init__(self, hook: str, message: str) -> None:
+        self.hook = hook
+        super().__init__(message)
+
+
 class StoreError(DagEngineError):
     """The run store cannot be used as asked (not a store, newer schema, run mismatch, locked)."""
 

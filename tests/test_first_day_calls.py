@@ -1,0 +1,194 @@
+"""First-day mistakes in a plugin's hooks.
+
+Hooks that return something unusable become that call's error (or the documented default),
+never a raw pydantic traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import FakeProvider, SimplePlugin
+from dagengine import (
+    DagEngine,
+    HookResultError,
+)
+
+
+def engine_for(plugin: Any, provider: Any = None, **execution: Any) -> DagEngine:
+    return DagEngine(plugin=plugin, providers=[provider or FakeProvider()],
+                     execution={"concurrency": 4, "retry_delay": 0.001, **execution})
+
+
+def collect(errors: list[tuple[BaseException, Any]]) -> Any:
+    return lambda error, ctx: errors.append((error, ctx))
+
+
+def assert_no_pydantic(text: str) -> None:
+    assert "pydantic" not in text and "validation error" not in text.lower()
+
+
+# -- create_prompt returning something that is not a prompt ------------------------------------
+
+
+class Returns(SimplePlugin):
+    """'a' renders normally; dependent 'b' returns `value` (preflight cannot render 'b')."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(["a", "b"], {"b": ["a"]})
+        self.value = value
+
+    def create_prompt(self, ctx: Any) -> Any:
+        return self.value if ctx.dimension == "b" else super().create_prompt(ctx)
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (None, "returned None (a missing `return`?)"),
+    (42, "returned int 42"),
+    ({"text": "hi"}, "returned dict"),
+    (["hi"], "item 0 is str 'hi', not a message dict"),
+    ("   ", "returned an empty prompt"),
+])
+async def test_create_prompt_returning_a_non_prompt_is_that_sections_error(
+        value: Any, shown: str) -> None:
+    errors: list[tuple[BaseException, Any]] = []
+    provider = FakeProvider()
+    result = await engine_for(Returns(value), provider).process(
+        ["x", "y"], on_error=collect(errors))
+    for section in result.sections:
+        assert section.results["a"].ok
+        error = section.results["b"].error or ""
+        assert "create_prompt for dimension 'b'" in error and shown in error
+        assert "a str or a list of {'role': ..., 'content': ...} message dicts" in error
+        assert_no_pydantic(error)
+    assert {c.dimension for c in provider.calls} == {"a"}
+    assert [ctx["dimension"] for _, ctx in errors] == ["b", "b"]
+    assert all(isinstance(e, HookResultError) and e.hook == "create_prompt" for e, _ in errors)
+
+
+async def test_create_prompt_returning_none_in_strict_mode_raises_a_typed_error() -> None:
+    with pytest.raises(HookResultError, match=r"create_prompt for dimension 'b' returned None"):
+        await engine_for(Returns(None), continue_on_error=False).process(["x"])
+
+
+async def test_create_prompt_may_return_a_tuple_of_messages() -> None:
+    provider = FakeProvider()
+    result = await engine_for(Returns(({"role": "user", "content": "hi"},)),
+                              provider).process(["x"])
+    assert result.sections[0].results["b"].ok
+    assert [c.input for c in provider.calls if c.dimension == "b"] == [
+        [{"role": "user", "content": "hi"}]]
+
+
+async def test_create_prompt_that_raises_in_a_helper_is_named_as_create_prompt() -> None:
+    class Broken(SimplePlugin):
+        def create_prompt(self, ctx: Any) -> str:
+            if ctx.section_index == 1:
+                return self.helper(ctx)
+            return "ok"
+
+        def helper(self, ctx: Any) -> str:
+            raise KeyError("field")
+
+    result = await engine_for(Broken(["a"])).process(["x", "y"])
+    assert "create_prompt raised KeyError" in (result.sections[1].results["a"].error or "")
+
+
+# -- before/after_provider_execute and select_provider returning junk --------------------------
+
+
+class After(SimplePlugin):
+    def __init__(self, value: Any) -> None:
+        super().__init__(["a"])
+        self.value = value
+
+    def after_provider_execute(self, ctx: Any) -> Any:
+        return self.value
+
+
+@pytest.mark.parametrize(("junk", "said"), [
+    (42, "after_provider_execute returned int 42"),
+    ("done", "after_provider_execute returned str 'done'"),
+    ({"metadata": "not a dict"}, "not a valid ProviderResponse (metadata:"),
+    ({"label": "spam"}, "a dict with unknown key(s) 'label'"),
+])
+async def test_after_provider_execute_junk_is_reported_and_the_response_is_kept(
+        junk: Any, said: str) -> None:
+    errors: list[tuple[BaseException, Any]] = []
+    result = await engine_for(After(junk)).process(["x"], on_error=collect(errors))
+    res = result.sections[0].results["a"]
+    assert res.ok and res.data == {"ok": True, "dimension": "a"}
+    assert len(errors) == 1
+    error, ctx = errors[0]
+    assert isinstance(error, HookResultError) and ctx == {"hook": "after_provider_execute"}
+    assert said in str(error) and "ProviderResponse" in str(error)
+    assert_no_pydantic(str(error))
+
+
+async def test_after_provider_execute_junk_in_strict_mode_raises_a_typed_error() -> None:
+    with pytest.raises(HookResultError, match="after_provider_execute returned int 42"):
+        await engine_for(After(42), continue_on_error=False).process(["x"])
+
+
+async def test_after_provider_execute_dict_changes_only_the_fields_it_names() -> None:
+    result = await engine_for(After({"data": {"label": "spam"}})).process(["x"])
+    res = result.sections[0].results["a"]
+    assert res.data == {"label": "spam"} and res.metadata["status_code"] == 200
+
+
+class Before(SimplePlugin):
+    def __init__(self, value: Any) -> None:
+        super().__init__(["a"])
+        self.value = value
+
+    def before_provider_execute(self, ctx: Any) -> Any:
+        return self.value
+
+
+@pytest.mark.parametrize("junk", [7, "new prompt?", {"input": 5}, {"prompt": "x"}])
+async def test_before_provider_execute_junk_is_reported_and_the_request_is_sent_unmodified(
+        junk: Any) -> None:
+    errors: list[tuple[BaseException, Any]] = []
+    provider = FakeProvider()
+    result = await engine_for(Before(junk), provider).process(["x"], on_error=collect(errors))
+    assert result.sections[0].results["a"].ok
+    assert [c.input for c in provider.calls] == ["a: x"]
+    assert [type(e) for e, _ in errors] == [HookResultError]
+    assert "before_provider_execute returned" in str(errors[0][0])
+    assert "ProviderRequest" in str(errors[0][0])
+    assert_no_pydantic(str(errors[0][0]))
+
+
+async def test_before_provider_execute_dict_keeps_the_fields_it_does_not_name() -> None:
+    provider = FakeProvider()
+    result = await engine_for(Before({"options": {"model": "fake-model", "tag": "t"}}),
+                              provider).process(["x", "y"])
+    assert all(s.results["a"].ok for s in result.sections)
+    assert [(c.input, c.options["tag"], c.section_index) for c in provider.calls] == [
+        ("a: x", "t", 0), ("a: y", "t", 1)]
+
+
+@pytest.mark.parametrize(("junk", "said"), [
+    (42, "returned int 42"),
+    (None, "returned None"),
+    ({"name": "fake"}, "a dict that is not a provider selection (provider: Field required)"),
+    ({"provider": "fake", "options": "gpt"}, "(options: Input should be a valid dictionary)"),
+])
+async def test_select_provider_junk_is_a_per_section_error_listing_the_accepted_forms(
+        junk: Any, said: str) -> None:
+    class Picks(SimplePlugin):
+        def select_provider(self, dimension: str, sections: Any = None,
+                            context: Any = None) -> Any:
+            return junk if context["section_index"] == 1 else "fake"
+
+    errors: list[tuple[BaseException, Any]] = []
+    result = await engine_for(Picks(["a"])).process(["x", "y"], on_error=collect(errors))
+    assert result.sections[0].results["a"].ok
+    error = result.sections[1].results["a"].error or ""
+    assert "select_provider for dimension 'a'" in error and said in error
+    assert "a ProviderSelection, a dict like {'provider': 'anthropic'" in error
+    assert "or a provider name" in error
+    assert_no_pydantic(error)
+    assert [type(e) for e, _ in errors] == [HookResultError]
