@@ -1,7 +1,7 @@
-"""First-day mistakes in a plugin's hooks.
+"""First-day mistakes in a plugin's hooks, and empty answers.
 
 Hooks that return something unusable become that call's error (or the documented default),
-never a raw pydantic traceback.
+never a raw pydantic traceback; an empty answer is a failure that is retried.
 """
 
 from __future__ import annotations
@@ -13,8 +13,14 @@ import pytest
 from conftest import FakeProvider, SimplePlugin
 from dagengine import (
     DagEngine,
+    Dimension,
+    EmptyResponseError,
     HookResultError,
+    ProviderRequest,
 )
+from dagengine.simulator import Simulator
+
+KEY = "sk-test-first-day"
 
 
 def engine_for(plugin: Any, provider: Any = None, **execution: Any) -> DagEngine:
@@ -192,3 +198,94 @@ async def test_select_provider_junk_is_a_per_section_error_listing_the_accepted_
     assert "or a provider name" in error
     assert_no_pydantic(error)
     assert [type(e) for e, _ in errors] == [HookResultError]
+
+
+# -- empty answers -----------------------------------------------------------------------------
+
+
+def sim_engine(kind: str, sim: Simulator, plugin: Any = None, **execution: Any) -> DagEngine:
+    base_url = {"anthropic": sim.base_url, "openai": sim.openai_base_url,
+                "gemini": sim.gemini_base_url}[kind]
+    model = {"anthropic": "claude-3-5-haiku-20241022", "openai": "gpt-4o-mini",
+             "gemini": "gemini-2.0-flash"}[kind]
+    plugin = plugin or SimplePlugin(["a"], provider=kind,
+                                    options={"model": model, "max_tokens": 100})
+    return DagEngine(plugin, providers={kind: {"api_key": KEY, "base_url": base_url}},
+                     execution={"concurrency": 1, "retry_delay": 0.001, **execution})
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai", "gemini"])
+async def test_the_simulator_answers_empty_text_on_request(kind: str) -> None:
+    async with Simulator(script=["empty"]) as sim:
+        engine = sim_engine(kind, sim, max_retries=0)
+        provider = engine.registry.get(kind)
+        response = await provider.execute(ProviderRequest(
+            input="Classify: meeting at noon", options={"model": "m", "max_tokens": 50}))
+        await provider.aclose()
+        stats = await sim.stats()
+    assert response.data == ""
+    assert stats["empty_answers"] == 1 and stats["responses_by_status"] == {"200": 1}
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "openai", "gemini"])
+async def test_an_empty_answer_is_retried_until_the_model_answers(kind: str) -> None:
+    async with Simulator(script=["empty", "empty"]) as sim:
+        result = await sim_engine(kind, sim, max_retries=3).process(["Reminder: meeting at 3"])
+        stats = await sim.stats()
+    res = result.sections[0].results["a"]
+    assert res.ok and res.data not in ("", None)
+    assert res.metadata["attempts"] == 3
+    assert stats["requests"] == 3 and stats["empty_answers"] == 2
+
+
+@pytest.mark.parametrize("schema", [False, True])
+async def test_answers_that_stay_empty_end_in_an_error_saying_the_model_answered_nothing(
+        schema: bool) -> None:
+    from pydantic import BaseModel
+
+    class Label(BaseModel):
+        label: str
+
+    dimension = Dimension(name="a", output_schema=Label) if schema else "a"
+    plugin = SimplePlugin([dimension], provider="openai",
+                          options={"model": "gpt-4o-mini", "max_tokens": 50})
+    errors: list[BaseException] = []
+    async with Simulator(empty_rate=1.0) as sim:
+        result = await sim_engine("openai", sim, plugin, max_retries=2).process(
+            ["x"], on_error=lambda e, ctx: errors.append(e))
+        stats = await sim.stats()
+    res = result.sections[0].results["a"]
+    assert not res.ok and res.data is None
+    assert res.error == ("openai answered with an empty response (finish_reason=stop) "
+                         "(after 3 attempts)")
+    assert stats["requests"] == 3
+    assert [type(e) for e in errors] == [EmptyResponseError]
+    # The empty answers were answered and billed: their input tokens count.
+    assert res.metadata["tokens"].input_tokens == stats["input_tokens"] > 0
+
+
+async def test_thirty_sections_with_a_fifth_of_answers_empty_all_get_data_or_a_clear_error(
+        ) -> None:
+    sections = [f"Email {i}: the quarterly report deadline moved to Friday" for i in range(30)]
+    async with Simulator(empty_rate=0.2, seed=11) as sim:
+        result = await sim_engine("openai", sim, concurrency=8, max_retries=3).process(sections)
+        stats = await sim.stats()
+    assert len(result.sections) == 30
+    assert stats["empty_answers"] >= 4  # the fault really happened
+    for section in result.sections:
+        res = section.results["a"]
+        if res.ok:
+            assert res.data not in ("", None)
+        else:
+            assert "answered with an empty response" in (res.error or "")
+    answered = sum(s.results["a"].ok for s in result.sections)
+    assert answered >= 29  # 0.2**4 per section: at most a rare one runs out of attempts
+    assert stats["requests"] == 30 + stats["empty_answers"]
+
+
+async def test_an_empty_answer_from_any_provider_is_retried() -> None:
+    answers = iter([None, " \n", {"ok": True}])
+    provider = FakeProvider(answer=lambda r: next(answers))
+    result = await engine_for(SimplePlugin(["a"]), provider).process(["x"])
+    res = result.sections[0].results["a"]
+    assert res.ok and res.data == {"ok": True} and res.metadata["attempts"] == 3

@@ -26,6 +26,7 @@ from .cost import Pricing
 from .errors import (
     DagEngineError,
     DimensionTimeoutError,
+    EmptyResponseError,
     OutputValidationError,
     ProviderError,
     UnknownProviderError,
@@ -227,7 +228,11 @@ class Caller:
     ) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
         cached = await self.cache.lookup(provider.name, request) if self.cache else None
+        if cached is not None and _is_empty(cached.data):
+            cached = None  # stored before empty answers were refused: ask again
         response = cached or await self._send(provider, request, outcome)
+        if _is_empty(response.data):
+            raise EmptyResponseError(provider.name, response.metadata.get("finish_reason"))
         data = validated(site.dimension, response.data)
         if self.cache is not None and cached is None:
             await self.cache.store(provider.name, request, response)
@@ -307,6 +312,15 @@ def _report_failure(permit: Any, exc: ProviderError) -> None:
         permit.rate_limited(exc.retry_after, exc.rate_limit)
     else:
         permit.failed()
+
+
+def _is_empty(data: Any) -> bool:
+    """An answer with nothing in it: no data, or text that is empty or only whitespace.
+
+    Refused for every dimension, plain text or JSON: no analysis has a use for it, and a
+    model that answered nothing (an overloaded backend, a filter, max_tokens spent on
+    thinking) often answers the same request the next time."""
+    return data is None or (isinstance(data, str) and not data.strip())
 
 
 def _estimate_tokens(request: ProviderRequest) -> int:

@@ -139,6 +139,19 @@ class HookResultError(ConfigurationError):
         super().__init__(message)
 
 
+class EmptyResponseError(ProviderError):
+    """A provider answered, but with nothing: empty or blank text, or no data. Retried."""
+
+    def __init__(self, provider: str, finish_reason: object = None) -> None:
+        super().__init__(
+            f"{provider} answered with an empty response (finish_reason={finish_reason})",
+            200,
+            provider=provider,
+            retryable=True,
+        )
+        self.finish_reason = finish_reason
+
+
 class StoreError(DagEngineError):
     """The run store cannot be used as asked (not a store, newer schema, run mismatch, locked)."""
 

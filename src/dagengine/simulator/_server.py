@@ -80,11 +80,13 @@ class _ApiEndpoint:
     def _answer(
         self, prompt: Prompt, reply: Reply, step: ScriptStep, headers: dict[str, str]
     ) -> web.Response:
-        """A 200: the answer, or on purpose a wrong-schema, malformed or truncated one."""
+        """A 200: the answer, or on purpose a wrong-schema, empty, malformed or truncated one."""
         if step == "malformed":
             return self._send(200, MALFORMED_BODY, headers)
         if step == "schema":
             reply = reply_to(prompt, SCHEMA_VIOLATION)
+        elif step == "empty":
+            reply = reply_to(prompt, "")
         body = _encode(self.dialect.success(prompt, reply, self.core.next_serial()))
         if step == "truncated":
             return self._send(200, body[: len(body) // 2], headers)
