@@ -1,7 +1,8 @@
-"""First-day mistakes in a plugin's hooks, and empty answers.
+"""First-day mistakes in a plugin's hooks, empty answers, and the preflight before paying.
 
 Hooks that return something unusable become that call's error (or the documented default),
-never a raw pydantic traceback; an empty answer is a failure that is retried.
+never a raw pydantic traceback; an empty answer is a failure that is retried; and mistakes
+every call of a dimension shares refuse the run before its first call.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import pytest
 
 from conftest import FakeProvider, SimplePlugin
 from dagengine import (
+    ConfigurationError,
     DagEngine,
+    DagEngineError,
     Dimension,
     EmptyResponseError,
     HookResultError,
+    Plugin,
+    PreflightError,
     ProviderRequest,
 )
 from dagengine.simulator import Simulator
@@ -289,3 +294,156 @@ async def test_an_empty_answer_from_any_provider_is_retried() -> None:
     result = await engine_for(SimplePlugin(["a"]), provider).process(["x"])
     res = result.sections[0].results["a"]
     assert res.ok and res.data == {"ok": True} and res.metadata["attempts"] == 3
+
+
+# -- preflight ---------------------------------------------------------------------------------
+
+
+async def refused(plugin: Any, provider: Any = None, **kwargs: Any) -> PreflightError:
+    provider = provider or FakeProvider()
+    with pytest.raises(PreflightError) as info:
+        await DagEngine(plugin, providers=[provider], **kwargs).process(["x", "y"])
+    assert provider.calls == []
+    return info.value
+
+
+async def test_preflight_refuses_a_plugin_without_create_prompt() -> None:
+    class NoPrompt(Plugin):
+        def __init__(self) -> None:
+            super().__init__("p")
+            self.dimensions = ["summary"]
+
+        def select_provider(self, dimension: str, sections: Any = None,
+                            context: Any = None) -> Any:
+            return "fake"
+
+    error = await refused(NoPrompt())
+    assert error.dimension == "summary"
+    assert "NoPrompt does not implement create_prompt(ctx)" in str(error)
+
+
+async def test_preflight_refuses_a_create_prompt_that_raises_or_returns_nothing() -> None:
+    class Raises(SimplePlugin):
+        def create_prompt(self, ctx: Any) -> str:
+            return ctx.section.metadata["title"]  # type: ignore[no-any-return]
+
+    error = await refused(Raises(["a", "b"]))
+    assert error.dimension == "a" and "create_prompt raised KeyError: 'title'" in str(error)
+
+    class Forgets(SimplePlugin):
+        def create_prompt(self, ctx: Any) -> Any:
+            prompt = f"summarise {ctx.section.content}"
+            del prompt  # ... and no `return prompt`
+
+    error = await refused(Forgets(["a"]))
+    assert "dimension 'a'" in str(error) and "returned None (a missing `return`?)" in str(error)
+
+
+async def test_preflight_refuses_an_unconfigured_provider_naming_the_dimension() -> None:
+    class Typo(SimplePlugin):
+        def select_provider(self, dimension: str, sections: Any = None,
+                            context: Any = None) -> Any:
+            return "fake" if dimension == "a" else "antropic"
+
+    error = await refused(Typo(["a", "b"], {"b": ["a"]}))
+    assert error.dimension == "b"
+    assert "provider 'antropic' is not configured (configured: fake)" in str(error)
+    assert isinstance(error, ConfigurationError) and isinstance(error, DagEngineError)
+
+
+async def test_preflight_checks_fallbacks_too() -> None:
+    plugin = SimplePlugin(["a"])
+    plugin.select_provider = lambda *args: {  # type: ignore[method-assign]
+        "provider": "fake", "fallbacks": [{"provider": "backup"}]}
+    error = await refused(plugin)
+    assert "provider 'backup' is not configured" in str(error)
+
+
+async def test_preflight_refuses_a_builtin_provider_with_no_model() -> None:
+    plugin = SimplePlugin(["a"], provider="openai", options={"max_tokens": 50})
+    with pytest.raises(PreflightError, match=r"dimension 'a': openai: no model given"):
+        await DagEngine(plugin, providers={"openai": {"api_key": KEY,
+                                                      "base_url": "http://127.0.0.1:9"}},
+                        ).process(["x"])
+
+
+async def test_preflight_accepts_a_provider_default_model() -> None:
+    async with Simulator() as sim:
+        plugin = SimplePlugin(["a"], provider="openai", options={"max_tokens": 50})
+        engine = DagEngine(plugin, providers={"openai": {
+            "api_key": KEY, "base_url": sim.openai_base_url, "default_model": "gpt-4o-mini"}})
+        result = await engine.process(["Reminder: meeting at noon"])
+    assert result.sections[0].results["a"].ok
+    assert result.sections[0].results["a"].metadata["model"] == "gpt-4o-mini"
+
+
+async def test_preflight_refuses_an_empty_dimension_list() -> None:
+    error = await refused(SimplePlugin([]))
+    assert error.dimension is None and "dimensions is empty" in str(error)
+
+
+async def test_preflight_calls_create_prompt_and_select_provider_once_per_dimension() -> None:
+    class Counts(SimplePlugin):
+        def __init__(self) -> None:
+            super().__init__(["a", "b", Dimension(name="g", scope="global")], {"b": ["a"]})
+            self.prompts: list[tuple[str, int | None, dict[str, Any]]] = []
+            self.selections: list[tuple[str, Any]] = []
+
+        async def create_prompt(self, ctx: Any) -> str:  # an async hook
+            self.prompts.append((ctx.dimension, ctx.section_index, dict(ctx.dependencies)))
+            return super().create_prompt(ctx)
+
+        def select_provider(self, dimension: str, sections: Any = None,
+                            context: Any = None) -> Any:
+            self.selections.append((dimension, context["section_index"]))
+            return "fake"
+
+    plugin = Counts()
+    provider = FakeProvider()
+    result = await engine_for(plugin, provider).process(["x", "y"])
+    assert all(r.ok for s in result.sections for r in s.results.values())
+    # The run: a and b for 2 sections, g once; preflight: a and g rendered once more (b
+    # depends on a, so only its provider choice is checked).
+    assert sorted(p[:2] for p in plugin.prompts) == sorted(
+        [("a", 0), ("a", 0), ("a", 1), ("b", 0), ("b", 1), ("g", None), ("g", None)])
+    assert all(deps == {} for name, _, deps in plugin.prompts if name != "b")
+    assert sorted(plugin.selections, key=str) == sorted(
+        [("a", 0), ("a", 0), ("a", 1), ("b", 0), ("b", 0), ("b", 1), ("g", None), ("g", None)],
+        key=str)
+    assert len(provider.calls) == 5
+
+
+async def test_preflight_leaves_prompts_a_skip_hook_may_skip_alone() -> None:
+    class Skips(SimplePlugin):
+        def should_skip_section_dimension(self, ctx: Any) -> bool:
+            return "title" not in ctx.section.metadata
+
+        def create_prompt(self, ctx: Any) -> str:
+            return f"{ctx.section.metadata['title']}"
+
+    provider = FakeProvider()
+    result = await engine_for(Skips(["a"]), provider).process(
+        ["untitled", {"content": "x", "metadata": {"title": "T"}}])
+    assert result.sections[0].results["a"].metadata["skipped"] is True
+    assert result.sections[1].results["a"].ok
+    assert [c.input for c in provider.calls] == ["T"]
+
+
+async def test_preflight_does_not_check_a_model_a_before_hook_may_set() -> None:
+    class SetsModel(SimplePlugin):
+        def before_provider_execute(self, ctx: Any) -> Any:
+            request: ProviderRequest = ctx.request
+            return request.model_copy(update={"options": {"model": "gpt-4o-mini",
+                                                          "max_tokens": 50}})
+
+    async with Simulator() as sim:
+        plugin = SetsModel(["a"], provider="openai", options={"max_tokens": 50})
+        engine = DagEngine(plugin, providers={"openai": {"api_key": KEY,
+                                                         "base_url": sim.openai_base_url}})
+        result = await engine.process(["Reminder: meeting at noon"])
+    assert result.sections[0].results["a"].ok
+
+
+def test_preflight_refusal_comes_out_of_run_too() -> None:
+    with pytest.raises(PreflightError, match="'nope' is not configured"):
+        engine_for(SimplePlugin(["a"], provider="nope")).run(["x"])

@@ -139,6 +139,18 @@ class HookResultError(ConfigurationError):
         super().__init__(message)
 
 
+class PreflightError(ConfigurationError):
+    """The check before a run's first call found a dimension that cannot work; no call was made.
+
+    `dimension` is the dimension concerned (None when the plugin has no dimensions at all).
+    """
+
+    def __init__(self, dimension: str | None, message: str) -> None:
+        self.dimension = dimension
+        where = f"dimension {dimension!r}: " if dimension is not None else ""
+        super().__init__(f"preflight refused the run before any call: {where}{message}")
+
+
 class EmptyResponseError(ProviderError):
     """A provider answered, but with nothing: empty or blank text, or no data. Retried."""
 

@@ -257,6 +257,11 @@ def with_arity(fn: Callable[..., Any], most: int) -> Callable[..., Any]:
     return lambda *args: fn(*args[:count])
 
 
+def implements(plugin: Plugin, name: str) -> bool:
+    """True when the plugin defines `name` itself instead of inheriting Plugin's version."""
+    return _overrides(plugin, name)
+
+
 def _overrides(plugin: Plugin, name: str) -> bool:
     if name in vars(plugin):
         return True
