@@ -160,9 +160,15 @@ async def test_handle_dimension_failure_supplies_the_result() -> None:
 
 
 async def test_unknown_provider_is_a_per_item_error_naming_the_configured_ones() -> None:
-    plugin = SimplePlugin(["a"], provider="nope")
-    result = await engine_for(plugin, FakeProvider()).process(["x"])
-    error = result.sections[0].results["a"].error or ""
+    # Only a later section picks it: for the first one, preflight refuses the whole run.
+    class Plugin(SimplePlugin):
+        def select_provider(self, dimension: str, sections: Any = None,
+                            context: Any = None) -> Any:
+            return "nope" if context["section_index"] == 1 else "fake"
+
+    result = await engine_for(Plugin(["a"]), FakeProvider()).process(["x", "y"])
+    assert result.sections[0].results["a"].ok
+    error = result.sections[1].results["a"].error or ""
     assert "'nope' is not configured" in error and "fake" in error
 
 

@@ -2,19 +2,19 @@
 
 Hook return values may be models, dicts or shorthands; a provider's answer is checked against
 its dimension's output schema (with the note that asks again when it does not match); and
-exceptions raised by plugin or provider code become the engine's errors.
+exceptions raised by provider code become the engine's errors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 
 from .errors import (
     ConfigurationError,
-    DagEngineError,
+    HookResultError,
     OutputValidationError,
     ProviderError,
 )
@@ -29,27 +29,97 @@ from .types import (
     SkipWithResult,
 )
 
+_Model = TypeVar("_Model", ProviderRequest, ProviderResponse)
+_SELECTION_FORMS = ("a ProviderSelection, a dict like {'provider': 'anthropic', 'options': "
+                    "{'model': ...}} or a provider name")
+_MESSAGES_FORM = "a str or a list of {'role': ..., 'content': ...} message dicts"
 
-def as_selection(value: Any) -> ProviderSelection:
+
+def as_selection(value: Any, hook: str = "select_provider",
+                 dimension: str | None = None) -> ProviderSelection:
     if isinstance(value, ProviderSelection):
         return value
-    if isinstance(value, str):
+    if isinstance(value, str) and value:
         return ProviderSelection(provider=value)
     if isinstance(value, Mapping):
-        return ProviderSelection.model_validate(value)
-    raise ConfigurationError(
-        "select_provider must return a ProviderSelection, a dict like "
-        f"{{'provider': 'anthropic', 'options': {{...}}}} or a provider name; "
-        f"got {type(value).__name__}"
-    )
+        try:
+            return ProviderSelection.model_validate(value)
+        except pydantic.ValidationError as exc:
+            raise HookResultError(hook, f"{_returned(hook, dimension)} a dict that is not a "
+                                        f"provider selection ({_problems(exc)}); it must "
+                                        f"return {_SELECTION_FORMS}") from None
+    raise HookResultError(hook, f"{_returned(hook, dimension)} {_shown(value)}; it must "
+                                f"return {_SELECTION_FORMS}")
 
 
-def as_request(value: Any) -> ProviderRequest:
-    return value if isinstance(value, ProviderRequest) else ProviderRequest.model_validate(value)
+def as_prompt(value: Any, dimension: str) -> str | list[dict[str, Any]]:
+    """What create_prompt returned, checked: the text or chat messages of one request."""
+    returned = _returned("create_prompt", dimension)
+    if isinstance(value, str):
+        if not value.strip():
+            raise HookResultError("create_prompt", f"{returned} an empty prompt; it must "
+                                                   f"return {_MESSAGES_FORM}")
+        return value
+    if isinstance(value, (list, tuple)) and value:
+        for position, message in enumerate(value):
+            if not isinstance(message, Mapping) or not {"role", "content"} <= message.keys():
+                raise HookResultError("create_prompt", (
+                    f"{returned} a list whose item {position} is {_shown(message)}, not a "
+                    f"message dict; it must return {_MESSAGES_FORM}"))
+        return [dict(message) for message in value]
+    hint = " (a missing `return`?)" if value is None else ""
+    raise HookResultError("create_prompt", f"{returned} {_shown(value)}{hint}; it must return "
+                                           f"{_MESSAGES_FORM}")
 
 
-def as_response(value: Any) -> ProviderResponse:
-    return value if isinstance(value, ProviderResponse) else ProviderResponse.model_validate(value)
+def as_request(value: Any, current: ProviderRequest) -> ProviderRequest:
+    """A before_provider_execute answer: a request, or a dict of the fields it changes."""
+    return _as_model("before_provider_execute", value, current)
+
+
+def as_response(value: Any, current: ProviderResponse) -> ProviderResponse:
+    """An after_provider_execute answer: a response, or a dict of the fields it changes."""
+    return _as_model("after_provider_execute", value, current)
+
+
+def _as_model(hook: str, value: Any, current: _Model) -> _Model:
+    kind = type(current)
+    if isinstance(value, kind):
+        return value
+    expected = (f"a {kind.__name__} (e.g. ctx.{_CONTEXT_FIELD[kind]}.model_copy(update={{...}}))"
+                f" or a dict of some of its fields ({', '.join(kind.model_fields)})")
+    if not isinstance(value, Mapping):
+        raise HookResultError(hook, f"{hook} returned {_shown(value)}; it must return {expected}")
+    unknown = sorted(str(key) for key in value if key not in kind.model_fields)
+    if unknown:
+        raise HookResultError(hook, f"{hook} returned a dict with unknown key(s) "
+                                    f"{', '.join(map(repr, unknown))}; it must return {expected}")
+    try:
+        return kind.model_validate({**dict(current), **value})
+    except pydantic.ValidationError as exc:
+        raise HookResultError(hook, f"{hook} returned a dict that is not a valid "
+                                    f"{kind.__name__} ({_problems(exc)})") from None
+
+
+_CONTEXT_FIELD = {ProviderRequest: "request", ProviderResponse: "response"}
+
+
+def _returned(hook: str, dimension: str | None) -> str:
+    if dimension is None:
+        return f"{hook} returned"
+    return f"{hook} for dimension {dimension!r} returned"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _problems(exc: pydantic.ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                     for e in exc.errors()[:5])
 
 
 def unpack_request(
@@ -123,12 +193,3 @@ def as_call_error(exc: Exception, provider: str) -> Exception:
     return ProviderError(f"{provider}: provider raised {type(exc).__name__}: {exc}",
                          provider=provider, retryable=False)
 
-
-def plugin_error(exc: Exception) -> DagEngineError:
-    if isinstance(exc, DagEngineError):
-        return exc
-    where = exc.__traceback__
-    while where is not None and where.tb_next is not None:
-        where = where.tb_next
-    hook = where.tb_frame.f_code.co_name if where is not None else "plugin"
-    return ConfigurationError(f"{hook} raised {type(exc).__name__}: {exc}")

@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from functools import partial
 from typing import Any
 
 from ._coerce import (
     as_call_error,
+    as_prompt,
     as_request,
     as_response,
     as_selection,
-    plugin_error,
     reask,
     unpack_request,
     validated,
@@ -23,12 +24,14 @@ from ._site import CallSite, Slot
 from .config import ExecutionConfig
 from .cost import Pricing
 from .errors import (
+    DagEngineError,
     DimensionTimeoutError,
+    EmptyResponseError,
     OutputValidationError,
     ProviderError,
     UnknownProviderError,
 )
-from .plugin import HookContext, Hooks, Plugin, PromptContext, resolve, with_arity
+from .plugin import HookContext, Hooks, Plugin, PromptContext, call_required, with_arity
 from .progress import ProgressTracker
 from .providers.base import BaseProvider, ProviderRegistry
 from .ratelimit import RateLimiter
@@ -97,18 +100,18 @@ class Caller:
     ) -> tuple[DimensionResult, BaseException | None]:
         started = time.monotonic()
         try:
-            prompt = await resolve(self.plugin.create_prompt(PromptContext(
+            prompt = as_prompt(await call_required("create_prompt", self.plugin.create_prompt,
+                                                PromptContext(
                 sections=site.sections, dimension=site.name, dependencies=site.dependencies,
                 is_global=site.is_global, section_index=site.section_index,
                 process_id=self.process_id,
-            )))
-            selection = as_selection(await resolve(self._select_provider(
-                site.name, site.sections,
+            )), site.name)
+            selection = as_selection(await call_required(
+                "select_provider", self._select_provider, site.name, site.sections,
                 {"is_global": site.is_global, "section_index": site.section_index,
                  "total_sections": site.total_sections},
-            )))
-        except Exception as exc:
-            error = plugin_error(exc)
+            ), dimension=site.name)
+        except DagEngineError as error:
             return DimensionResult(error=str(error), metadata={"duration": 0.0}), error
         return await self._run_chain(site, slot, prompt, selection, started)
 
@@ -167,11 +170,11 @@ class Caller:
                           "total_sections": site.total_sections},
             )
             if self.hooks.has("before_provider_execute"):
-                request = as_request(await self.hooks.call(
+                request = await self.hooks.call(
                     "before_provider_execute", self._context(
                         site, request=request, provider=provider.name, provider_options=options,
                         attempt=attempt, max_attempts=max_attempts),
-                    request))
+                    request, partial(as_request, current=request))
             outcome.attempts += 1
             outcome.provider = provider.name
             try:
@@ -225,18 +228,22 @@ class Caller:
     ) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
         cached = await self.cache.lookup(provider.name, request) if self.cache else None
+        if cached is not None and _is_empty(cached.data):
+            cached = None  # stored before empty answers were refused: ask again
         response = cached or await self._send(provider, request, outcome)
+        if _is_empty(response.data):
+            raise EmptyResponseError(provider.name, response.metadata.get("finish_reason"))
         data = validated(site.dimension, response.data)
         if self.cache is not None and cached is None:
             await self.cache.store(provider.name, request, response)
         if self.hooks.has("after_provider_execute"):
-            response = response.model_copy(update={"data": data})
-            response = as_response(await self.hooks.call(
+            answered = response.model_copy(update={"data": data})
+            response = await self.hooks.call(
                 "after_provider_execute", self._context(
-                    site, request=request, response=response, provider=provider.name,
+                    site, request=request, response=answered, provider=provider.name,
                     provider_options=options, attempt=attempt,
                     duration=time.monotonic() - started),
-                response))
+                answered, partial(as_response, current=answered))
             data = response.data
         metadata = outcome.metadata(started)
         if cached is not None:
@@ -305,6 +312,15 @@ def _report_failure(permit: Any, exc: ProviderError) -> None:
         permit.rate_limited(exc.retry_after, exc.rate_limit)
     else:
         permit.failed()
+
+
+def _is_empty(data: Any) -> bool:
+    """An answer with nothing in it: no data, or text that is empty or only whitespace.
+
+    Refused for every dimension, plain text or JSON: no analysis has a use for it, and a
+    model that answered nothing (an overloaded backend, a filter, max_tokens spent on
+    thinking) often answers the same request the next time."""
+    return data is None or (isinstance(data, str) and not data.strip())
 
 
 def _estimate_tokens(request: ProviderRequest) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ._callbacks import Callback, Callbacks, progress_emitter
 from ._coerce import apply_finalized
+from ._preflight import preflight
 from .call import Caller
 from .config import ExecutionConfig
 from .cost import Pricing
@@ -195,8 +196,9 @@ class DagEngine:
                 items = [to_section(s) for s in started["sections"]]
             metadata = started.get("metadata", metadata)
 
-        # 2. plan
+        # 2. plan, and check that each dimension can build its first request
         plan = await self.plan()
+        await preflight(self.plugin, plan, items, self.registry, pid)
 
         progress = ProgressTracker()
         self._progress = progress

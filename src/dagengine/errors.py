@@ -131,6 +131,39 @@ class HookError(DagEngineError):
         super().__init__(f"{hook} raised {type(error).__name__}: {error}")
 
 
+class HookResultError(ConfigurationError):
+    """A plugin hook returned a value of a kind it may not return; the message says which."""
+
+    def __init__(self, hook: str, message: str) -> None:
+        self.hook = hook
+        super().__init__(message)
+
+
+class PreflightError(ConfigurationError):
+    """The check before a run's first call found a dimension that cannot work; no call was made.
+
+    `dimension` is the dimension concerned (None when the plugin has no dimensions at all).
+    """
+
+    def __init__(self, dimension: str | None, message: str) -> None:
+        self.dimension = dimension
+        where = f"dimension {dimension!r}: " if dimension is not None else ""
+        super().__init__(f"preflight refused the run before any call: {where}{message}")
+
+
+class EmptyResponseError(ProviderError):
+    """A provider answered, but with nothing: empty or blank text, or no data. Retried."""
+
+    def __init__(self, provider: str, finish_reason: object = None) -> None:
+        super().__init__(
+            f"{provider} answered with an empty response (finish_reason={finish_reason})",
+            200,
+            provider=provider,
+            retryable=True,
+        )
+        self.finish_reason = finish_reason
+
+
 class StoreError(DagEngineError):
     """The run store cannot be used as asked (not a store, newer schema, run mismatch, locked)."""
 

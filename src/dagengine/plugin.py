@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import HookError
+from .errors import DagEngineError, HookError, HookResultError
 from .types import Dimension, DimensionResult, Section
 
 HOOKS = (
@@ -186,6 +186,17 @@ async def resolve(value: Any) -> Any:
     return value
 
 
+async def call_required(hook: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """What a required hook (create_prompt, select_provider) answers; what it raises becomes
+    a HookError naming it, unless it is already one of the engine's errors."""
+    try:
+        return await resolve(fn(*args))
+    except DagEngineError:
+        raise
+    except Exception as exc:
+        raise HookError(hook, exc) from exc
+
+
 class Hooks:
     """Calls a plugin's hooks: sync or async, errors reported, defaults applied."""
 
@@ -198,11 +209,16 @@ class Hooks:
     def has(self, name: str) -> bool:
         return name in self._present
 
-    async def call(self, name: str, ctx: HookContext, default: Any = None) -> Any:
+    async def call(
+        self, name: str, ctx: HookContext, default: Any = None,
+        coerce: Callable[[Any], Any] | None = None,
+    ) -> Any:
         """The hook's answer; `default` when it is absent, returns None, or raises.
 
-        A hook that raises is reported through on_error; with continue_on_error=False the
-        error is raised as a HookError instead.
+        `coerce` makes the answer the type the engine needs and raises HookResultError for
+        one it cannot use, which counts as the hook failing. A hook that fails is reported
+        through on_error; with continue_on_error=False the error is raised instead (a hook
+        that raised as a HookError).
         """
         if name not in self._present:
             return default
@@ -213,7 +229,17 @@ class Hooks:
             if self._strict:
                 raise HookError(name, exc) from exc
             return default
-        return default if value is None else value
+        if value is None:
+            return default
+        if coerce is None:
+            return value
+        try:
+            return coerce(value)
+        except HookResultError as exc:
+            await self._report(name, exc)
+            if self._strict:
+                raise
+            return default
 
 
 def with_arity(fn: Callable[..., Any], most: int) -> Callable[..., Any]:
@@ -229,6 +255,11 @@ def with_arity(fn: Callable[..., Any], most: int) -> Callable[..., Any]:
     if count == most:
         return fn
     return lambda *args: fn(*args[:count])
+
+
+def implements(plugin: Plugin, name: str) -> bool:
+    """True when the plugin defines `name` itself instead of inheriting Plugin's version."""
+    return _overrides(plugin, name)
 
 
 def _overrides(plugin: Plugin, name: str) -> bool:

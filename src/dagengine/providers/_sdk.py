@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
-from ..errors import OutputValidationError
+from ..errors import ConfigurationError, OutputValidationError
 from ..parsing import parse_answer
 from ..types import ProviderRequest, ProviderResponse, TokenUsage
 from ._http import rate_limit, timeout_error
@@ -127,16 +127,19 @@ class SDKProvider(BaseProvider):
     async def aclose(self) -> None:
         await self._backend.aclose()
 
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        if not (options.get("model") or self.settings.default_model):
+            raise ConfigurationError(self._no_model())
+
+    def _no_model(self) -> str:
+        return (f"{self.name}: no model given: set options['model'] in select_provider or "
+                f"default_model in the provider config")
+
     def _call(self, request: ProviderRequest) -> Call:
         options = request.options
         model = options.get("model") or self.settings.default_model
         if not model:
-            raise ProviderError(
-                f"{self.name}: no model given: set options['model'] in select_provider or "
-                f"default_model in the provider config",
-                provider=self.name,
-                retryable=False,
-            )
+            raise ProviderError(self._no_model(), provider=self.name, retryable=False)
         messages, system = split_messages(request.input, options.get("system"))
         return Call(
             model=str(model),

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from ..errors import ProviderError, UnknownProviderError
 from ..types import ProviderRequest, ProviderResponse
@@ -40,6 +41,10 @@ class BaseProvider(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook for providers with clients
         """Release connections. Called once when the engine's run ends."""
+
+    def check_options(self, options: Mapping[str, Any]) -> None:  # noqa: B027 - optional
+        """Raise ConfigurationError if no request with these options could ever be sent (no
+        model, say), without sending one: the engine asks before a run's first call."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"

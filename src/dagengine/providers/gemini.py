@@ -54,11 +54,9 @@ class GeminiBackend(Backend):
         usage = response.usage_metadata
         candidate = response.candidates[0] if response.candidates else None
         reason = candidate.finish_reason if candidate else None
-        text = response.text
-        if text is None:
-            raise malformed_error(
-                self.provider, f"the answer has no text (finish_reason={reason})", self.settings
-            )
+        # No text parts (a filter, or max_tokens spent on thinking) is an empty answer, which
+        # the engine retries and reports as one, with the finish reason.
+        text = response.text or ""
         headers = response.sdk_http_response.headers if response.sdk_http_response else None
         return Completion(
             text=text,

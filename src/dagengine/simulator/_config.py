@@ -14,11 +14,11 @@ from typing import Any, Literal
 
 from ..errors import ValidationError
 
-Fault = Literal["hang", "reset", "malformed", "truncated", "schema"]
+Fault = Literal["hang", "reset", "malformed", "truncated", "schema", "empty"]
 ScriptStep = int | Fault
 """One scripted outcome: an HTTP status (200 = a normal answer) or a named fault."""
 
-FAULTS: tuple[Fault, ...] = ("hang", "reset", "malformed", "truncated", "schema")
+FAULTS: tuple[Fault, ...] = ("hang", "reset", "malformed", "truncated", "schema", "empty")
 SCRIPT_STATUSES = frozenset({200, 400, 401, 403, 404, 408, 429, 500, 502, 503, 504, 529})
 
 # Field name -> the fault it injects; their rates share one uniform draw per request.
@@ -31,6 +31,7 @@ FAULT_RATES: dict[str, int | Fault] = {
     "malformed_rate": "malformed",
     "truncated_rate": "truncated",
     "schema_violation_rate": "schema",
+    "empty_rate": "empty",
 }
 LIMIT_FIELDS = frozenset({"requests_per_minute", "tokens_per_minute", "burst_seconds"})
 
@@ -64,6 +65,7 @@ class SimulatorConfig:
     schema_violation_rate: float = _opt(
         0.0, "probability of a valid answer whose text has the wrong JSON fields"
     )
+    empty_rate: float = _opt(0.0, "probability of a valid answer whose text is empty")
     script: tuple[ScriptStep, ...] = _opt(
         (), "outcomes for the next requests, in arrival order, e.g. 429,429,200,hang"
     )

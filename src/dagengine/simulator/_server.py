@@ -81,12 +81,14 @@ class _ApiEndpoint:
     def _answer(
         self, prompt: Prompt, reply: Reply, step: ScriptStep, headers: dict[str, str]
     ) -> web.Response:
-        """A 200: the answer, or on purpose a wrong-schema, malformed or truncated one."""
+        """A 200: the answer, or on purpose a wrong-schema, empty, malformed or truncated one."""
         if step == "malformed":
             return self._send(200, MALFORMED_BODY, headers)
         if step == "schema":
             reply = self.core.reply(prompt, SCHEMA_VIOLATION,
                                     cache_writes=self.dialect.reports_cache_writes)
+        elif step == "empty":
+            reply = self.core.reply(prompt, "", cache_writes=self.dialect.reports_cache_writes)
         body = _encode(self.dialect.success(prompt, reply, self.core.next_serial()))
         if step == "truncated":
             return self._send(200, body[: len(body) // 2], headers)

@@ -64,6 +64,7 @@ class Stats:
             "malformed": self.faults["malformed"],
             "truncated": self.faults["truncated"],
             "schema_violations": self.faults["schema"],
+            "empty_answers": self.faults["empty"],
             "apis": {api: self.apis[api] for api in ("anthropic", "openai", "gemini")},
             "models": models,
             "input_tokens": sum(m["input_tokens"] for m in models.values()),
