@@ -3,6 +3,7 @@ says what to fix, or, mid-run, reported without killing the run."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from dagengine import (
     Section,
     ValidationError,
 )
+from dagengine.store import RunStore
 
 
 def engine_for(plugin: Any, provider: FakeProvider, **execution: Any) -> DagEngine:
@@ -240,3 +242,36 @@ def test_a_plugin_missing_what_super_init_sets_says_to_call_it() -> None:
     with pytest.raises(ConfigurationError, match=r"super\(\).__init__\(name"):
         DagEngine(Forgot(), providers=[FakeProvider()])
     assert "Forgot" in repr(Forgot())
+
+
+# -- 8. transformed_sections ---------------------------------------------------------------------
+
+
+async def test_transformed_sections_are_the_inputs_when_nothing_transformed() -> None:
+    result = await engine_for(SimplePlugin(["a"]), FakeProvider()).process(
+        ["x", {"content": "y", "metadata": {"k": 1}}])
+    assert result.transformed_sections == [Section(content="x"),
+                                           Section(content="y", metadata={"k": 1})]
+
+
+async def test_transformed_sections_follow_before_process_start() -> None:
+    class Replaces(SimplePlugin):
+        def before_process_start(self, ctx: Any) -> Any:
+            return {"sections": [s.content.upper() for s in ctx.sections]}
+
+    result = await engine_for(Replaces(["a"]), FakeProvider()).process(["x"])
+    assert [s.content for s in result.transformed_sections] == ["X"]
+
+
+async def test_a_resumed_run_reports_the_same_final_sections(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    provider = FakeProvider()
+    first = await DagEngine(SimplePlugin(["a"]), providers=[provider], store=path).process(
+        ["x", "y"], process_id="p")
+    again = await DagEngine(SimplePlugin(["a"]), providers=[provider], store=path).process(
+        ["x", "y"], process_id="p", resume=True)
+    assert again.transformed_sections == first.transformed_sections == [
+        Section(content="x"), Section(content="y")]
+    assert len(provider.calls) == 2
+    # Untransformed runs store their sections once, as inputs only.
+    assert RunStore(path).sections("p", transformed=True) == []
