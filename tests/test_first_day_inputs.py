@@ -3,13 +3,14 @@ says what to fix, or, mid-run, reported without killing the run."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
-from conftest import FakeProvider, SimplePlugin
+from conftest import FakeProvider, SimplePlugin, http_error
 from dagengine import (
     ConfigurationError,
     DagEngine,
@@ -275,3 +276,28 @@ async def test_a_resumed_run_reports_the_same_final_sections(tmp_path: Path) -> 
     assert len(provider.calls) == 2
     # Untransformed runs store their sections once, as inputs only.
     assert RunStore(path).sections("p", transformed=True) == []
+
+
+# -- 9. a failure before any model is known ------------------------------------------------------
+
+
+async def test_a_call_failing_before_a_model_is_known_lists_no_unknown_model(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    provider = FakeProvider(fail=lambda r, n: http_error(400))
+    caplog.set_level(logging.WARNING, logger="dagengine")
+    result = await engine_for(SimplePlugin(["a"]), provider).process(["x", "y"])
+    assert all(not s.results["a"].ok for s in result.sections)
+    costs = result.costs
+    assert costs is not None
+    assert costs.by_model == {} and costs.unpriced_models == []
+    assert "no price known" not in caplog.text
+    assert costs.by_dimension["a"].calls == 2 and costs.by_dimension["a"].models == []
+    assert costs.by_provider["fake"].calls == 2
+
+
+async def test_a_call_to_an_unconfigured_provider_lists_no_unknown_provider() -> None:
+    result = await engine_for(SimplePlugin(["a"], provider="nope"), FakeProvider()).process(["x"])
+    costs = result.costs
+    assert costs is not None and not result.sections[0].results["a"].ok
+    assert "unknown" not in costs.by_model and "unknown" not in costs.by_provider
