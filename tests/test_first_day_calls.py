@@ -377,9 +377,11 @@ async def test_preflight_accepts_a_provider_default_model() -> None:
     assert result.sections[0].results["a"].metadata["model"] == "gpt-4o-mini"
 
 
-async def test_preflight_refuses_an_empty_dimension_list() -> None:
-    error = await refused(SimplePlugin([]))
-    assert error.dimension is None and "dimensions is empty" in str(error)
+async def test_an_empty_dimension_list_is_refused_before_any_call() -> None:
+    provider = FakeProvider()
+    with pytest.raises(ConfigurationError, match="defines no dimensions"):
+        await DagEngine(SimplePlugin([]), providers=[provider]).process(["x", "y"])
+    assert provider.calls == []
 
 
 async def test_preflight_calls_create_prompt_and_select_provider_once_per_dimension() -> None:

@@ -31,9 +31,6 @@ async def preflight(
 ) -> None:
     """Raise PreflightError, naming the dimension, for the first one that cannot work."""
     owner = type(plugin).__name__
-    if not plan.order:
-        raise PreflightError(None, f"{owner}.dimensions is empty: set self.dimensions = "
-                                   "['...'] in __init__ (names or Dimension objects)")
     for hook, signature in (("create_prompt", "ctx"),
                             ("select_provider", "dimension, sections, context")):
         if not implements(plugin, hook):

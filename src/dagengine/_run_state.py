@@ -37,7 +37,6 @@ class RunState:
         self.current = [SectionState(s, i) for i, s in enumerate(sections)]
         self.all_states = list(self.current)
         self.global_results: dict[str, DimensionResult] = {}
-        self.transformed = False
         # The sections each section dimension runs over: the list as it was when it was armed.
         self.snapshots: dict[str, list[SectionState]] = {}
         self.section_dims = [n for n in plan.order if not plan.is_global(n)]
@@ -47,7 +46,7 @@ class RunState:
         return ProcessResult(
             sections=self.section_results(),
             global_results=dict(self.global_results),
-            transformed_sections=[s.section for s in self.current] if self.transformed else [],
+            transformed_sections=[s.section for s in self.current],
             costs=summarize_costs(self.all_results(), pricing),
             metadata=metadata,
             dropped_sections=self.dropped_results(),
@@ -120,7 +119,6 @@ class RunState:
             used.add(id(state))
             states.append(state)
         self.current = states
-        self.transformed = True
 
 
 def _missing(dependency: str) -> DimensionResult:

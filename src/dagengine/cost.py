@@ -342,24 +342,28 @@ def summarize_costs(
         if not isinstance(tokens, TokenUsage) or meta.get("cached"):
             continue
         cost = float(meta.get("cost") or 0.0)
-        model = str(meta.get("model") or "unknown")
-        provider = str(meta.get("provider") or "unknown")
+        # A call that failed before a provider or model answered has neither: it counts for
+        # its dimension, and is listed under no made-up provider or model name.
+        model = str(meta.get("model") or "")
+        provider = str(meta.get("provider") or "")
         summary.total_cost += cost
         summary.input_tokens += tokens.input_tokens
         summary.output_tokens += tokens.output_tokens
         summary.cache_read_tokens += tokens.cache_read_tokens
         summary.cache_write_tokens += tokens.cache_write_tokens
-        by_dim = summary.by_dimension.setdefault(dimension, DimensionCost())
-        by_prov = summary.by_provider.setdefault(provider, ProviderCost())
-        by_model = summary.by_model.setdefault(model, ModelCost(priced=pricing.price(model)
-                                                                is not None))
-        for bucket in (by_dim, by_prov, by_model):
+        buckets: list[DimensionCost | ProviderCost | ModelCost] = [
+            summary.by_dimension.setdefault(dimension, DimensionCost())]
+        if provider:
+            buckets.append(summary.by_provider.setdefault(provider, ProviderCost()))
+        if model:
+            buckets.append(summary.by_model.setdefault(
+                model, ModelCost(priced=pricing.price(model) is not None)))
+        for bucket in buckets:
             bucket.cost += cost
             bucket.calls += 1
             bucket.tokens += tokens
-        for named in (by_dim, by_prov):
-            if model not in named.models:
-                named.models.append(model)
+            if model and not isinstance(bucket, ModelCost) and model not in bucket.models:
+                bucket.models.append(model)
     summary.total_tokens = summary.input_tokens + summary.output_tokens
     summary.unpriced_models = sorted(pricing.unpriced)
     return summary

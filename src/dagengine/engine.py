@@ -19,7 +19,7 @@ from .call import Caller
 from .config import ExecutionConfig
 from .cost import Pricing
 from .display import ProgressDisplay, make_display
-from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted
+from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted, ValidationError
 from .graph import Plan
 from .plugin import HookContext, Hooks, Plugin, resolve
 from .progress import ProgressTracker
@@ -27,7 +27,7 @@ from .providers import ProvidersArg, build_registry
 from .ratelimit import RateLimiter
 from .ready import CallTimes
 from .scheduler import Preloaded, Recorder, RunFailed, Scheduler
-from .types import ProcessResult, ProgressUpdate, Section, SectionLike, to_section
+from .types import ProcessResult, ProgressUpdate, Section, SectionLike, to_sections
 
 log = logging.getLogger("dagengine")
 
@@ -50,6 +50,7 @@ class DagEngine:
             raise ConfigurationError(
                 f"plugin must be a dagengine.Plugin instance, got {type(plugin).__name__}"
             )
+        _check_initialised(plugin)
         self.plugin = plugin
         self.execution = ExecutionConfig.from_value(execution)
         self.registry = build_registry(providers)
@@ -82,8 +83,10 @@ class DagEngine:
             raise ConfigurationError(
                 f"define_dependencies raised {type(exc).__name__}: {exc}"
             ) from exc
-        self._plan = Plan.build(self.plugin.dimensions, deps or {})
-        return self._plan
+        plan = Plan.build(self.plugin.dimensions, deps or {})
+        _check_timeouts(self.execution, plan)
+        self._plan = plan
+        return plan
 
     def _plan_now(self) -> Plan:
         if self._plan is None:
@@ -185,7 +188,7 @@ class DagEngine:
         })
         hooks = Hooks(self.plugin, callbacks.hook_failed,
                       strict=not self.execution.continue_on_error)
-        items = [to_section(s) for s in sections]
+        items = to_sections(sections)
 
         # 1. pre-process
         started = await hooks.call("before_process_start", HookContext(
@@ -193,7 +196,7 @@ class DagEngine:
             dimensions=[_name(d) for d in self.plugin.dimensions]), None)
         if isinstance(started, Mapping):
             if started.get("sections") is not None:
-                items = [to_section(s) for s in started["sections"]]
+                items = to_sections(started["sections"], "before_process_start(ctx)['sections']")
             metadata = started.get("metadata", metadata)
 
         # 2. plan, and check that each dimension can build its first request
@@ -306,6 +309,27 @@ class DagEngine:
                          failed: BaseException | None) -> None:
         if self.store is not None:
             await self.store.close_run(process_id, result, failed=failed)
+
+
+def _check_initialised(plugin: Plugin) -> None:
+    """Plugin.__init__ sets only defaults, except `dimensions`: a subclass that skips it
+    works as long as it sets `self.dimensions` itself."""
+    if not hasattr(plugin, "dimensions"):
+        cls = type(plugin).__name__
+        raise ConfigurationError(
+            f"{cls} has no dimensions: its __init__ must call super().__init__(name, ...) "
+            f"and set self.dimensions = [...] (e.g. super().__init__({cls.lower()!r}); "
+            f"self.dimensions = ['summary'])"
+        )
+
+
+def _check_timeouts(execution: ExecutionConfig, plan: Plan) -> None:
+    for name in execution.dimension_timeouts:
+        if name not in plan.dimensions:
+            raise ValidationError(
+                "execution.dimension_timeouts",
+                f"keyed by the plugin's dimensions ({', '.join(plan.order)})", name,
+                shown=f"unknown dimension {name!r}")
 
 
 def _name(item: Any) -> str:

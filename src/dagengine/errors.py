@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 
 
@@ -14,13 +15,25 @@ class ConfigurationError(DagEngineError, ValueError):
 
 
 class ValidationError(ConfigurationError):
-    """A configuration value is outside its allowed range or of the wrong type."""
+    """A configuration value is outside its allowed range or of the wrong type.
 
-    def __init__(self, field: str, expected: str, got: object) -> None:
+    `shown` replaces the value's repr in the message where the repr alone would not say
+    what is wrong (its type, a missing key); a long value is shown shortened.
+    """
+
+    def __init__(self, field: str, expected: str, got: object, *,
+                 shown: str | None = None) -> None:
         self.field = field
         self.expected = expected
         self.got = got
-        super().__init__(f"{field} must be {expected}, got {got!r}")
+        super().__init__(f"{field} must be {expected}, got {shown or _short_repr(got)}")
+
+
+def _short_repr(value: object) -> str:
+    # A whole document passed where a list was expected must not fill the terminal.
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = 60
+    return shortener.repr(value)
 
 
 class UnknownProviderError(ConfigurationError):

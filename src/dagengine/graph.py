@@ -9,12 +9,25 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .errors import CircularDependencyError, ConfigurationError, DependencyError
+from .errors import (
+    CircularDependencyError,
+    ConfigurationError,
+    DependencyError,
+    ValidationError,
+)
 from .types import Dimension
 
 
 def normalize_dimensions(items: Sequence[str | Dimension]) -> dict[str, Dimension]:
     """Dimensions by name, in declaration order; a plain string is a section dimension."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise ValidationError("plugin.dimensions", "a list of dimension names or Dimensions, "
+                              "e.g. ['summary']", items)
+    if not items:
+        raise ConfigurationError(
+            "the plugin defines no dimensions: set self.dimensions = ['summary', ...] in its "
+            "__init__ (a name, or Dimension(name, scope='global') for one over all sections)"
+        )
     dims: dict[str, Dimension] = {}
     for item in items:
         dim = Dimension(name=item) if isinstance(item, str) else item

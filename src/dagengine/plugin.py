@@ -103,11 +103,18 @@ class Plugin:
     Every optional hook below may be a plain or an `async` method; the defaults do nothing.
     """
 
+    # Class-level defaults, so that a subclass whose __init__ skips super().__init__() still
+    # works when it sets `dimensions` itself (DagEngine says so when it does not).
+    id: str = "plugin"
+    name: str = "plugin"
+    description: str = ""
+    dimensions: list[str | Dimension]
+
     def __init__(self, id: str = "plugin", name: str | None = None, description: str = "") -> None:
         self.id = id
         self.name = name or id
         self.description = description
-        self.dimensions: list[str | Dimension] = []
+        self.dimensions = []
 
     def create_prompt(self, ctx: PromptContext) -> str | list[dict[str, Any]] | Awaitable[Any]:
         raise NotImplementedError(f"{type(self).__name__} must implement create_prompt(ctx)")
@@ -173,7 +180,9 @@ class Plugin:
         return None
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} id={self.id!r} dimensions={len(self.dimensions)}>"
+        dimensions = getattr(self, "dimensions", None)
+        count = "unset" if dimensions is None else len(dimensions)
+        return f"<{type(self).__name__} id={self.id!r} dimensions={count}>"
 
 
 ErrorReporter = Callable[[str, BaseException], Awaitable[None]]

@@ -20,12 +20,12 @@ from ._run_state import RunState, SectionState
 from ._site import CallSite, Slot
 from .call import Caller
 from .config import ExecutionConfig
-from .errors import HookError
+from .errors import DagEngineError, HookError, ValidationError
 from .graph import Plan
 from .plugin import HookContext, Hooks, resolve
 from .progress import ProgressTracker
 from .ready import CallTimes, ReadyQueue
-from .types import DimensionResult, Section, to_section
+from .types import DimensionResult, Section, to_sections
 
 Emit = Callable[..., Awaitable[None]]
 
@@ -286,22 +286,37 @@ class Scheduler:
             await resolve(self._recorder(name, index, result))
 
     async def _transform(self, name: str, result: DimensionResult, sections: list[Section]) -> None:
-        replacement: Any = None
+        """Apply the dimension's transform, then the plugin's transform_sections.
+
+        One that raises or returns something other than sections is reported through on_error
+        and leaves the list as it was (with continue_on_error=False it stops the run)."""
+        replacement: list[Section] | None = None
         transform = self.plan.dimensions[name].transform
         if transform is not None:
             try:
-                replacement = await resolve(transform(result, sections))
+                answer = await resolve(transform(result, sections))
+                if answer is not None:
+                    replacement = to_sections(answer, f"{name}.transform(result, sections)")
+            except ValidationError as exc:
+                await self._transform_failed(name, exc)
             except Exception as exc:
-                await self.emit("on_error", HookError(f"{name}.transform", exc),
-                                {"dimension": name, "section_index": None})
-                if not self.config.continue_on_error:
-                    raise RunFailed(HookError(f"{name}.transform", exc)) from exc
+                await self._transform_failed(name, HookError(f"{name}.transform", exc))
         if self.hooks.has("transform_sections"):
-            replacement = await self.hooks.call("transform_sections", self._context(
+            answer = await self.hooks.call("transform_sections", self._context(
                 name, True, sections=replacement if replacement is not None else sections,
-                result=result, global_results=dict(self.run_state.global_results)), replacement)
+                result=result, global_results=dict(self.run_state.global_results)), None)
+            if answer is not None:
+                try:
+                    replacement = to_sections(answer, "transform_sections(ctx)")
+                except ValidationError as exc:
+                    await self._transform_failed(name, exc)
         if replacement is not None:
-            self.run_state.replace_sections([to_section(s) for s in replacement])
+            self.run_state.replace_sections(replacement)
+
+    async def _transform_failed(self, name: str, error: DagEngineError) -> None:
+        await self.emit("on_error", error, {"dimension": name, "section_index": None})
+        if not self.config.continue_on_error:
+            raise RunFailed(error)
 
     # -- dependencies ----------------------------------------------------------------------
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ValidationError
 
 
 class _Data(BaseModel):
@@ -25,18 +28,71 @@ class Section(_Data):
 
 SectionLike = Section | str | dict[str, Any]
 
+_SECTION_FORMS = "a Section, a str, or a mapping {'content': ..., 'metadata': {...}}"
 
-def to_section(item: SectionLike) -> Section:
+
+def to_sections(value: Any, where: str = "sections") -> list[Section]:
+    """The sections of a list (or any iterable) of Section, str or {"content", "metadata"}.
+
+    `where` names the value in errors: "sections", or the hook that returned it. A single
+    str, bytes, Section or mapping is refused: iterating it would make one section per
+    character, byte, field or key, and pay a call for each.
+    """
+    if isinstance(value, (str, bytes, bytearray, Section, Mapping)) or value is None:
+        raise ValidationError(where, f"a list of sections, e.g. [{_one_section(value)}]",
+                              value, shown=_described(value))
+    if not isinstance(value, Iterable):
+        raise ValidationError(where, f"a list of sections ({_SECTION_FORMS} each)", value,
+                              shown=_described(value))
+    return [to_section(item, f"{where}[{index}]") for index, item in enumerate(value)]
+
+
+def to_section(item: Any, where: str = "section") -> Section:
     """Accept a Section, a plain string or a {"content", "metadata"} mapping."""
     if isinstance(item, Section):
         return item
     if isinstance(item, str):
         return Section(content=item)
-    if isinstance(item, dict):
-        if "content" not in item:
-            raise TypeError(f"a section mapping needs a 'content' key, got keys {sorted(item)}")
-        return Section(content=str(item["content"]), metadata=dict(item.get("metadata") or {}))
-    raise TypeError(f"a section must be a Section, str or dict, got {type(item).__name__}")
+    if isinstance(item, Mapping) and "content" in item:
+        content, metadata = item["content"], item.get("metadata") or {}
+        if content is None:
+            raise ValidationError(f"{where}['content']", "the section's text", content)
+        if not isinstance(metadata, Mapping):
+            raise ValidationError(f"{where}['metadata']", "a dict", metadata,
+                                  shown=_described(metadata))
+        return Section(content=str(content), metadata=dict(metadata))
+    if isinstance(item, Mapping):
+        shown = f"a mapping without a 'content' key (keys: {sorted(map(str, item))})"
+    elif isinstance(item, (bytes, bytearray)):
+        shown = f"{_described(item)}; decode it first, e.g. data.decode()"
+    else:
+        shown = _described(item)
+    raise ValidationError(where, _SECTION_FORMS, item, shown=shown)
+
+
+def _expected(problem: Mapping[str, Any]) -> str:
+    message = str(problem["msg"])
+    # pydantic says "Input should be 'section' or 'global'": keep what it expects.
+    for prefix in ("Input should be ", "Value error, "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return "given" if problem["type"] == "missing" else message
+
+
+def _one_section(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return f"{_short(bytes(value))}.decode()"
+    return "'some text'" if value is None else _short(value)
+
+
+def _described(value: Any) -> str:
+    shown, kind = _short(value), type(value).__name__
+    return shown if value is None or shown.startswith(kind) else f"{kind} {shown}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:45]}...{text[-10:]}"
 
 
 TransformFn = Callable[..., "list[Section] | Awaitable[list[Section]]"]
@@ -49,6 +105,20 @@ class Dimension(_Data):
     scope: Literal["section", "global"] = "section"
     transform: Callable[..., Any] | None = Field(default=None, exclude=True)
     output_schema: type[BaseModel] | None = Field(default=None, exclude=True)
+
+    def __init__(self, name: str | None = None, /, **fields: Any) -> None:
+        # `Dimension("summary", scope="global")` as well as `Dimension(name="summary")`.
+        if name is not None:
+            fields["name"] = name
+        try:
+            super().__init__(**fields)
+        except pydantic.ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "name"
+            label = f"Dimension({fields['name']!r})" if "name" in fields else "Dimension"
+            raise ValidationError(f"{label}.{where}", _expected(problem), problem.get("input"),
+                                  shown=None if problem["type"] != "missing" else "nothing"
+                                  ) from None
 
     @property
     def is_global(self) -> bool:

@@ -53,6 +53,12 @@ def build_registry(providers: ProvidersArg | None) -> ProviderRegistry:
     """Accept every form DagEngine(providers=...) takes and return a registry."""
     if providers is None:
         return ProviderRegistry()
+    if isinstance(providers, (Mapping, list, tuple)) and not providers:
+        raise ConfigurationError(
+            f"providers={providers!r} configures no provider: at least one provider must be "
+            "configured, e.g. providers={'anthropic': {'api_key': ...}} or a list of "
+            "BaseProvider instances"
+        )
     if isinstance(providers, ProviderRegistry):
         return providers
     if isinstance(providers, BaseProvider):

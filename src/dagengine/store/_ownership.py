@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StoreError
 
 if TYPE_CHECKING:
+    from ..types import Section
     from ._runs import StoredRun
 
 STALE_AFTER = 60.0  # a heartbeat older than this means the owner is gone
@@ -35,6 +36,7 @@ class Owned:
 
     token: str
     lost: StoreError | None = None
+    inputs: Sequence[Section] = ()  # the sections the run was opened with
 
 
 @dataclass(slots=True)

@@ -85,7 +85,7 @@ class RunStore:
             token=uuid.uuid4().hex, resume=resume, restart=restart, path=self.path)
         self._flush()  # a claim must not wait behind, nor mix with, queued rows
         stored = await asyncio.to_thread(self._transaction, claim.run)
-        self._owned[process_id] = Owned(claim.token)
+        self._owned[process_id] = Owned(claim.token, inputs=sections)
         run = StoredRun(process_id, reusable(stored, plan, retry_failed), claim.resumed, self)
         LIVE[claim.token] = run
         self._arm_heartbeat()
@@ -122,7 +122,8 @@ class RunStore:
         totals = None
         if result is not None and result.costs is not None:
             totals = result.costs.model_dump_json(fallback=str)
-        transformed = sections_json(result.transformed_sections) if result else []
+        transformed = (sections_json(result.transformed_sections)
+                       if result and _changed(result.transformed_sections, owned.inputs) else [])
         release = Release(process_id, owned.token, status, error, totals, transformed)
         if owned.lost is None:
             await asyncio.to_thread(self._transaction, release.run)
@@ -299,3 +300,9 @@ class RunStore:
                 return self._conn.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read the run store {self.path}: {exc}") from exc
+
+
+def _changed(final: Sequence[Section], inputs: Sequence[Section]) -> bool:
+    """Whether a transform replaced the input list (which is stored once, as the inputs)."""
+    return len(final) != len(inputs) or any(a is not b for a, b in zip(final, inputs,
+                                                                        strict=True))
