@@ -53,6 +53,7 @@ class Batch:
     created: float  # monotonic
     created_wall: float  # time.time() at `created`, to write timestamps
     window_end: float  # the completion window: what is not done by then expires
+    last_done: float  # when its last request's processing ends (items end in order)
     cancel_seconds: float
     info: dict[str, Any]  # what the wire format keeps: endpoint, model, file ids, ...
     failure: list[dict[str, Any]] | None = None  # refused as a whole before processing
@@ -62,7 +63,7 @@ class Batch:
     def ends_at(self) -> float:
         if self.failure is not None:
             return self.created
-        end = min(max((item.done_at for item in self.items), default=self.created), self.window_end)
+        end = min(self.last_done, self.window_end)
         if self.cancel_at is not None:
             end = min(end, self.cancel_at + self.cancel_seconds)
         return end
@@ -134,6 +135,7 @@ class Batches:
             created=now,
             created_wall=time.time(),
             window_end=now + config.batch_expire_after,
+            last_done=items[-1].done_at if items else now,
             cancel_seconds=config.batch_cancel_seconds,
             info=info or {},
             failure=failure,
