@@ -43,7 +43,8 @@ def build_parser(prog: str = "python -m dagengine.simulator") -> argparse.Argume
         prog=prog,
         description=(
             "Serve simulated Anthropic Messages, OpenAI Chat Completions and Gemini "
-            "generateContent APIs on 127.0.0.1. Every answer is labelled x-simulated: true."
+            "generateContent APIs, and their batch APIs, on 127.0.0.1. Every answer is "
+            "labelled x-simulated: true."
         ),
     )
     parser.add_argument(
@@ -121,6 +122,10 @@ def _optional_float(text: str) -> float | None:
     return None if text.lower() in ("none", "") else float(text)
 
 
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "") else int(text)
+
+
 def _optional_str(text: str) -> str | None:
     return text or None
 
@@ -143,7 +148,10 @@ def _metavar(name: str) -> str:
         return "SIGMA"
     if name.startswith("cache_"):
         return "TOKENS"
-    return "N" if name in ("seed", "requests_per_minute", "tokens_per_minute") else "SECONDS"
+    if name == "batch_max_bytes":
+        return "BYTES"
+    counts = ("seed", "requests_per_minute", "tokens_per_minute", "batch_max_requests")
+    return "N" if name in counts else "SECONDS"
 
 
 def _show_default(value: object) -> str:
@@ -154,6 +162,7 @@ _ARG_TYPES: dict[str, Callable[[str], Any]] = {
     "float": float,
     "int": int,
     "float | None": _optional_float,
+    "int | None": _optional_int,
     "str | None": _optional_str,
     "tuple[ScriptStep, ...]": _script,
 }

@@ -79,6 +79,28 @@ class SimulatorConfig:
         "cache_creation_input_tokens; the OpenAI and Gemini formats have no such count)",
     )
     cache_min_tokens: int = _opt(0, "prompts with fewer tokens report no cache tokens")
+    batch_delay: float = _opt(0.0, "seconds from a batch's creation until its processing ends")
+    batch_item_seconds: float = _opt(
+        0.0, "further processing seconds per request of a batch (its requests end one by one)"
+    )
+    batch_error_rate: float = _opt(
+        0.0, "probability that a batch request ends errored (a server error, not billed)"
+    )
+    batch_expire_rate: float = _opt(0.0, "probability that a batch request ends expired")
+    batch_expire_after: float = _opt(
+        86_400.0, "completion window: what a batch has not processed by then ends expired"
+    )
+    batch_cancel_seconds: float = _opt(
+        0.0, "how long a cancelled batch stays canceling before it ends"
+    )
+    batch_max_requests: int | None = _opt(
+        None, "requests per batch; none: each API's own (Anthropic 100,000, OpenAI 50,000)"
+    )
+    batch_max_bytes: int | None = _opt(
+        None,
+        "bytes per batch body or file; none: each API's own "
+        "(Anthropic 256 MB, OpenAI 200 MB, Gemini 20 MB inline)",
+    )
 
     def __post_init__(self) -> None:
         _check("latency", self.latency, 0, 3600)
@@ -110,6 +132,7 @@ class SimulatorConfig:
                 raise ValidationError(f"simulator.{name}", "an integer between 0 and 1e9", value)
         if self.api_key is not None and not isinstance(self.api_key, str):
             raise ValidationError("simulator.api_key", "a string or None", self.api_key)
+        _check_batch_fields(self)
 
     def replace(self, changes: Mapping[str, Any]) -> SimulatorConfig:
         """A copy with `changes` applied; unknown names are refused with the valid ones listed."""
@@ -147,6 +170,25 @@ def _script_step(step: object) -> ScriptStep:
             return fault
     allowed = ", ".join([*map(str, sorted(SCRIPT_STATUSES)), *FAULTS])
     raise ValidationError("simulator.script step", f"one of {allowed}", step)
+
+
+def _check_batch_fields(config: SimulatorConfig) -> None:
+    _check("batch_delay", config.batch_delay, 0, 30 * 86_400)
+    _check("batch_item_seconds", config.batch_item_seconds, 0, 86_400)
+    _check("batch_expire_after", config.batch_expire_after, 0.001, 30 * 86_400)
+    _check("batch_cancel_seconds", config.batch_cancel_seconds, 0, 86_400)
+    _check("batch_error_rate", config.batch_error_rate, 0, 1)
+    _check("batch_expire_rate", config.batch_expire_rate, 0, 1)
+    if config.batch_error_rate + config.batch_expire_rate > 1 + 1e-9:
+        # One uniform draw per batch request picks its fate.
+        total = config.batch_error_rate + config.batch_expire_rate
+        raise ValidationError("simulator batch rates", "at most 1 in total", round(total, 6))
+    for name in ("batch_max_requests", "batch_max_bytes"):
+        value = getattr(config, name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValidationError(f"simulator.{name}", "a positive integer or None", value)
 
 
 def _check(name: str, value: object, low: float, high: float) -> None:

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from ._answers import count_tokens, input_tokens, prompt_key
+from ._batch import Batches
 from ._config import FAULT_RATES, LIMIT_FIELDS, ScriptStep, SimulatorConfig
 from ._limits import RateLimits
 from ._stats import Stats
@@ -26,6 +27,7 @@ class Core:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.stats = Stats()
+        self.batches = Batches()
         self.serial = 0
         self.script: deque[ScriptStep] = deque(config.script)
         self._faults = _fault_table(config)
@@ -47,6 +49,7 @@ class Core:
     def reset(self) -> None:
         """Back to a fresh start under the current config: counters, script, buckets, RNGs."""
         self.stats.clear()
+        self.batches.clear()
         self.script.clear()
         self._reseed()
         self._rebuild_limits()

@@ -15,6 +15,7 @@ from aiohttp import web
 from ..errors import ValidationError
 from ._answers import SCHEMA_VIOLATION, answer
 from ._base import HOST, BaseSimulator, merged_config
+from ._batch_wire import CLIENT_MAX_SIZE, batch_routes, batch_stats
 from ._config import ScriptStep, SimulatorConfig
 from ._core import Core
 from ._wire import DIALECTS, BadRequest, Dialect, Prompt, Reply
@@ -25,7 +26,7 @@ _SHUTDOWN_GRACE = 0.25  # seconds in-flight requests get when the simulator stop
 
 
 def build_app(core: Core) -> web.Application:
-    app = web.Application()
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)  # batches run to 256 MB
     routes = app.router
     anthropic, openai, gemini = (_ApiEndpoint(core, DIALECTS[n]).handle for n in DIALECTS)
     routes.add_post("/v1/messages", anthropic)
@@ -33,6 +34,7 @@ def build_app(core: Core) -> web.Application:
     routes.add_post("/chat/completions", openai)
     # google-genai posts to /v1/... by default; the REST docs and gateways use /v1beta.
     routes.add_post("/{version:v1|v1beta|v1alpha}/models/{model}:generateContent", gemini)
+    routes.add_routes(batch_routes(core))
     routes.add_routes(_control_routes(core))
     return app
 
@@ -149,7 +151,7 @@ def _drop_connection(request: web.Request) -> web.Response:
 
 def _control_routes(core: Core) -> list[web.RouteDef]:
     async def stats(_: web.Request) -> web.Response:
-        return _json(200, core.stats.to_json())
+        return _json(200, _stats_json(core))
 
     async def config(_: web.Request) -> web.Response:
         return _json(200, core.config.to_json())
@@ -177,6 +179,10 @@ def _control_routes(core: Core) -> list[web.RouteDef]:
         web.post("/reset", reset),
         web.get("/", root),
     ]
+
+
+def _stats_json(core: Core) -> dict[str, Any]:
+    return core.stats.to_json() | batch_stats(core.batches)
 
 
 def _encode(data: Any) -> bytes:
@@ -232,7 +238,7 @@ class Simulator(BaseSimulator):
         self._port = None
 
     async def stats(self) -> dict[str, Any]:
-        return self._core.stats.to_json()
+        return _stats_json(self._core)
 
     async def configure(self, **changes: Any) -> SimulatorConfig:
         return self._core.configure(changes)
