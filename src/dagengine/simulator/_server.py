@@ -52,11 +52,12 @@ class _ApiEndpoint:
             return self._error(401, "invalid API key (simulated)")
         try:
             body = json.loads(await request.read())
+            core.stats.logged(dialect.name, request.path, body)
             prompt = dialect.parse(body, request.match_info.get("model"))
         except (ValueError, BadRequest) as exc:
             return self._error(400, f"invalid request: {exc}")
         core.stats.parsed(prompt.model, prompt.text)
-        reply = reply_to(prompt, answer(prompt.text, prompt.last_message))
+        reply = reply_to(prompt, answer(prompt.text, prompt.last_message, prompt.schema))
         # Admission charges input + max_tokens, as Anthropic does.
         step, retry_after = core.decide(
             reply.input_tokens + (prompt.max_tokens or reply.output_tokens)
@@ -147,6 +148,9 @@ def _control_routes(core: Core) -> list[web.RouteDef]:
     async def stats(_: web.Request) -> web.Response:
         return _json(200, core.stats.to_json())
 
+    async def recent_requests(_: web.Request) -> web.Response:
+        return _json(200, {"simulated": True, "requests": list(core.stats.recent)})
+
     async def config(_: web.Request) -> web.Response:
         return _json(200, core.config.to_json())
 
@@ -168,6 +172,7 @@ def _control_routes(core: Core) -> list[web.RouteDef]:
 
     return [
         web.get("/stats", stats),
+        web.get("/requests", recent_requests),
         web.get("/config", config),
         web.post("/config", configure),
         web.post("/reset", reset),
@@ -229,6 +234,9 @@ class Simulator(BaseSimulator):
 
     async def stats(self) -> dict[str, Any]:
         return self._core.stats.to_json()
+
+    async def recent_requests(self) -> list[dict[str, Any]]:
+        return list(self._core.stats.recent)
 
     async def configure(self, **changes: Any) -> SimulatorConfig:
         return self._core.configure(changes)

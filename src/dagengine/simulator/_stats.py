@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from ._answers import prompt_key
+
+RECENT_REQUESTS = 50  # request bodies kept for GET /requests, newest last
 
 
 class Stats:
@@ -21,10 +23,15 @@ class Stats:
         self.faults: Counter[str] = Counter()
         self.models: dict[str, list[int]] = {}  # model -> [requests, input, output tokens]
         self.prompts: Counter[str] = Counter()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_REQUESTS)
 
     def received(self, api: str) -> None:
         self.requests += 1
         self.apis[api] += 1
+
+    def logged(self, api: str, path: str, body: Any) -> None:
+        """Keep the body as it came: tests read what a client put on the wire."""
+        self.recent.append({"api": api, "path": path, "body": body})
 
     def parsed(self, model: str, text: str) -> None:
         self.prompts[prompt_key(text)] += 1
