@@ -15,7 +15,7 @@ from ._sdk import Backend, Call, Completion, SDKProvider, sdk_kwargs, sdk_parame
 __all__ = ["AnthropicProvider"]
 
 _CREATE_PARAMETERS = sdk_parameters(AsyncMessages.create)
-ANSWER_TOOL_DESCRIPTION = "Give your answer as this tool's input."
+_ANSWER_TOOL_DESCRIPTION = "Give your answer as this tool's input."
 
 
 class AnthropicBackend(Backend):
@@ -80,7 +80,7 @@ def _answer_tool(call: Call, kwargs: dict[str, Any]) -> str | None:
     description = call.schema.get("description")
     kwargs["tools"] = [{
         "name": name,
-        "description": description if isinstance(description, str) else ANSWER_TOOL_DESCRIPTION,
+        "description": description if isinstance(description, str) else _ANSWER_TOOL_DESCRIPTION,
         "input_schema": call.schema,
     }]
     # Extended thinking refuses a forced tool; the model is then only offered it.

@@ -94,7 +94,6 @@ class OpenAIChatBackend(Backend):
                 self.provider, "the answer has no choices[0].message", self.settings
             ) from None
 
-
     def _ask_for_schema(self, call: Call, kwargs: dict[str, Any]) -> str | None:
         """Put the output schema in the request; the name of the function carrying the answer
         when it goes as a tool. The user's own response_format (or tools) win."""
