@@ -436,8 +436,17 @@ def test_request_schema_inlines_references_even_beside_a_description() -> None:
     assert schema["properties"]["owner"]["properties"]["age"]["minimum"] == 18
 
 
-def test_strict_schema_is_none_when_an_object_allows_extra_keys() -> None:
-    assert strict_schema(request_schema(Rich) or {}) is None  # `scores` is a dict
+class Scores(BaseModel):
+    scores: dict[str, float]
+
+
+class Named(BaseModel):
+    name: str = Field(max_length=20)
+
+
+def test_strict_schema_is_none_for_extra_keys_or_keywords_strict_mode_lacks() -> None:
+    assert strict_schema(request_schema(Scores) or {}) is None
+    assert strict_schema(request_schema(Named) or {}) is None
     strict = strict_schema(request_schema(Person) or {})
     assert strict is not None and strict["required"] == ["name", "age", "email"]
 

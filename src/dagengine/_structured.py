@@ -25,6 +25,12 @@ _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 _SCHEMA_VALUED = frozenset({"items", "additionalProperties", "not", "contains"})
 _SCHEMA_LISTS = frozenset({"anyOf", "allOf", "oneOf", "prefixItems"})
 _SCHEMA_MAPS = frozenset({"properties", "$defs", "patternProperties"})
+# The keywords OpenAI's strict mode documents; a schema using others is sent non-strict.
+_STRICT_KEYWORDS = frozenset({
+    "type", "properties", "required", "additionalProperties", "items", "anyOf", "$defs", "$ref",
+    "enum", "const", "title", "description", "default", "pattern", "format", "multipleOf",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems",
+})
 
 
 def request_schema(model: type[pydantic.BaseModel]) -> dict[str, Any] | None:
@@ -113,8 +119,9 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
     Strict mode needs `additionalProperties: false` on every object and every property
     required. Forbidding extra keys is added (pydantic ignores them anyway); an optional field
     becomes required only when it may be null and defaults to None, so that the model's null
-    means what leaving it out meant. Any other optional field, or an object that allows extra
-    keys (a `dict[str, X]` field), leaves the schema non-strict: sent as is, followed as a hint.
+    means what leaving it out meant. Any other optional field, an object that allows extra
+    keys (a `dict[str, X]` field), or a keyword strict mode does not document (minLength,
+    uniqueItems, ...) leaves the schema non-strict: sent as is, followed as a hint.
     """
     try:
         strict: dict[str, Any] = _strict(schema)
@@ -130,6 +137,8 @@ class _NotStrict(Exception):
 def _strict(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
+    if not _STRICT_KEYWORDS.issuperset(node):
+        raise _NotStrict
     out = {key: _walk_keyword(key, value, _strict) for key, value in node.items()}
     if out.get("type") != "object" and "properties" not in out:
         return out
