@@ -319,6 +319,49 @@ async def test_string_config_id_is_rejected_by_the_local_gateway(
     assert upstream.requests == []
 
 
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"category": {"type": "string", "enum": ["spam", "work"]}},
+    "required": ["category"],
+    "additionalProperties": False,
+}
+
+
+async def test_response_format_json_schema_reaches_openai_unchanged(
+    portkey_gateway: LocalGateway, upstream: FakeUpstream
+) -> None:
+    response_format = {"type": "json_schema", "json_schema": {
+        "name": "Answer", "schema": ANSWER_SCHEMA, "strict": True}}
+    async with gateway_client(portkey_gateway, "openai", upstream) as client:
+        await client.chat.completions.create(
+            model="gpt-test-1", messages=[{"role": "user", "content": "hi"}],
+            response_format=response_format)  # type: ignore[arg-type]
+
+    [request] = upstream.requests
+    assert request.body["response_format"] == response_format
+
+
+async def test_anthropic_gets_a_forced_function_as_a_forced_tool_but_no_response_format(
+    portkey_gateway: LocalGateway, upstream: FakeUpstream
+) -> None:
+    """Why structured output goes to Anthropic through the gateway as a tool (see portkey.py)."""
+    async with gateway_client(portkey_gateway, "anthropic", upstream) as client:
+        await client.chat.completions.create(
+            model="claude-test-1", messages=[{"role": "user", "content": "hi"}], max_tokens=50,
+            tools=[{"type": "function", "function": {
+                "name": "Answer", "description": "the answer", "parameters": ANSWER_SCHEMA}}],
+            tool_choice={"type": "function", "function": {"name": "Answer"}},
+            response_format={"type": "json_schema", "json_schema": {
+                "name": "Answer", "schema": ANSWER_SCHEMA}})
+
+    [request] = upstream.requests
+    [tool] = request.body["tools"]
+    assert tool["name"] == "Answer"
+    assert tool["input_schema"]["properties"] == ANSWER_SCHEMA["properties"]
+    assert request.body["tool_choice"] == {"type": "tool", "name": "Answer"}
+    assert "response_format" not in request.body
+
+
 # -- retries and failures -----------------------------------------------------------------
 
 

@@ -7,11 +7,13 @@ exceptions raised by provider code become the engine's errors.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import pydantic
 
+from ._structured import compact_schema, request_schema
 from .errors import (
     ConfigurationError,
     HookResultError,
@@ -143,16 +145,18 @@ def skipped(skip: Any) -> DimensionResult:
                            metadata={"skipped": True, "reason": reason, "cost": 0.0})
 
 
-def validated(dimension: Dimension, data: Any) -> Any:
+def validated(dimension: Dimension, data: Any) -> tuple[Any, pydantic.BaseModel | None]:
+    """The answer as JSON-able data, and the output_schema instance it is the dict of (None
+    when the dimension has no schema). Raises OutputValidationError when it does not fit."""
     schema = dimension.output_schema
     if schema is None:
-        return data
+        return data, None
     if isinstance(data, str):
         from .parsing import parse_json_lenient
 
         data = parse_json_lenient(data)
     try:
-        return schema.model_validate(data).model_dump(mode="json")
+        instance = schema.model_validate(data)
     except pydantic.ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
@@ -161,13 +165,37 @@ def validated(dimension: Dimension, data: Any) -> Any:
         raise OutputValidationError(
             f"answer does not match {schema.__name__}: {problems}"
         ) from None
+    return instance.model_dump(mode="json"), instance
 
 
-def reask(request_input: Any, error: OutputValidationError) -> Any:
-    note = (f"\n\nYour previous answer was rejected: {error}. "
-            "Reply again with only a JSON object that matches the requested fields.")
+def with_parsed(dimension: Dimension, result: DimensionResult) -> DimensionResult:
+    """`result` with `parsed` rebuilt from its data when the dimension has a schema the data
+    fits: for results that did not come from a validated answer (the store on resume, a skip
+    hook's result, handle_dimension_failure, an after_provider_execute hook's new data)."""
+    schema = dimension.output_schema
+    if schema is None or result.parsed is not None or result.error is not None:
+        return result
+    if result.data is not None:
+        with contextlib.suppress(pydantic.ValidationError):
+            result.parsed = schema.model_validate(result.data)
+    return result
+
+
+_REJECTED = "\n\nYour previous answer was rejected:"
+
+
+def reask(request_input: Any, error: OutputValidationError,
+          schema: type[pydantic.BaseModel] | None = None) -> Any:
+    """The request again, with the validation error and the schema the answer must fit."""
+    json_schema = request_schema(schema) if schema is not None else None
+    if json_schema is None:
+        wanted = "Reply again with only a JSON object that matches the requested fields."
+    else:
+        wanted = ("Reply again with only a JSON object that matches this JSON schema: "
+                  + compact_schema(json_schema))
+    note = f"{_REJECTED} {error}. {wanted}"
     if isinstance(request_input, str):
-        return request_input.split("\n\nYour previous answer was rejected:")[0] + note
+        return request_input.split(_REJECTED)[0] + note
     messages = [dict(m) for m in request_input]
     return [*messages, {"role": "user", "content": note.strip()}]
 

@@ -21,6 +21,7 @@ from ._coerce import (
 )
 from ._outcome import Outcome, cached_metadata
 from ._site import CallSite, Slot
+from ._structured import request_schema
 from .config import ExecutionConfig
 from .cost import Pricing
 from .errors import (
@@ -162,12 +163,14 @@ class Caller:
         max_attempts = 1 if provider.handles_retries else self.config.max_retries + 1
         attempt = 1
         backoff_step = 0
+        schema = site.dimension.output_schema
         while True:
             request = ProviderRequest(
                 input=request_input, options=options, dimension=site.name,
                 is_global=site.is_global,
                 metadata={"section_index": site.section_index,
                           "total_sections": site.total_sections},
+                output_schema=request_schema(schema) if schema is not None else None,
             )
             if self.hooks.has("before_provider_execute"):
                 request = await self.hooks.call(
@@ -217,7 +220,7 @@ class Caller:
                         return exc
                     options = {**options, **switched.options}
             if isinstance(error, OutputValidationError):
-                request_input = reask(request_input, error)
+                request_input = reask(request_input, error, schema)
             self.progress.retries += 1
             await slot.pause(delay)
             attempt += 1
@@ -233,7 +236,7 @@ class Caller:
         response = cached or await self._send(provider, request, outcome)
         if _is_empty(response.data):
             raise EmptyResponseError(provider.name, response.metadata.get("finish_reason"))
-        data = validated(site.dimension, response.data)
+        data, parsed = validated(site.dimension, response.data)
         if self.cache is not None and cached is None:
             await self.cache.store(provider.name, request, response)
         if self.hooks.has("after_provider_execute"):
@@ -245,13 +248,15 @@ class Caller:
                     duration=time.monotonic() - started),
                 answered, partial(as_response, current=answered))
             data = response.data
+            if parsed is not None and data != parsed.model_dump(mode="json"):
+                parsed = None  # the hook changed the answer: the scheduler rebuilds it from data
         metadata = outcome.metadata(started)
         if cached is not None:
             metadata.update(cached_metadata(cached, self.pricing, options.get("model")))
         for key in ("finish_reason", "status_code"):
             if key in response.metadata:
                 metadata[key] = response.metadata[key]
-        return DimensionResult(data=data, metadata=metadata)
+        return DimensionResult(data=data, metadata=metadata, parsed=parsed)
 
     async def _send(
         self, provider: BaseProvider, request: ProviderRequest, outcome: Outcome

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._coerce import skipped
+from ._coerce import skipped, with_parsed
 from ._run_state import RunState, SectionState
 from ._site import CallSite, Slot
 from .call import Caller
@@ -197,7 +197,7 @@ class Scheduler:
         if not state.started:
             state.started = True
             await self.emit("on_section_start", state.index, state.section)
-        stored = self._preloaded.get((name, state.index))
+        stored = self._stored(name, state.index)
         if stored is not None:
             await self._complete_section(name, state, stored, None, record=False)
             return
@@ -209,7 +209,7 @@ class Scheduler:
 
     async def _run_global(self, name: str, slot: Slot) -> None:
         sections = [s.section for s in self.run_state.current]
-        stored = self._preloaded.get((name, None))
+        stored = self._stored(name, None)
         if stored is not None:
             result, error = stored, None
         else:
@@ -229,6 +229,11 @@ class Scheduler:
         self._remaining[name] = 0
         await self._finish_dimension(name)
 
+    def _stored(self, name: str, index: int | None) -> DimensionResult | None:
+        """The result a resumed run takes from the store, its `parsed` rebuilt from its data."""
+        stored = self._preloaded.get((name, index))
+        return None if stored is None else with_parsed(self.plan.dimensions[name], stored)
+
     async def _execute(
         self, site: CallSite, slot: Slot, skip_hook: str
     ) -> tuple[DimensionResult, BaseException | None]:
@@ -236,7 +241,7 @@ class Scheduler:
         if self.hooks.has(skip_hook):
             skip = await self.hooks.call(skip_hook, self._site_context(site), False)
             if skip:
-                return skipped(skip), None
+                return with_parsed(site.dimension, skipped(skip)), None
         if self.hooks.has("before_dimension_execute"):
             await self.hooks.call("before_dimension_execute", self._site_context(site))
         started = self._ready.times.started(site.name)
@@ -246,6 +251,7 @@ class Scheduler:
             observed = not result.metadata.get("cached")
         finally:
             self._ready.times.finished(site.name, started, observed=observed)
+        with_parsed(site.dimension, result)
         if self.hooks.has("after_dimension_execute"):
             await self.hooks.call("after_dimension_execute", self._site_context(
                 site, result=result, duration=time.monotonic() - started, error=error))

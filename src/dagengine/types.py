@@ -177,11 +177,17 @@ class DimensionResult(_Data):
 
     metadata keys: model, provider, tokens (TokenUsage), cost, cached, skipped, reason,
     attempts, duration.
+
+    With a dimension `output_schema`, `data` is the validated answer as JSON-able data and
+    `parsed` the model instance itself (None without a schema, or when the data does not fit
+    it: a skip, an error). `parsed` is never serialised or stored; a resumed run rebuilds it
+    from `data`.
     """
 
     data: Any = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    parsed: BaseModel | None = Field(default=None, exclude=True, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -201,13 +207,19 @@ class ProviderSelection(_Data):
 
 
 class ProviderRequest(_Data):
-    """What the engine asks a provider: a prompt or chat messages, plus call options."""
+    """What the engine asks a provider: a prompt or chat messages, plus call options.
+
+    `output_schema` is the JSON schema of the dimension's output_schema (its `$defs` inlined),
+    for providers that can ask the model for it natively; None when the dimension has none.
+    A provider may ignore it: the engine validates the answer either way.
+    """
 
     input: str | list[dict[str, Any]]
     options: dict[str, Any] = Field(default_factory=dict)
     dimension: str = ""
     is_global: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
+    output_schema: dict[str, Any] | None = None
 
 
 class ProviderResponse(_Data):

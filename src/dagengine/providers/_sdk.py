@@ -37,6 +37,7 @@ class Call:
     max_tokens: int | None
     params: dict[str, Any]  # temperature, top_p, stop and other SDK keyword arguments
     want_json: bool
+    schema: dict[str, Any] | None = None  # the JSON schema the answer must fit, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,7 @@ class SDKProvider(BaseProvider):
             or self.default_max_tokens,
             params={k: v for k, v in options.items() if k not in _OWN_OPTIONS},
             want_json=options.get("json", True) is not False,
+            schema=request.output_schema,
         )
 
     def _response(self, completion: Completion, want_json: bool) -> ProviderResponse:

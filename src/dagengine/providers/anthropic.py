@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
 from anthropic.resources.messages import AsyncMessages
 
+from .._structured import schema_name
 from ._http import malformed_error, stainless_error
 from ._sdk import Backend, Call, Completion, SDKProvider, sdk_kwargs, sdk_parameters
 
 __all__ = ["AnthropicProvider"]
 
 _CREATE_PARAMETERS = sdk_parameters(AsyncMessages.create)
+_ANSWER_TOOL_DESCRIPTION = "Give your answer as this tool's input."
 
 
 class AnthropicBackend(Backend):
@@ -38,6 +41,7 @@ class AnthropicBackend(Backend):
         kwargs.update(model=call.model, messages=call.messages, max_tokens=call.max_tokens)
         if call.system is not None:
             kwargs["system"] = call.system
+        tool = _answer_tool(call, kwargs)
         client: anthropic.AsyncAnthropic = self.client()
         try:
             raw = await client.messages.with_raw_response.create(**kwargs)
@@ -52,11 +56,7 @@ class AnthropicBackend(Backend):
             cache_read = int(usage.get("cache_read_input_tokens") or 0)
             cache_write = int(usage.get("cache_creation_input_tokens") or 0)
             return Completion(
-                text="".join(
-                    block.get("text", "")
-                    for block in body["content"]
-                    if block.get("type") == "text"
-                ),
+                text=_answer_text(body["content"], tool),
                 model=body.get("model") or call.model,
                 input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
                 output_tokens=int(usage.get("output_tokens") or 0),
@@ -69,6 +69,39 @@ class AnthropicBackend(Backend):
             raise malformed_error(
                 self.provider, "the answer has no content list", self.settings
             ) from None
+
+
+def _answer_tool(call: Call, kwargs: dict[str, Any]) -> str | None:
+    """Ask for the schema as the input of a tool the model must call; the tool's name.
+
+    The user's own `tools` or `tool_choice` win: then nothing is added (and None returned).
+    """
+    if call.schema is None or "tools" in call.params or "tool_choice" in call.params:
+        return None
+    name = schema_name(call.schema)
+    description = call.schema.get("description")
+    kwargs["tools"] = [{
+        "name": name,
+        "description": description if isinstance(description, str) else _ANSWER_TOOL_DESCRIPTION,
+        "input_schema": call.schema,
+    }]
+    # Extended thinking refuses a forced tool; the model is then only offered it.
+    forced = "thinking" not in call.params
+    kwargs["tool_choice"] = {"type": "tool", "name": name} if forced else {"type": "auto"}
+    return name
+
+
+def _answer_text(content: list[dict[str, Any]], tool: str | None) -> str:
+    """The answer tool's input as JSON text when the model called it, else the text blocks;
+    with no text, the input of the tool it called (a tool the user forced)."""
+    calls = [block for block in content if block.get("type") == "tool_use"]
+    for block in calls:
+        if tool is not None and block.get("name") == tool:
+            return json.dumps(block.get("input"), ensure_ascii=False)
+    text = "".join(block.get("text", "") for block in content if block.get("type") == "text")
+    if not text.strip() and calls:
+        return json.dumps(calls[0].get("input"), ensure_ascii=False)
+    return text
 
 
 class AnthropicProvider(SDKProvider):

@@ -18,6 +18,12 @@ __all__ = ["GeminiProvider"]
 
 # Options named differently in GenerateContentConfig; other options pass through as its fields.
 _CONFIG_NAMES = {"stop": "stop_sequences", "max_tokens": "max_output_tokens"}
+# google-genai 1.x before response_json_schema took only the OpenAPI subset, in response_schema.
+_SCHEMA_FIELD = ("response_json_schema"
+                 if "response_json_schema" in genai_types.GenerateContentConfig.model_fields
+                 else "response_schema")
+_USER_SCHEMA_FIELDS = frozenset({"response_mime_type", "response_schema", "response_json_schema",
+                                 "responseMimeType", "responseSchema", "responseJsonSchema"})
 _RETRY_DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
@@ -80,6 +86,9 @@ class GeminiBackend(Backend):
             fields.setdefault("max_output_tokens", call.max_tokens)
         if call.system is not None:
             fields["system_instruction"] = call.system
+        if call.schema is not None and not _USER_SCHEMA_FIELDS & fields.keys():
+            fields["response_mime_type"] = "application/json"
+            fields[_SCHEMA_FIELD] = call.schema
         try:
             return genai_types.GenerateContentConfig(**fields)
         except ValueError as exc:

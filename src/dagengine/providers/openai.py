@@ -12,6 +12,7 @@ from typing import Any
 import openai
 from openai.resources.chat.completions import AsyncCompletions
 
+from .._structured import schema_name, strict_schema
 from ._http import malformed_error, stainless_error
 from ._sdk import (
     Backend,
@@ -30,7 +31,11 @@ _CREATE_PARAMETERS = sdk_parameters(AsyncCompletions.create)
 
 
 class OpenAIChatBackend(Backend):
-    """POST /chat/completions with the openai SDK to `base_url` (None: the SDK's default)."""
+    """POST /chat/completions with the openai SDK to `base_url` (None: the SDK's default).
+
+    An output schema goes as `response_format` json_schema, or with `schema_as_tool` as a
+    function the model must call (for gateways that translate tools but not response_format).
+    """
 
     def __init__(
         self,
@@ -39,10 +44,12 @@ class OpenAIChatBackend(Backend):
         *,
         base_url: str | None = None,
         headers: Mapping[str, str] | None = None,
+        schema_as_tool: bool = False,
     ) -> None:
         super().__init__(provider, settings)
         self.base_url = base_url
         self.headers = dict(headers) if headers else None
+        self.schema_as_tool = schema_as_tool
 
     def new_client(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -62,6 +69,7 @@ class OpenAIChatBackend(Backend):
         kwargs.update(model=call.model, messages=openai_messages(call))
         if call.max_tokens is not None and "max_completion_tokens" not in kwargs:
             kwargs["max_tokens"] = call.max_tokens
+        tool = self._ask_for_schema(call, kwargs)
         client: openai.AsyncOpenAI = self.client()
         try:
             raw = await client.chat.completions.with_raw_response.create(**kwargs)
@@ -74,7 +82,7 @@ class OpenAIChatBackend(Backend):
             choice = body["choices"][0]
             input_tokens, output_tokens, cache_read, cache_write = _usage(body.get("usage") or {})
             return Completion(
-                text=choice["message"].get("content") or "",
+                text=_answer_text(choice["message"], tool),
                 model=body.get("model") or call.model,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
@@ -87,6 +95,42 @@ class OpenAIChatBackend(Backend):
             raise malformed_error(
                 self.provider, "the answer has no choices[0].message", self.settings
             ) from None
+
+    def _ask_for_schema(self, call: Call, kwargs: dict[str, Any]) -> str | None:
+        """Put the output schema in the request; the name of the function carrying the answer
+        when it goes as a tool. The user's own response_format (or tools) win."""
+        if call.schema is None:
+            return None
+        name = schema_name(call.schema)
+        if self.schema_as_tool:
+            if "tools" in call.params or "tool_choice" in call.params:
+                return None
+            kwargs["tools"] = [{"type": "function", "function": {
+                "name": name, "description": "Give your answer as this function's arguments.",
+                "parameters": call.schema}}]
+            kwargs["tool_choice"] = {"type": "function", "function": {"name": name}}
+            return name
+        if "response_format" not in call.params:
+            strict = strict_schema(call.schema)
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": name, "schema": call.schema if strict is None else strict,
+                "strict": strict is not None}}
+        return None
+
+
+def _answer_text(message: dict[str, Any], tool: str | None) -> str:
+    """The arguments of the answer function when the model called it, else the message text;
+    with no text, the arguments of the function it called (one the user forced)."""
+    calls = [c.get("function") or {} for c in message.get("tool_calls") or ()
+             if isinstance(c, dict)]
+    calls = [f for f in calls if isinstance(f.get("arguments"), str)]
+    for function in calls:
+        if tool is not None and function.get("name") == tool:
+            return str(function["arguments"])
+    text = str(message.get("content") or "")
+    if not text.strip() and calls:
+        return str(calls[0]["arguments"])
+    return text
 
 
 def _usage(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:

@@ -41,7 +41,10 @@ def portkey_backend(provider: str, portkey_provider: str, settings: Settings) ->
             f"gateway_url at a local gateway"
         )
     headers = portkey_headers(portkey_provider, settings)
-    return OpenAIChatBackend(provider, settings, base_url=url, headers=headers)
+    # The gateway turns response_format into Gemini's response schema but drops it on the way to
+    # Anthropic; tools it translates for both, so Anthropic gets the schema as a forced tool.
+    return OpenAIChatBackend(provider, settings, base_url=url, headers=headers,
+                             schema_as_tool=portkey_provider == "anthropic")
 
 
 def is_hosted(url: str) -> bool:

@@ -15,6 +15,9 @@ import math
 import re
 from collections import Counter
 from functools import lru_cache
+from typing import Any
+
+from ._schema import fit
 
 SCHEMA_VIOLATION = '{"unexpected":true}'
 MESSAGE_OVERHEAD_TOKENS = 3
@@ -94,9 +97,17 @@ def input_tokens(text: str, messages: int) -> int:
     return count_tokens(text) + MESSAGE_OVERHEAD_TOKENS * messages
 
 
+def answer(text: str, last_message: str, schema: dict[str, Any] | None = None) -> str:
+    """The model's reply as compact JSON, chosen by what the prompt asks for; with a `schema`
+    (structured output) a value of that schema, the useful answer wherever it fits."""
+    reply = _useful_answer(text, last_message)
+    if schema is None:
+        return reply
+    return json.dumps(fit(schema, json.loads(reply)), separators=(",", ":"), ensure_ascii=False)
+
+
 @lru_cache(maxsize=8192)
-def answer(text: str, last_message: str) -> str:
-    """The model's reply as compact JSON, chosen by what the prompt asks for."""
+def _useful_answer(text: str, last_message: str) -> str:
     lowered = text.lower()
     material = _material(last_message)
     if ("categor" in lowered or "classif" in lowered) and (

@@ -59,6 +59,11 @@ class BaseSimulator(ABC):
         """The GET /stats document."""
 
     @abstractmethod
+    async def recent_requests(self) -> list[dict[str, Any]]:
+        """The GET /requests list: the last request bodies received, newest last, each as
+        {"api", "path", "body"}."""
+
+    @abstractmethod
     async def configure(self, **changes: Any) -> SimulatorConfig:
         """Change any SimulatorConfig field from the next request on; returns the new config."""
 

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from ._answers import answer
 from ._batch import Batch, Batches, BatchRequest, Item, Phase, Result, shuffled
-from ._core import Core, reply_to
+from ._core import Core
 from ._wire import DIALECTS, BadRequest, Dialect, Prompt, Reply, _rfc3339
 
 ANTHROPIC_MAX_REQUESTS = 100_000
@@ -140,7 +140,7 @@ class _BatchApi(ABC):
             batch_id,
             requests,
             self.core.config,
-            reply=_online_reply,
+            reply=self._online_reply,
             serial=self.core.next_serial,
             info=info,
             failure=failure,
@@ -175,15 +175,15 @@ class _BatchApi(ABC):
     def find(self, request: web.Request) -> Batch | None:
         return self.batches.get(self.api, request.match_info["id"])
 
+    def _online_reply(self, prompt: Prompt) -> Reply:
+        # The online endpoint's answer to the same request (see _server._ApiEndpoint.handle).
+        return self.core.reply(prompt, answer(prompt.text, prompt.last_message, prompt.schema),
+                               cache_writes=self.dialect.reports_cache_writes)
+
     def success(self, item: Item) -> dict[str, Any]:
         prompt, reply = item.request.prompt, item.reply
         assert prompt is not None and reply is not None
         return self.dialect.success(prompt, reply, item.serial)
-
-
-def _online_reply(prompt: Prompt) -> Reply:
-    # The online endpoint's answer to the same request (see _server._ApiEndpoint.handle).
-    return reply_to(prompt, answer(prompt.text, prompt.last_message))
 
 
 # --- Anthropic Message Batches -------------------------------------------------------------

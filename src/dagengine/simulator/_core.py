@@ -5,6 +5,7 @@ Holds all mutable simulator state; the HTTP layer only translates.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -119,6 +120,8 @@ class Core:
 def reply_to(prompt: Prompt, text: str) -> Reply:
     """The reply with honest usage, cut to max_tokens when it would not fit."""
     prompt_tokens = input_tokens(prompt.text, prompt.messages)
+    if prompt.schema is not None:  # a tool or response schema is prompt text to the model too
+        prompt_tokens += count_tokens(json.dumps(prompt.schema, separators=(",", ":")))
     output = count_tokens(text)
     if prompt.max_tokens is not None and output > prompt.max_tokens:
         return Reply(text[: prompt.max_tokens * 4], prompt_tokens, prompt.max_tokens, True)

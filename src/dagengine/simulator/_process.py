@@ -89,6 +89,13 @@ class SimulatorProcess(BaseSimulator):
             data: dict[str, Any] = await response.json()
             return data
 
+    async def recent_requests(self) -> list[dict[str, Any]]:
+        async with self._client().get("/requests") as response:
+            response.raise_for_status()
+            data: dict[str, Any] = await response.json()
+            requests: list[dict[str, Any]] = data["requests"]
+            return requests
+
     async def configure(self, **changes: Any) -> SimulatorConfig:
         self._config.replace(changes)  # fail here, with the same message, before any I/O
         async with self._client().post("/config", json=changes) as response:

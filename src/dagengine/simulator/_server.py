@@ -54,11 +54,12 @@ class _ApiEndpoint:
             return self._error(401, "invalid API key (simulated)")
         try:
             body = json.loads(await request.read())
+            core.stats.logged(dialect.name, request.path, body)
             prompt = dialect.parse(body, request.match_info.get("model"))
         except (ValueError, BadRequest) as exc:
             return self._error(400, f"invalid request: {exc}")
         core.stats.parsed(prompt.model, prompt.text)
-        reply = core.reply(prompt, answer(prompt.text, prompt.last_message),
+        reply = core.reply(prompt, answer(prompt.text, prompt.last_message, prompt.schema),
                            cache_writes=dialect.reports_cache_writes)
         # Admission charges input + max_tokens, as Anthropic does.
         step, retry_after = core.decide(
@@ -153,6 +154,9 @@ def _control_routes(core: Core) -> list[web.RouteDef]:
     async def stats(_: web.Request) -> web.Response:
         return _json(200, _stats_json(core))
 
+    async def recent_requests(_: web.Request) -> web.Response:
+        return _json(200, {"simulated": True, "requests": list(core.stats.recent)})
+
     async def config(_: web.Request) -> web.Response:
         return _json(200, core.config.to_json())
 
@@ -174,6 +178,7 @@ def _control_routes(core: Core) -> list[web.RouteDef]:
 
     return [
         web.get("/stats", stats),
+        web.get("/requests", recent_requests),
         web.get("/config", config),
         web.post("/config", configure),
         web.post("/reset", reset),
@@ -239,6 +244,9 @@ class Simulator(BaseSimulator):
 
     async def stats(self) -> dict[str, Any]:
         return _stats_json(self._core)
+
+    async def recent_requests(self) -> list[dict[str, Any]]:
+        return list(self._core.stats.recent)
 
     async def configure(self, **changes: Any) -> SimulatorConfig:
         return self._core.configure(changes)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 from ._answers import prompt_key
 from ._wire import Reply
+
+RECENT_REQUESTS = 50  # request bodies kept for GET /requests, newest last
 
 
 class Stats:
@@ -23,10 +25,15 @@ class Stats:
         # model -> [requests, input, output, cache read, cache write tokens]
         self.models: dict[str, list[int]] = {}
         self.prompts: Counter[str] = Counter()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_REQUESTS)
 
     def received(self, api: str) -> None:
         self.requests += 1
         self.apis[api] += 1
+
+    def logged(self, api: str, path: str, body: Any) -> None:
+        """Keep the body as it came: tests read what a client put on the wire."""
+        self.recent.append({"api": api, "path": path, "body": body})
 
     def parsed(self, model: str, text: str) -> None:
         self.prompts[prompt_key(text)] += 1

@@ -5,6 +5,7 @@ Each dialect only translates; what happens to a request is decided in `_core`.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,8 @@ class Prompt:
     last_message: str
     messages: int  # the system prompt counts as one
     max_tokens: int | None
+    schema: dict[str, Any] | None = None  # the JSON schema the answer must fit (structured output)
+    tool: str | None = None  # Anthropic: the tool the answer is the input of
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +93,24 @@ class Anthropic(Dialect):
         system = body.get("system")
         if system:
             texts.insert(0, _blocks_text(system, "system"))
-        return _prompt(_model(body), texts, max_tokens)
+        tool, schema = _forced_tool(body.get("tools"), body.get("tool_choice"))
+        return _prompt(_model(body), texts, max_tokens, schema, tool)
 
     def success(self, prompt: Prompt, reply: Reply, serial: int) -> dict[str, Any]:
+        if prompt.tool is not None:
+            content = [{"type": "tool_use", "id": f"toolu_sim{serial:020d}",
+                        "name": prompt.tool, "input": _tool_input(reply.text)}]
+            stop = "tool_use"
+        else:
+            content = [{"type": "text", "text": reply.text}]
+            stop = "end_turn"
         return {
             "id": f"msg_sim{serial:020d}",
             "type": "message",
             "role": "assistant",
             "model": prompt.model,
-            "content": [{"type": "text", "text": reply.text}],
-            "stop_reason": "max_tokens" if reply.hit_max_tokens else "end_turn",
+            "content": content,
+            "stop_reason": "max_tokens" if reply.hit_max_tokens else stop,
             "stop_sequence": None,
             "usage": _anthropic_usage(reply),
         }
@@ -137,7 +148,7 @@ class OpenAI(Dialect):
         if max_tokens is None:
             max_tokens = _positive_int(body.get("max_tokens"), "max_tokens")
         texts = [_blocks_text(m.get("content"), "messages.content") for m in _messages(body)]
-        return _prompt(_model(body), texts, max_tokens)
+        return _prompt(_model(body), texts, max_tokens, _response_format_schema(body))
 
     def success(self, prompt: Prompt, reply: Reply, serial: int) -> dict[str, Any]:
         return {
@@ -207,7 +218,8 @@ class Gemini(Dialect):
             raise BadRequest("generationConfig: must be an object")
         limit = config.get("maxOutputTokens", config.get("max_output_tokens"))
         name = (model or "").removeprefix("models/")
-        return _prompt(name, texts, _positive_int(limit, "generationConfig.maxOutputTokens"))
+        return _prompt(name, texts, _positive_int(limit, "generationConfig.maxOutputTokens"),
+                       _response_schema(config))
 
     def success(self, prompt: Prompt, reply: Reply, serial: int) -> dict[str, Any]:
         return {
@@ -318,14 +330,127 @@ def _parts_text(content: Any, where: str) -> str:
     return _blocks_text(content.get("parts"), f"{where}.parts")
 
 
-def _prompt(model: str, texts: list[str], max_tokens: int | None) -> Prompt:
+def _prompt(
+    model: str,
+    texts: list[str],
+    max_tokens: int | None,
+    schema: dict[str, Any] | None = None,
+    tool: str | None = None,
+) -> Prompt:
     return Prompt(
         model=model,
         text="\n".join(texts),
         last_message=texts[-1],
         messages=len(texts),
         max_tokens=max_tokens,
+        schema=schema,
+        tool=tool,
     )
+
+
+# --- structured output ----------------------------------------------------------------------
+
+
+def _forced_tool(tools: Any, choice: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """Anthropic: the tool the model must call (tool_choice "tool" or "any") and its schema."""
+    if tools is None:
+        return None, None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise BadRequest("tools: must be a list of tool objects")
+    for index, tool in enumerate(tools):
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise BadRequest(f"tools.{index}.name: Field required")
+        schema = tool.get("input_schema")
+        if "type" not in tool and (not isinstance(schema, dict) or schema.get("type") != "object"):
+            raise BadRequest(f"tools.{index}.input_schema: must be a JSON schema of type object")
+    if not isinstance(choice, dict) or choice.get("type") not in ("tool", "any") or not tools:
+        return None, None  # "auto" and "none": the simulated model answers in text
+    name = choice.get("name") if choice["type"] == "tool" else tools[0]["name"]
+    for tool in tools:
+        if tool["name"] == name:
+            schema = tool.get("input_schema")
+            return name, schema if isinstance(schema, dict) else None
+    raise BadRequest(f"tool_choice.name: no tool named {name!r} in tools")
+
+
+def _tool_input(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {}  # cut off by max_tokens: what a real model's unfinished tool call parses to
+
+
+def _response_format_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI: the schema of response_format {"type": "json_schema", ...}; strict is checked."""
+    spec = body.get("response_format")
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or spec.get("type") not in ("text", "json_object", "json_schema"):
+        raise BadRequest("response_format: type must be one of text, json_object, json_schema")
+    if spec["type"] != "json_schema":
+        return None
+    details = spec.get("json_schema")
+    if not isinstance(details, dict) or not isinstance(details.get("name"), str):
+        raise BadRequest("response_format.json_schema.name: Field required")
+    schema = details.get("schema")
+    if not isinstance(schema, dict):
+        raise BadRequest("response_format.json_schema.schema: must be a JSON schema object")
+    if details.get("strict") and (problem := _strict_problem(schema, ())):
+        raise BadRequest(f"Invalid schema for response_format {details['name']!r}: {problem}")
+    return schema
+
+
+def _strict_problem(schema: Any, where: tuple[str, ...]) -> str | None:
+    """What OpenAI's strict mode refuses in the schema: objects that allow extra keys or leave
+    a property optional."""
+    if isinstance(schema, list):
+        for index, item in enumerate(schema):
+            if problem := _strict_problem(item, (*where, str(index))):
+                return problem
+        return None
+    if not isinstance(schema, dict):
+        return None
+    context = f"In context=({', '.join(repr(w) for w in where)})"
+    properties = schema.get("properties")
+    if schema.get("type") == "object" or isinstance(properties, dict):
+        if schema.get("additionalProperties") is not False:
+            return f"{context}, 'additionalProperties' is required to be supplied and to be false."
+        missing = [k for k in properties or {} if k not in (schema.get("required") or ())]
+        if missing:
+            return (f"{context}, 'required' is required to be supplied and to be an array "
+                    f"including every key in properties. Missing '{missing[0]}'.")
+    for key in ("properties", "$defs"):
+        for name, sub in (schema.get(key) or {}).items():
+            if problem := _strict_problem(sub, (*where, key, name)):
+                return problem
+    for key in ("items", "anyOf", "allOf"):
+        if key in schema and (problem := _strict_problem(schema[key], (*where, key))):
+            return problem
+    return None
+
+
+def _response_schema(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Gemini: responseJsonSchema (JSON schema) or responseSchema (its OpenAPI subset)."""
+    json_schema = _config_value(config, "responseJsonSchema", "response_json_schema")
+    openapi = _config_value(config, "responseSchema", "response_schema")
+    if json_schema is not None and openapi is not None:
+        raise BadRequest(
+            "generationConfig: responseSchema and responseJsonSchema cannot both be set"
+        )
+    schema = json_schema if json_schema is not None else openapi
+    if schema is None:
+        return None
+    if not isinstance(schema, dict):
+        raise BadRequest("generationConfig.responseSchema: must be a schema object")
+    mime = _config_value(config, "responseMimeType", "response_mime_type")
+    if mime != "application/json":
+        raise BadRequest("generationConfig.responseMimeType: must be application/json when a "
+                         f"response schema is set, got {mime!r}")
+    return schema
+
+
+def _config_value(config: dict[str, Any], camel: str, snake: str) -> Any:
+    return config.get(camel, config.get(snake))
 
 
 def _bearer(headers: Mapping[str, str]) -> str | None:

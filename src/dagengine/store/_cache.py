@@ -59,13 +59,17 @@ class ResponseCache:
 
 
 def cache_key(provider_name: str, request: ProviderRequest) -> str:
-    """SHA-256 of provider, model, options and input: what determines the answer."""
+    """SHA-256 of provider, model, options, input and output schema: what determines the
+    answer."""
     return _cache_key(provider_name, request)[0]
 
 
 def _cache_key(provider_name: str, request: ProviderRequest) -> tuple[str, int]:
     """The key, and its first 64 bits as a signed integer (the cache table's rowid)."""
     options = request.options
-    material = CANONICAL.encode([provider_name, options.get("model"), options, request.input])
+    parts = [provider_name, options.get("model"), options, request.input]
+    if request.output_schema is not None:  # only then, so that other keys stay as they were
+        parts.append(request.output_schema)
+    material = CANONICAL.encode(parts)
     digest = hashlib.sha256(material.encode()).digest()
     return digest.hex(), int.from_bytes(digest[:8], "big", signed=True)
