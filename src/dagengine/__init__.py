@@ -30,11 +30,13 @@ from .plugin import HookContext, Plugin, PromptContext
 from .providers.base import BaseProvider, ProviderRegistry
 from .store import RunStore
 from .types import (
+    CallInfo,
     CostSummary,
     Dimension,
     DimensionCost,
     DimensionProgress,
     DimensionResult,
+    FallbackDecision,
     ModelCost,
     ProcessResult,
     ProgressUpdate,
@@ -43,6 +45,7 @@ from .types import (
     ProviderRequest,
     ProviderResponse,
     ProviderSelection,
+    RetryDecision,
     Section,
     SectionResult,
     SkipWithResult,
@@ -53,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaseProvider",
+    "CallInfo",
     "CircularDependencyError",
     "ConfigurationError",
     "CostSummary",
@@ -67,6 +71,7 @@ __all__ = [
     "EmptyResponseError",
     "EngineUsageError",
     "ExecutionConfig",
+    "FallbackDecision",
     "HookContext",
     "HookError",
     "HookResultError",
@@ -86,6 +91,7 @@ __all__ = [
     "ProviderRequest",
     "ProviderResponse",
     "ProviderSelection",
+    "RetryDecision",
     "RunStore",
     "Section",
     "SectionResult",

@@ -10,24 +10,40 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ._callbacks import Callback, Callbacks, progress_emitter
-from ._coerce import apply_finalized
 from ._preflight import preflight
-from .call import Caller
+from ._run import Run, RunState
 from .config import ExecutionConfig
 from .cost import Pricing
 from .display import ProgressDisplay, make_display
 from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted, ValidationError
 from .graph import Plan
-from .plugin import HookContext, Hooks, Plugin, resolve
-from .progress import ProgressTracker
+from .plugin import (
+    Callback,
+    Callbacks,
+    HookContext,
+    Hooks,
+    Observer,
+    Observers,
+    Plugin,
+    maybe_await,
+)
+from .progress import ProgressReporter, ProgressTracker
 from .providers import ProvidersArg, build_registry
 from .ratelimit import RateLimiter
 from .ready import CallTimes
-from .scheduler import Preloaded, Recorder, RunFailed, Scheduler
-from .types import ProcessResult, ProgressUpdate, Section, SectionLike, to_sections
+from .scheduler import RunFailed, Scheduler
+from .types import (
+    DimensionResult,
+    ProcessResult,
+    ProgressUpdate,
+    Section,
+    SectionLike,
+    SectionResult,
+    to_sections,
+)
 
 log = logging.getLogger("dagengine")
 
@@ -61,11 +77,8 @@ class DagEngine:
         if self.cache and self.store is None:
             raise ConfigurationError("cache=True needs a store: pass store='runs.db'")
         self._plan: Plan | None = None
-        # What the last run had finished when it stopped early (cancelled or failed).
-        self.last_result: ProcessResult | None = None
-        self._progress: ProgressTracker | None = None
-        self._limiter: RateLimiter | None = None
-        self._active_runs = 0
+        self._current: _RunHandle | None = None  # the current (or last) run
+        self._active_runs = 0  # runs sharing this engine share its provider clients
         self._call_times = CallTimes()  # what calls take, learned across this engine's runs
 
     def __repr__(self) -> str:
@@ -78,7 +91,7 @@ class DagEngine:
         """Check the dimension graph (unknown names, self-dependencies, cycles) and order it."""
         ctx = HookContext(process_id="", dimensions=[_name(d) for d in self.plugin.dimensions])
         try:
-            deps = await resolve(self.plugin.define_dependencies(ctx))
+            deps = await maybe_await(self.plugin.define_dependencies(ctx))
         except Exception as exc:
             raise ConfigurationError(
                 f"define_dependencies raised {type(exc).__name__}: {exc}"
@@ -112,21 +125,21 @@ class DagEngine:
     def get_available_providers(self) -> list[str]:
         return self.registry.list()
 
+    # -- the current (or last) run ---------------------------------------------------------
+
     def get_progress(self) -> ProgressUpdate | None:
         """The progress of the current (or last) run; None before the first."""
-        if self._progress is None:
-            return None
-        return self._snapshot(self._progress)
+        return self._current.progress.snapshot() if self._current is not None else None
 
     def get_rate_limits(self) -> dict[str, dict[str, float | None]]:
         """Per limit group of the current (or last) run: configured, learned and allowed rates."""
-        return self._limiter.snapshot() if self._limiter is not None else {}
+        return self._current.run.limiter.snapshot() if self._current is not None else {}
 
-    def _snapshot(self, progress: ProgressTracker) -> ProgressUpdate:
-        if self._limiter is not None:
-            progress.rate_limited = self._limiter.rate_limited
-            progress.waiting_for_capacity = self._limiter.waiting
-        return progress.snapshot()
+    @property
+    def last_result(self) -> ProcessResult | None:
+        """The result of the last run, or what it had finished when it stopped early
+        (cancelled or failed); None while a run has none yet."""
+        return self._current.result if self._current is not None else None
 
     # -- running ---------------------------------------------------------------------------
 
@@ -141,7 +154,7 @@ class DagEngine:
                 "DagEngine.run() cannot be called from a running event loop; "
                 "use `await engine.process(...)` instead"
             )
-        self.last_result = None
+        self._current = None
         try:
             asyncio.run(self._process_into_last_result(sections, **kwargs))
         except KeyboardInterrupt:
@@ -153,8 +166,8 @@ class DagEngine:
                                         **kwargs: Any) -> None:
         # asyncio.run's main task must not hold the result: on exit, Python 3.11 restores the
         # SIGINT handler through a path that formats the task's repr, result included, which
-        # takes seconds for a result of 100k sections.
-        self.last_result = await self.process(sections, **kwargs)
+        # takes seconds for a result of 100k sections. process() leaves it in last_result.
+        await self.process(sections, **kwargs)
 
     async def process(
         self,
@@ -177,7 +190,6 @@ class DagEngine:
         """Run every dimension over `sections`; every input section appears in the result."""
         if not isinstance(update_every, int) or update_every < 1:
             raise ConfigurationError(f"update_every must be an integer >= 1, got {update_every!r}")
-        pid = process_id or uuid.uuid4().hex
         callbacks = Callbacks({
             "on_dimension_start": on_dimension_start,
             "on_dimension_complete": on_dimension_complete,
@@ -186,101 +198,86 @@ class DagEngine:
             "on_error": on_error,
             "on_progress": on_progress,
         })
+        display = make_display(progress_display if progress_display is not None
+                               else self.progress_display)
         hooks = Hooks(self.plugin, callbacks.hook_failed,
                       strict=not self.execution.continue_on_error)
-        items = to_sections(sections)
+        pid = process_id or uuid.uuid4().hex
 
-        # 1. pre-process
+        items, metadata = await self._pre_process(hooks, pid, sections, metadata)
+        plan = await self._plan_for(items, pid)
+        handle = await self._open(self._new_run(pid, plan, hooks, metadata), items,
+                                  resume=resume, retry_failed=retry_failed, restart=restart)
+        observers = handle.observers(callbacks, display, update_every)
+        # From here on the store's run is open: whatever happens, it is closed once.
+        try:
+            result, error = await self._execute(handle, observers)
+            if error is None:  # not a failure handle_process_failure made into a result
+                result = await _finalize(handle.run, result)
+                result = await _post_process(handle.run, result)
+        except BaseException as failure:
+            handle.result = handle.partial()
+            await self._close(handle, failed=failure)
+            raise
+        handle.result = result
+        await self._close(handle, failed=error)
+        return result
+
+    # -- the five phases -------------------------------------------------------------------
+
+    async def _pre_process(self, hooks: Hooks, process_id: str, sections: Iterable[SectionLike],
+                           metadata: Any) -> tuple[list[Section], Any]:
+        """1. before_process_start may replace the sections and the metadata."""
+        items = to_sections(sections)
         started = await hooks.call("before_process_start", HookContext(
-            process_id=pid, sections=items, metadata=metadata,
+            process_id=process_id, sections=items, metadata=metadata,
             dimensions=[_name(d) for d in self.plugin.dimensions]), None)
         if isinstance(started, Mapping):
             if started.get("sections") is not None:
                 items = to_sections(started["sections"], "before_process_start(ctx)['sections']")
             metadata = started.get("metadata", metadata)
+        return items, metadata
 
-        # 2. plan, and check that each dimension can build its first request
+    async def _plan_for(self, sections: list[Section], process_id: str) -> Plan:
+        """2. The checked graph, and a check that each dimension can build its first request."""
         plan = await self.plan()
-        await preflight(self.plugin, plan, items, self.registry, pid)
+        await preflight(self.plugin, plan, sections, self.registry, process_id)
+        return plan
 
-        progress = ProgressTracker()
-        self._progress = progress
-        limiter = RateLimiter(self.execution.rate_limits)
-        self._limiter = limiter
-        display = make_display(progress_display if progress_display is not None
-                               else self.progress_display)
-        emit_progress = progress_emitter(callbacks, progress, update_every, display,
-                                         lambda: self._snapshot(progress))
-        caller = Caller(plugin=self.plugin, hooks=hooks, registry=self.registry,
-                        config=self.execution, limiter=limiter, pricing=self.pricing,
-                        progress=progress, process_id=pid)
-        preloaded, recorder, caller_cache = await self._open_run(
-            pid, items, plan, resume=resume, retry_failed=retry_failed, restart=restart)
-        if caller_cache is not None:
-            caller.cache = caller_cache
-        scheduler = Scheduler(
-            plan=plan, caller=caller, hooks=hooks, config=self.execution, progress=progress,
-            emit=callbacks.emit, process_id=pid, sections=items, preloaded=preloaded,
-            recorder=recorder, on_progress=emit_progress, times=self._call_times,
-        )
-        # From here on the store's run is open: whatever happens, it is closed once.
-        try:
-            result, error = await self._run_phases(scheduler, hooks, display, progress, pid,
-                                                   metadata, plan)
-        except BaseException as failure:
-            partial = self.last_result or scheduler.run_state.process_result(self.pricing, metadata)
-            await self._close_run(pid, partial, failed=failure)
-            raise
-        await self._close_run(pid, result, failed=error)
-        return result
+    def _new_run(self, process_id: str, plan: Plan, hooks: Hooks, metadata: Any) -> Run:
+        return Run(process_id=process_id, plan=plan, plugin=self.plugin, hooks=hooks,
+                   config=self.execution, registry=self.registry,
+                   limiter=RateLimiter(self.execution.rate_limits), pricing=self.pricing,
+                   call_times=self._call_times, metadata=metadata)
 
-    async def _run_phases(
-        self, scheduler: Scheduler, hooks: Hooks, display: ProgressDisplay | None,
-        progress: ProgressTracker, pid: str, metadata: Any, plan: Plan,
-    ) -> tuple[ProcessResult, BaseException | None]:
-        """Execute, finalize, post-process: the result, and the failure it recovered from."""
-        # 3. execute
-        if display is not None:
-            display.start(plan)
+    async def _execute(self, handle: _RunHandle,
+                       observers: Observers) -> tuple[ProcessResult, BaseException | None]:
+        """3. The scheduler: the run's result, or what handle_process_failure made of a
+        failure, with the failure."""
+        run, state = handle.run, handle.state
+        await observers.call("run_started", run.plan)
         self._active_runs += 1
         try:
-            await scheduler.run()
+            await Scheduler(run, state, observers).execute()
         except (RunFailed, Exception) as failure:
             error = failure.error if isinstance(failure, RunFailed) else failure
-            partial = scheduler.run_state.process_result(self.pricing, metadata)
-            self.last_result = partial
-            recovered = await hooks.call("handle_process_failure", HookContext(
-                process_id=pid, error=error,
-                sections=[s.section for s in scheduler.run_state.current],
-                results=partial, global_results=partial.global_results, metadata=metadata),
-                None)
+            handle.result = partial = run.process_result(state)
+            recovered = await run.hooks.call("handle_process_failure", HookContext(
+                process_id=run.process_id, error=error,
+                sections=[s.section for s in state.current], results=partial,
+                global_results=partial.global_results, metadata=run.metadata), None)
             if isinstance(recovered, ProcessResult):
                 return recovered, error
             raise error from None
         except asyncio.CancelledError:
-            self.last_result = scheduler.run_state.process_result(self.pricing, metadata)
+            handle.result = run.process_result(state)
             raise
         finally:
-            if display is not None:
-                display.stop(self._snapshot(progress))
+            await observers.call("run_done")
             self._active_runs -= 1
-            if self._active_runs == 0:  # runs sharing this engine share its provider clients
+            if self._active_runs == 0:
                 await self._close_providers()
-
-        # 4. finalize
-        result = scheduler.run_state.process_result(self.pricing, metadata)
-        if hooks.has("finalize_results"):
-            final = await hooks.call("finalize_results", HookContext(
-                process_id=pid, results=result.sections, global_results=result.global_results,
-                sections=[s.section for s in result.sections], metadata=metadata), None)
-            apply_finalized(result, final)
-
-        # 5. post-process
-        after = await hooks.call("after_process_complete", HookContext(
-            process_id=pid, result=result, results=result, metadata=metadata), None)
-        if isinstance(after, ProcessResult):
-            result = after
-        return result, None
+        return run.process_result(state), None
 
     async def _close_providers(self) -> None:
         for provider in self.registry:
@@ -291,24 +288,94 @@ class DagEngine:
 
     # -- durable runs (the store) ------------------------------------------------------------
 
-    async def _open_run(
-        self, process_id: str, sections: list[Section], plan: Plan, *, resume: bool,
-        retry_failed: bool, restart: bool,
-    ) -> tuple[Preloaded | None, Recorder | None, Any]:
+    async def _open(self, run: Run, sections: list[Section], *, resume: bool,
+                    retry_failed: bool, restart: bool) -> _RunHandle:
+        """The run's handle, its results and response cache taken from the store (if any)."""
+        stored: Any = None
         if self.store is None:
             if resume:
                 raise ConfigurationError("resume=True needs a store: DagEngine(store='runs.db')")
-            return None, None, None
-        run = await self.store.open_run(
-            process_id, sections=sections, plan=plan, plugin=self.plugin, resume=resume,
-            retry_failed=retry_failed, restart=restart)
-        cache = self.store.cache(self.pricing) if self.cache else None
-        return run.preloaded, run.record, cache
+        else:
+            stored = await self.store.open_run(
+                run.process_id, sections=sections, plan=run.plan, plugin=self.plugin,
+                resume=resume, retry_failed=retry_failed, restart=restart)
+            run = replace(run, preloaded=stored.preloaded,
+                          cache=self.store.cache(self.pricing) if self.cache else None)
+        state = RunState(run.plan, sections)
+        self._current = handle = _RunHandle(run, state, ProgressTracker(state, run.limiter),
+                                            stored)
+        return handle
 
-    async def _close_run(self, process_id: str, result: ProcessResult,
-                         failed: BaseException | None) -> None:
-        if self.store is not None:
-            await self.store.close_run(process_id, result, failed=failed)
+    async def _close(self, handle: _RunHandle, failed: BaseException | None) -> None:
+        if handle.stored is not None:
+            assert handle.result is not None
+            await self.store.close_run(handle.run.process_id, handle.result, failed=failed)
+
+
+@dataclass(slots=True, eq=False)
+class _RunHandle:
+    """What the engine keeps of its current (or last) run: get_progress(), get_rate_limits()
+    and last_result read it."""
+
+    run: Run
+    state: RunState
+    progress: ProgressTracker
+    stored: Any  # the store's open run (StoredRun), or None without a store
+    result: ProcessResult | None = None  # once it ended, or what it had when it stopped
+
+    def partial(self) -> ProcessResult:
+        return self.result or self.run.process_result(self.state)
+
+    def observers(self, callbacks: Callbacks, display: ProgressDisplay | None,
+                  update_every: int) -> Observers:
+        """Progress counts first (what the others show includes them), then the store."""
+        reporter = None
+        if display is not None or callbacks.get("on_progress") is not None:
+            reporter = ProgressReporter(self.progress, display, callbacks, update_every)
+        recorder = _StoreRecorder(self.stored) if self.stored is not None else None
+        return Observers([self.progress, recorder, reporter,
+                          callbacks if callbacks.given else None])
+
+
+class _StoreRecorder(Observer):
+    """Records each result this run produces in the store (not those it restored)."""
+
+    def __init__(self, stored: Any) -> None:
+        self._record = stored.record
+
+    def result(self, dimension: str, index: int | None, result: DimensionResult) -> Any:
+        return self._record(dimension, index, result)
+
+
+async def _finalize(run: Run, result: ProcessResult) -> ProcessResult:
+    """4. finalize_results may replace the section results and the global results."""
+    if run.hooks.has("finalize_results"):
+        final = await run.hooks.call("finalize_results", HookContext(
+            process_id=run.process_id, results=result.sections,
+            global_results=result.global_results,
+            sections=[s.section for s in result.sections], metadata=run.metadata), None)
+        _apply_finalized(result, final)
+    return result
+
+
+async def _post_process(run: Run, result: ProcessResult) -> ProcessResult:
+    """5. after_process_complete may replace the result."""
+    after = await run.hooks.call("after_process_complete", HookContext(
+        process_id=run.process_id, result=result, results=result, metadata=run.metadata), None)
+    return after if isinstance(after, ProcessResult) else result
+
+
+def _apply_finalized(result: ProcessResult, final: Any) -> None:
+    if final is None:
+        return
+    if isinstance(final, list):
+        result.sections = [s if isinstance(s, SectionResult) else SectionResult.model_validate(s)
+                           for s in final]
+    elif isinstance(final, Mapping):
+        if "sections" in final:
+            _apply_finalized(result, list(final["sections"]))
+        if "global_results" in final:
+            result.global_results = dict(final["global_results"])
 
 
 def _check_initialised(plugin: Plugin) -> None:
