@@ -1,18 +1,23 @@
-"""Gemini generateContent on the official `google-genai` SDK (its aiohttp transport)."""
+"""Gemini generateContent on the official `google-genai` SDK (its aiohttp transport).
+
+The SDK is imported when the first backend is built, not with this module (see anthropic.py).
+"""
 
 from __future__ import annotations
 
+import importlib
 import re
-from typing import Any
-
-import aiohttp
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types as genai_types
+from typing import TYPE_CHECKING, Any
 
 from ._http import connection_error, malformed_error, status_error
 from ._sdk import Backend, Call, Completion, SDKProvider
+from ._settings import Settings
 from .base import ProviderError
+
+if TYPE_CHECKING:
+    from google import genai
+    from google.genai import errors as genai_errors
+    from google.genai import types as genai_types
 
 __all__ = ["GeminiProvider"]
 
@@ -22,7 +27,14 @@ _RETRY_DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
 class GeminiBackend(Backend):
+    def __init__(self, provider: str, settings: Settings) -> None:
+        super().__init__(provider, settings)
+        importlib.import_module("google.genai")  # the SDK now, while the engine is built
+
     def new_client(self) -> genai.Client:
+        from google import genai
+        from google.genai import types as genai_types
+
         return genai.Client(
             enterprise=False,
             api_key=self.settings.api_key,
@@ -39,6 +51,9 @@ class GeminiBackend(Backend):
         await client.aio.aclose()
 
     async def complete(self, call: Call) -> Completion:
+        import aiohttp
+        from google.genai import errors as genai_errors
+
         config = self._config(call)
         client: genai.Client = self.client()
         try:
@@ -73,6 +88,8 @@ class GeminiBackend(Backend):
         )
 
     def _config(self, call: Call) -> genai_types.GenerateContentConfig:
+        from google.genai import types as genai_types
+
         fields = {_CONFIG_NAMES.get(k, k): v for k, v in call.params.items()}
         if isinstance(fields.get("stop_sequences"), str):
             fields["stop_sequences"] = [fields["stop_sequences"]]
