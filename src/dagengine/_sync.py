@@ -134,7 +134,8 @@ def exit_130_on(kind: type[BaseException]) -> None:
     exception is exactly KeyboardInterrupt: it compares the type, so a subclass ends it with
     status 1. After printing the traceback as usual, this hook raises SystemExit(130), which
     the interpreter honours from an excepthook. Other exceptions go to the previous hook,
-    and an interactive session (`python -i`, the REPL) goes on as it would.
+    and an interactive session (`python -i`, the REPL, IPython, a notebook kernel) goes on
+    as it would.
     """
     global _hook_installed
     if _hook_installed:
@@ -145,7 +146,14 @@ def exit_130_on(kind: type[BaseException]) -> None:
     def excepthook(kind_: type[BaseException], value: BaseException,
                    traceback: TracebackType | None) -> None:
         previous(kind_, value, traceback)
-        if isinstance(value, kind) and not (sys.flags.interactive or hasattr(sys, "ps1")):
+        if isinstance(value, kind) and not _interactive():
             raise SystemExit(130)
 
     sys.excepthook = excepthook
+
+
+def _interactive() -> bool:
+    if sys.flags.interactive or hasattr(sys, "ps1"):
+        return True
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and ipython.get_ipython() is not None
