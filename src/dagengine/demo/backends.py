@@ -118,13 +118,23 @@ def _use_gateway(setup: Setup, kind: Literal["local", "hosted"], url: str | None
                         f"({', '.join(map(str, RETRY_ON))}), in the gateway")
 
 
+def _gateway_expected(options: DemoOptions) -> Literal["given", "hosted", "local"] | None:
+    """The gateway `_route` will likely use (a local one may still fail to start)."""
+    if not options.gateway:
+        return None
+    if options.gateway_url is not None:
+        return "given"
+    if options.chosen_backend == "anthropic" and os.environ.get("PORTKEY_API_KEY"):
+        return "hosted"
+    return "local" if node_available() else None
+
+
 def _starting_line(options: DemoOptions) -> str | None:
     """What the set-up is about to start, said before it takes its seconds."""
     parts = []
     if options.chosen_backend == "simulator":
         parts.append("the local LLM simulator")
-    hosted = options.chosen_backend == "anthropic" and os.environ.get("PORTKEY_API_KEY")
-    if options.gateway and options.gateway_url is None and not hosted and node_available():
+    if _gateway_expected(options) == "local":
         gateway = "the local Portkey gateway"
         if not gateway_installed():
             gateway += " (installing it from npm first: about a minute, once)"

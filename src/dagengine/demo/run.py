@@ -18,7 +18,7 @@ from ..engine import DagEngine
 from ..errors import ConfigurationError, DagEngineError
 from ..gateway import GatewayError
 from ..types import DimensionResult
-from .backends import _open_setup, _starting_line
+from .backends import _gateway_expected, _open_setup, _starting_line
 from .emails import generate_emails
 from .options import DemoOptions, DemoRun
 from .plugin import EmailAnalyzer
@@ -94,7 +94,7 @@ async def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoRun:
 
 def _import_sdk(options: DemoOptions) -> None:
     """The SDK the provider will likely use: openai through a gateway, else anthropic."""
-    importlib.import_module("openai" if options.gateway else "anthropic")
+    importlib.import_module("openai" if _gateway_expected(options) else "anthropic")
 
 
 # -- command line ----------------------------------------------------------------------------
