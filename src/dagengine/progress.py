@@ -30,10 +30,13 @@ class _DimCounters:
 
 
 class ProgressTracker(Observer):
-    """Counts what the run state does not: failures, skips, cost, retries, requests."""
+    """Counts what the run state does not: failures, skips, cost, retries, requests.
 
-    def __init__(self, state: RunState, limiter: RateLimiter) -> None:
-        self.state = state
+    Without a run state (and a limiter) it tracks a run with nothing armed yet."""
+
+    def __init__(self, state: RunState | None = None, limiter: RateLimiter | None = None) -> None:
+        self._expected: dict[str, int] = state.expected if state is not None else {}
+        self._done: dict[str, int] = state.done if state is not None else {}
         self.limiter = limiter
         self.started = time.monotonic()
         self.dims: dict[str, _DimCounters] = {}
@@ -71,11 +74,11 @@ class ProgressTracker(Observer):
 
     @property
     def completed(self) -> int:
-        return sum(self.state.done.values())
+        return sum(self._done.values())
 
     @property
     def total(self) -> int:
-        return sum(self.state.expected.values())
+        return sum(self._expected.values())
 
     def snapshot(self) -> ProgressUpdate:
         elapsed = time.monotonic() - self.started
@@ -83,8 +86,8 @@ class ProgressTracker(Observer):
         completed = total = failed = skipped = 0
         cost = 0.0
         none = _DimCounters()
-        for name, expected in self.state.expected.items():
-            done = self.state.done.get(name, 0)
+        for name, expected in self._expected.items():
+            done = self._done.get(name, 0)
             counters = self.dims.get(name, none)
             dims[name] = DimensionProgress(
                 completed=done,
@@ -114,8 +117,8 @@ class ProgressTracker(Observer):
             failed=failed,
             skipped=skipped,
             retries=self.retries,
-            rate_limited=self.limiter.rate_limited,
-            waiting_for_capacity=self.limiter.waiting,
+            rate_limited=self.limiter.rate_limited if self.limiter is not None else 0,
+            waiting_for_capacity=self.limiter.waiting if self.limiter is not None else 0,
             in_flight=self.in_flight,
             requests_per_second=completed / elapsed if elapsed > 0 else 0.0,
         )
