@@ -104,8 +104,6 @@ class RunState:
         self.started: set[str] = set()  # dimensions whose start was reported
         self.finished: set[str] = set()  # dimensions whose completion was reported
 
-    # -- readiness ---------------------------------------------------------------------------
-
     def armed(self, name: str) -> bool:
         return name in self.expected
 
@@ -121,8 +119,6 @@ class RunState:
     @property
     def all_finished(self) -> bool:
         return len(self.finished) == len(self.plan.order)
-
-    # -- results ----------------------------------------------------------------------------
 
     def process_result(self, pricing: Pricing, metadata: Any) -> ProcessResult:
         """The run's result as it stands: finished, stopped early or failed."""

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._preflight import preflight
 from ._run import Run, RunState
@@ -47,6 +47,9 @@ from .types import (
     SectionResult,
     to_sections,
 )
+
+if TYPE_CHECKING:
+    from .store import StoredRun
 
 log = logging.getLogger("dagengine")
 
@@ -300,7 +303,7 @@ class DagEngine:
     async def _open(self, run: Run, sections: list[Section], *, resume: bool,
                     retry_failed: bool, restart: bool) -> _RunHandle:
         """The run's handle, its results and response cache taken from the store (if any)."""
-        stored: Any = None
+        stored: StoredRun | None = None
         if self.store is None:
             if resume:
                 raise ConfigurationError("resume=True needs a store: DagEngine(store='runs.db')")
@@ -329,7 +332,7 @@ class _RunHandle:
     run: Run
     state: RunState
     progress: ProgressTracker
-    stored: Any  # the store's open run (StoredRun), or None without a store
+    stored: StoredRun | None  # the store's open run; None without a store
     result: ProcessResult | None = None  # once it ended, or what it had when it stopped
 
     def partial(self) -> ProcessResult:
@@ -349,11 +352,11 @@ class _RunHandle:
 class _StoreRecorder(Observer):
     """Records each result this run produces in the store (not those it restored)."""
 
-    def __init__(self, stored: Any) -> None:
+    def __init__(self, stored: StoredRun) -> None:
         self._record = stored.record
 
-    def result(self, dimension: str, index: int | None, result: DimensionResult) -> Any:
-        return self._record(dimension, index, result)
+    def result(self, dimension: str, index: int | None, result: DimensionResult) -> None:
+        self._record(dimension, index, result)
 
 
 async def _finalize(run: Run, result: ProcessResult) -> ProcessResult:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -397,12 +397,34 @@ class Observers:
     def has(self, name: str) -> bool:
         return bool(self._methods[name])
 
-    async def call(self, name: str, *args: Any) -> None:
-        for method in self._methods[name]:
+    def call(self, name: str, *args: Any) -> Awaitable[None]:
+        """Tell the observers that implement `name`; await the answer.
+
+        Several events come per item, most observers are sync: those run here, and only an
+        observer that answers an awaitable (or raises) makes a coroutine of the rest."""
+        methods = self._methods[name]
+        for position, method in enumerate(methods):
             try:
                 value = method(*args)
-                if inspect.isawaitable(value):
-                    await value
+            except Exception as exc:
+                return self._go_on(name, args, position, exc)
+            if value is not None and inspect.isawaitable(value):
+                return self._go_on(name, args, position, value)
+        return _NOTHING
+
+    async def _go_on(self, name: str, args: tuple[Any, ...], position: int,
+                     answer: Awaitable[Any] | Exception) -> None:
+        """The rest of `call` from the observer at `position`, which raised or is pending."""
+        methods = self._methods[name]
+        try:
+            if isinstance(answer, Exception):
+                raise answer
+            await answer
+        except Exception as exc:
+            await self._failed(name, methods[position], exc)
+        for method in methods[position + 1:]:
+            try:
+                await maybe_await(method(*args))
             except Exception as exc:
                 await self._failed(name, method, exc)
 
@@ -418,6 +440,18 @@ class Observers:
             except Exception as exc:  # already logged above; a second report would loop
                 log.warning("reporting an observer's error raised %s: %s",
                             type(exc).__name__, exc)
+
+
+class _Nothing:
+    """An awaitable that is done at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+_NOTHING = _Nothing()
 
 
 def _observes(observer: object, name: str) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._run import Run, RunState, SectionState
@@ -311,8 +311,7 @@ def _skipped(skip: Any) -> DimensionResult:
         result.metadata["cached"] = True
         result.metadata.setdefault("skipped", True)
         call = result.call or CallInfo.from_metadata(result.metadata) or CallInfo()
-        result.call = call.model_copy(
-            update={"cached": True, "skipped": bool(result.metadata["skipped"])})
+        result.call = replace(call, cached=True, skipped=bool(result.metadata["skipped"]))
         return result
     reason = skip if isinstance(skip, str) else "skipped by should_skip hook"
     return DimensionResult(data={"skipped": True, "reason": reason},

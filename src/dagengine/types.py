@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import pydantic
@@ -172,18 +175,22 @@ class TokenUsage(_Data):
         )
 
 
-class CallInfo(_Data):
+@dataclass(slots=True, kw_only=True)
+class CallInfo:
     """What the engine knows of the call behind a result: who answered, what it cost.
 
     The same figures are in `DimensionResult.metadata` under the keys of the same names
     (kept for code written before `call`); `metadata` is otherwise left to plugins.
+
+    A plain dataclass rather than a model: a run holds one per result, and a model instance
+    weighs ten times as much. Results validate it from JSON all the same.
     """
 
     model: str | None = None
     """The model that answered (the provider's own name for it when it reports one)."""
     provider: str | None = None
     """The configured provider of the last attempt."""
-    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    tokens: TokenUsage = field(default_factory=TokenUsage)
     """Tokens of every attempt, those whose answer failed validation included."""
     cost: float = 0.0
     """USD for `tokens` (0 for a cache hit: see `saved_cost`)."""
@@ -202,6 +209,11 @@ class CallInfo(_Data):
     status_code: int | None = None
     """The HTTP status of the answer, when the provider reports it."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """This object as JSON-compatible Python data."""
+        data: dict[str, Any] = _call_info_adapter().dump_python(self, mode="json")
+        return data
+
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> CallInfo | None:
         """The call that metadata keys of results made before `call` describe (rows stored
@@ -209,10 +221,10 @@ class CallInfo(_Data):
 
         As costs were counted from metadata, a call is described by valid `tokens`, or by
         `skipped` or `cached`; a value of the wrong type is left out."""
-        fields = {key: metadata[key] for key in cls.model_fields if key in metadata}
+        fields = {key: metadata[key] for key in _CALL_FIELDS if key in metadata}
         while True:
             try:
-                info = cls.model_validate(fields)
+                info: CallInfo = _call_info_adapter().validate_python(fields)
                 break
             except pydantic.ValidationError as exc:
                 for problem in exc.errors():
@@ -220,6 +232,14 @@ class CallInfo(_Data):
         if "tokens" not in fields and not info.skipped and not info.cached:
             return None
         return info
+
+
+_CALL_FIELDS = tuple(f.name for f in dataclasses.fields(CallInfo))
+
+
+@functools.cache
+def _call_info_adapter() -> pydantic.TypeAdapter[CallInfo]:
+    return pydantic.TypeAdapter(CallInfo)
 
 
 class DimensionResult(_Data):
