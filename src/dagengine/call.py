@@ -168,10 +168,10 @@ class _Call:
         self.attempt = 0
         self.max_attempts = 0
         self.backoff_step = 0  # failures on this provider that came without a wait
-        # What ended the attempts on the last provider tried.
-        self.error: BaseException = ProviderError("no provider was tried")
+        self.error: BaseException | None = None  # what ended the last provider's attempts
 
     async def send(self) -> tuple[DimensionResult, BaseException | None]:
+        """The call's result within its dimension's time limit, and the error behind it."""
         limit = self.run.config.timeout_for(self.site.name)
         try:
             if limit is None:
@@ -208,7 +208,8 @@ class _Call:
             if isinstance(answer, DimensionResult):
                 return answer, None
             self.error = answer
-        return await self._failed(), self.error
+        error = self.error or ProviderError("no provider was tried")
+        return await self._failed(error), error
 
     async def _prompt_and_selection(self) -> tuple[Prompt, ProviderSelection]:
         site = self.site
@@ -391,10 +392,10 @@ class _Call:
         info.status_code = status_code if type(status_code) is int else None
         return info
 
-    async def _failed(self) -> DimensionResult:
+    async def _failed(self, error: BaseException) -> DimensionResult:
         """The result of a call every provider failed: handle_dimension_failure's, or the
         last error."""
-        hooks, error = self.run.hooks, self.error
+        hooks = self.run.hooks
         if hooks.has("handle_dimension_failure"):
             replacement = await hooks.call("handle_dimension_failure", self._context(
                 error=error, previous_attempts=self.history,
