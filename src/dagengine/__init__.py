@@ -5,6 +5,7 @@ dependencies, the prompt of each call and the provider to use; DagEngine runs th
 maximum safe parallelism, rate limits, retries, fallbacks, cost accounting and progress.
 """
 
+from ._version import __version__
 from .config import ExecutionConfig
 from .engine import DagEngine
 from .errors import (
@@ -48,8 +49,6 @@ from .types import (
     SkipWithResult,
     TokenUsage,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BaseProvider",

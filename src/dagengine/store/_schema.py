@@ -7,6 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from .._version import __version__
 from ..errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -108,7 +109,7 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
-                                 (SCHEMA_VERSION, f"dagengine {_version()}", time.time()))
+                                 (SCHEMA_VERSION, f"dagengine {__version__}", time.time()))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -128,7 +129,7 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{path} uses run store schema version {version}, written by a newer "
-                f"dagengine; this dagengine ({_version()}) reads up to version "
+                f"dagengine; this dagengine ({__version__}) reads up to version "
                 f"{SCHEMA_VERSION}. Upgrade dagengine (pip install -U dagengine)."
             )
         conn.execute("PRAGMA journal_mode = WAL")
@@ -141,9 +142,3 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
     return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..gateway import PORTKEY_GATEWAY_VERSION, GatewayError, LocalGateway, node_available
-from ..providers.portkey import HOSTED_GATEWAY_URL
-from ..simulator import SimulatorProcess
+from ...gateway import PORTKEY_GATEWAY_VERSION, GatewayError, LocalGateway, node_available
+from ...providers.portkey import HOSTED_GATEWAY_URL
+from ...simulator import SimulatorProcess
 from .options import DemoOptions
 from .settings import (
     EXECUTION,
