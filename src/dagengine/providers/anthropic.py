@@ -11,6 +11,7 @@ from anthropic.resources.messages import AsyncMessages
 from .._structured import schema_name
 from ._http import malformed_error, stainless_error
 from ._sdk import Backend, Call, Completion, SDKProvider, sdk_kwargs, sdk_parameters
+from ._settings import Settings
 
 __all__ = ["AnthropicProvider"]
 
@@ -112,5 +113,6 @@ class AnthropicProvider(SDKProvider):
     env_vars = ("ANTHROPIC_API_KEY",)
     default_max_tokens = 1024
 
-    def backend(self) -> Backend:
-        return AnthropicBackend(self.name, self.settings)
+    @classmethod
+    def direct_backend(cls, name: str, settings: Settings) -> Backend:
+        return AnthropicBackend(name, settings)

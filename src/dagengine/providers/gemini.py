@@ -12,6 +12,7 @@ from google.genai import types as genai_types
 
 from ._http import connection_error, malformed_error, status_error
 from ._sdk import Backend, Call, Completion, SDKProvider
+from ._settings import Settings
 from .base import ProviderError
 
 __all__ = ["GeminiProvider"]
@@ -136,5 +137,6 @@ class GeminiProvider(SDKProvider):
     portkey_provider = "google"
     env_vars = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
-    def backend(self) -> Backend:
-        return GeminiBackend(self.name, self.settings)
+    @classmethod
+    def direct_backend(cls, name: str, settings: Settings) -> Backend:
+        return GeminiBackend(name, settings)
