@@ -3,6 +3,10 @@
 A Plugin names the dimensions (analyses) to run over sections (input items), their
 dependencies, the prompt of each call and the provider to use; DagEngine runs them with
 maximum safe parallelism, rate limits, retries, fallbacks, cost accounting and progress.
+
+Layers (tests/test_layering.py checks them): core <- tools. The tools (simulator/, gateway/,
+cli/, testing) may import the core (every other module); the core never imports a tool. No
+module imports this file, which only gathers the public API, and no files import in a circle.
 """
 
 from ._version import __version__
