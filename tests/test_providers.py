@@ -808,3 +808,41 @@ async def test_provider_works_again_in_a_new_event_loop(make: Any) -> None:
     second = await asyncio.to_thread(asyncio.run, answer_once())
 
     assert first == second
+
+
+# -- the SDKs are imported when a provider of their kind is built --------------------------------
+
+SDKS = ("anthropic", "openai", "google.genai")
+
+
+def imported_sdks(code: str) -> list[str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\n"
+         f"print(' '.join(m for m in {SDKS!r} if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.split()
+
+
+def test_importing_dagengine_its_providers_and_the_demo_imports_no_sdk() -> None:
+    assert imported_sdks("import dagengine, dagengine.providers.anthropic, "
+                         "dagengine.providers.openai, dagengine.providers.gemini, "
+                         "dagengine.providers.portkey, dagengine.cli.demo, dagengine.cli") == []
+
+
+@pytest.mark.parametrize(("config", "sdks"), [
+    ({"type": "anthropic"}, ["anthropic"]),
+    ({"type": "openai"}, ["openai"]),
+    ({"type": "gemini"}, ["google.genai"]),
+    # Through the gateway every provider speaks the OpenAI format.
+    ({"type": "anthropic", "gateway": "portkey", "gateway_url": "http://127.0.0.1:1/v1"},
+     ["openai"]),
+])
+def test_building_a_provider_imports_the_one_sdk_it_uses(
+    config: dict[str, Any], sdks: list[str]
+) -> None:
+    code = ("from dagengine.providers import build_provider\n"
+            f"build_provider('p', {{**{config!r}, 'api_key': 'k'}})")
+    assert imported_sdks(code) == sdks

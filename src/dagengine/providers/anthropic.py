@@ -1,26 +1,43 @@
-"""Anthropic Messages API on the official `anthropic` SDK."""
+"""Anthropic Messages API on the official `anthropic` SDK.
+
+The SDK is imported when the first backend is built, not with this module: it takes seconds,
+and a provider in gateway mode speaks the OpenAI format and never needs it.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Any
-
-import anthropic
-from anthropic.resources.messages import AsyncMessages
+from typing import TYPE_CHECKING, Any
 
 from .._structured import schema_name
 from ._http import malformed_error, stainless_error
 from ._sdk import Backend, Call, Completion, SDKProvider, sdk_kwargs, sdk_parameters
 from ._settings import Settings
 
+if TYPE_CHECKING:
+    import anthropic
+
 __all__ = ["AnthropicProvider"]
 
-_CREATE_PARAMETERS = sdk_parameters(AsyncMessages.create)
+
+@functools.cache
+def _create_parameters() -> frozenset[str]:
+    from anthropic.resources.messages import AsyncMessages
+
+    return sdk_parameters(AsyncMessages.create)
+
 _ANSWER_TOOL_DESCRIPTION = "Give your answer as this tool's input."
 
 
 class AnthropicBackend(Backend):
+    def __init__(self, provider: str, settings: Settings) -> None:
+        super().__init__(provider, settings)
+        _create_parameters()  # imports the SDK now, while the engine is built
+
     def new_client(self) -> anthropic.AsyncAnthropic:
+        import anthropic
+
         return anthropic.AsyncAnthropic(
             api_key=self.settings.api_key,
             base_url=self.settings.base_url,
@@ -34,11 +51,13 @@ class AnthropicBackend(Backend):
         await client.close()
 
     async def complete(self, call: Call) -> Completion:
+        import anthropic
+
         params = dict(call.params)
         if "stop" in params:
             stop = params.pop("stop")
             params["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop or ())
-        kwargs: dict[str, Any] = sdk_kwargs(params, _CREATE_PARAMETERS)
+        kwargs: dict[str, Any] = sdk_kwargs(params, _create_parameters())
         kwargs.update(model=call.model, messages=call.messages, max_tokens=call.max_tokens)
         if call.system is not None:
             kwargs["system"] = call.system

@@ -1,35 +1,53 @@
-"""Gemini generateContent on the official `google-genai` SDK (its aiohttp transport)."""
+"""Gemini generateContent on the official `google-genai` SDK (its aiohttp transport).
+
+The SDK is imported when the first backend is built, not with this module (see anthropic.py).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import re
-from typing import Any
-
-import aiohttp
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types as genai_types
+from typing import TYPE_CHECKING, Any
 
 from ._http import connection_error, malformed_error, status_error
 from ._sdk import Backend, Call, Completion, SDKProvider
 from ._settings import Settings
 from .base import ProviderError
 
+if TYPE_CHECKING:
+    from google import genai
+    from google.genai import errors as genai_errors
+    from google.genai import types as genai_types
+
 __all__ = ["GeminiProvider"]
 
 # Options named differently in GenerateContentConfig; other options pass through as its fields.
 _CONFIG_NAMES = {"stop": "stop_sequences", "max_tokens": "max_output_tokens"}
-# google-genai 1.x before response_json_schema took only the OpenAPI subset, in response_schema.
-_SCHEMA_FIELD = ("response_json_schema"
-                 if "response_json_schema" in genai_types.GenerateContentConfig.model_fields
-                 else "response_schema")
 _USER_SCHEMA_FIELDS = frozenset({"response_mime_type", "response_schema", "response_json_schema",
                                  "responseMimeType", "responseSchema", "responseJsonSchema"})
 _RETRY_DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
+@functools.cache
+def _schema_field() -> str:
+    """google-genai 1.x before response_json_schema took only the OpenAPI subset, in
+    response_schema."""
+    from google.genai import types as genai_types
+
+    fields = genai_types.GenerateContentConfig.model_fields
+    return "response_json_schema" if "response_json_schema" in fields else "response_schema"
+
+
 class GeminiBackend(Backend):
+    def __init__(self, provider: str, settings: Settings) -> None:
+        super().__init__(provider, settings)
+        importlib.import_module("google.genai")  # the SDK now, while the engine is built
+
     def new_client(self) -> genai.Client:
+        from google import genai
+        from google.genai import types as genai_types
+
         return genai.Client(
             enterprise=False,
             api_key=self.settings.api_key,
@@ -46,6 +64,9 @@ class GeminiBackend(Backend):
         await client.aio.aclose()
 
     async def complete(self, call: Call) -> Completion:
+        import aiohttp
+        from google.genai import errors as genai_errors
+
         config = self._config(call)
         client: genai.Client = self.client()
         try:
@@ -80,6 +101,8 @@ class GeminiBackend(Backend):
         )
 
     def _config(self, call: Call) -> genai_types.GenerateContentConfig:
+        from google.genai import types as genai_types
+
         fields = {_CONFIG_NAMES.get(k, k): v for k, v in call.params.items()}
         if isinstance(fields.get("stop_sequences"), str):
             fields["stop_sequences"] = [fields["stop_sequences"]]
@@ -89,7 +112,7 @@ class GeminiBackend(Backend):
             fields["system_instruction"] = call.system
         if call.schema is not None and not _USER_SCHEMA_FIELDS & fields.keys():
             fields["response_mime_type"] = "application/json"
-            fields[_SCHEMA_FIELD] = call.schema
+            fields[_schema_field()] = call.schema
         try:
             return genai_types.GenerateContentConfig(**fields)
         except ValueError as exc:

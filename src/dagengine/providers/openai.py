@@ -1,16 +1,15 @@
 """OpenAI Chat Completions on the official `openai` SDK; also any OpenAI-compatible endpoint.
 
 `OpenAIChatBackend` is also what the Portkey gateway mode sends through (see portkey.py).
+The SDK is imported when the first backend is built, not with this module (see anthropic.py).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
-from typing import Any
-
-import openai
-from openai.resources.chat.completions import AsyncCompletions
+from typing import TYPE_CHECKING, Any
 
 from .._structured import schema_name, strict_schema
 from ._http import malformed_error, stainless_error
@@ -25,9 +24,17 @@ from ._sdk import (
 )
 from ._settings import Settings
 
+if TYPE_CHECKING:
+    import openai
+
 __all__ = ["OpenAIChatBackend", "OpenAIProvider"]
 
-_CREATE_PARAMETERS = sdk_parameters(AsyncCompletions.create)
+
+@functools.cache
+def _create_parameters() -> frozenset[str]:
+    from openai.resources.chat.completions import AsyncCompletions
+
+    return sdk_parameters(AsyncCompletions.create)
 
 
 class OpenAIChatBackend(Backend):
@@ -50,8 +57,11 @@ class OpenAIChatBackend(Backend):
         self.base_url = base_url
         self.headers = dict(headers) if headers else None
         self.schema_as_tool = schema_as_tool
+        _create_parameters()  # imports the SDK now, while the engine is built
 
     def new_client(self) -> openai.AsyncOpenAI:
+        import openai
+
         return openai.AsyncOpenAI(
             api_key=self.settings.api_key,
             base_url=self.base_url,
@@ -65,7 +75,9 @@ class OpenAIChatBackend(Backend):
         await client.close()
 
     async def complete(self, call: Call) -> Completion:
-        kwargs: dict[str, Any] = sdk_kwargs(call.params, _CREATE_PARAMETERS)
+        import openai
+
+        kwargs: dict[str, Any] = sdk_kwargs(call.params, _create_parameters())
         kwargs.update(model=call.model, messages=openai_messages(call))
         if call.max_tokens is not None and "max_completion_tokens" not in kwargs:
             kwargs["max_tokens"] = call.max_tokens
