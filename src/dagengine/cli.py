@@ -324,24 +324,36 @@ def _json_option(value: str | None, flag: str) -> Any:
     return parsed
 
 
-def _estimate_providers(configs: dict[str, Any] | None) -> dict[str, Any]:
-    """The providers to estimate with: keys from the config or the environment, else a
-    stand-in key, since no call is made."""
-    from .errors import MissingAPIKeyError
-    from .providers import BUILTIN_PROVIDERS, build_provider
+def _estimate_providers(configs: dict[str, Any] | None) -> Any:
+    """The providers to estimate with: built when the plugin first names one (importing an
+    SDK takes seconds), with the key from the config or the environment, else a stand-in
+    key, since no call is made."""
+    from .errors import ConfigurationError, MissingAPIKeyError
+    from .providers import BUILTIN_PROVIDERS, ProviderRegistry, build_provider
 
-    if configs is None:
-        configs = {name: {} for name in BUILTIN_PROVIDERS}
-    providers: dict[str, Any] = {}
-    for name, config in configs.items():
+    known = {name: {} for name in BUILTIN_PROVIDERS} if configs is None else configs
+    for name, config in known.items():
         if not isinstance(config, dict):
-            providers[name] = config  # DagEngine says what is wrong with it
-            continue
-        try:
-            providers[name] = build_provider(name, config)
-        except MissingAPIKeyError:
-            providers[name] = build_provider(name, {**config, "api_key": _NO_KEY})
-    return providers
+            raise ConfigurationError(f"--providers: {name!r} must be a config object, got "
+                                     f"{json.dumps(config)}")
+
+    class OnDemand(ProviderRegistry):
+        def get(self, name: str) -> Any:
+            if name in known and not super().has(name):
+                try:
+                    provider = build_provider(name, known[name])
+                except MissingAPIKeyError:
+                    provider = build_provider(name, {**known[name], "api_key": _NO_KEY})
+                self.register(provider, name)
+            return super().get(name)
+
+        def has(self, name: str) -> bool:
+            return name in known or super().has(name)
+
+        def list(self) -> list[str]:
+            return list(known)
+
+    return OnDemand()
 
 
 # -- delegated commands ----------------------------------------------------------------------

@@ -362,9 +362,9 @@ class _StoredCall:
 class _StoredRun:
     process_id: str
     section_count: int
+    status: str
     conn: sqlite3.Connection = field(repr=False)
     section_keys: list[bytes] | None = None
-    transformed_count: int | None = None
     _inputs: list[Section] | None = None
 
     @property
@@ -373,12 +373,24 @@ class _StoredRun:
             self._inputs = self.sections("input")
         return self._inputs
 
+    _texts: dict[str, dict[int, str]] = field(default_factory=dict, repr=False)
+    _parsed: dict[tuple[str, int], DimensionResult | None] = field(default_factory=dict,
+                                                                   repr=False)
+
     def result(self, dimension: str, index: int | None) -> DimensionResult | None:
-        row = self.conn.execute(
-            "SELECT result FROM results WHERE process_id = ? AND dimension = ? "
-            "AND section_index = ?",
-            (self.process_id, dimension, _GLOBAL_INDEX if index is None else index)).fetchone()
-        return _result(row[0]) if row else None
+        """The stored result, read with all of its dimension's at the first ask: a prompt
+        of every section may need one."""
+        key = _GLOBAL_INDEX if index is None else index
+        if (dimension, key) in self._parsed:
+            return self._parsed[dimension, key]
+        texts = self._texts.get(dimension)
+        if texts is None:
+            texts = self._texts[dimension] = dict(self.conn.execute(
+                "SELECT section_index, result FROM results WHERE process_id = ? AND "
+                "dimension = ?", (self.process_id, dimension)))
+        text = texts.get(key)
+        found = self._parsed[dimension, key] = _result(text) if text is not None else None
+        return found
 
     def sample_results(self, dimension: str) -> list[DimensionResult]:
         rows = self.conn.execute(
@@ -456,10 +468,10 @@ class _History:
               items: list[Section]) -> _History:
         plugin_id = str(getattr(plugin, "id", None) or type(plugin).__name__)
         rows = conn.execute(
-            "SELECT process_id, section_count FROM runs WHERE plugin = ? AND EXISTS "
+            "SELECT process_id, section_count, status FROM runs WHERE plugin = ? AND EXISTS "
             "(SELECT 1 FROM results x WHERE x.process_id = runs.process_id) "
             "ORDER BY created_at DESC LIMIT ?", (plugin_id, HISTORY_RUNS)).fetchall()
-        runs = [_StoredRun(pid, count, conn) for pid, count in rows]
+        runs = [_StoredRun(pid, count, status, conn) for pid, count, status in rows]
         cache = frozenset(key for (key,) in conn.execute("SELECT key FROM cache"))
         history = cls(conn, runs, items, cache)
         for run in runs:
@@ -480,9 +492,6 @@ class _History:
                     run.process_id, None if index == _GLOBAL_INDEX else index, bool(ok),
                     bool(cached), bool(skip), int(attempts or 1), _float(duration),
                     _float(recorded_at), _int(tin), _int(tout), model))
-            transformed = run.sections("transformed")
-            if transformed:
-                run.transformed_count = len(transformed)
         return history
 
     def close(self) -> None:
@@ -524,11 +533,16 @@ class _History:
             return None
         return sum(1 for c in calls if c.skipped) / len(calls)
 
-    def transformed_share(self) -> float | None:
-        """How the latest run that transformed its sections changed their number."""
+    def calls_per_section(self, dimension: str, after: Sequence[str]) -> float | None:
+        """Calls of `dimension` per input section in the latest completed run in which the
+        globals `after` ran: how their transformations changed the section list."""
         for run in self.runs:
-            if run.transformed_count is not None and run.section_count:
-                return run.transformed_count / run.section_count
+            if run.status != "completed" or not run.section_count:
+                continue
+            if any(c.process_id == run.process_id for g in after for c in self.calls.get(g, ())):
+                count = sum(1 for c in self.calls.get(dimension, ())
+                            if c.process_id == run.process_id)
+                return count / run.section_count
         return None
 
     def dependency(self, dimension: str, index: int | None, *,
@@ -892,11 +906,12 @@ class _Job:
         scale = samples.total / len(sampled) if sampled else 0.0
         if name in self.after_transform:
             dim.calls_known = False
-            share = self.history.transformed_share()
+            share = self.history.calls_per_section(name, self.transformers)
             if share is not None:
                 scale *= share
-                dim.notes.append(f"after the transformation, the section count is scaled as in "
-                                 f"the earlier run ({share:.0%} of the sections)")
+                dim.notes.append("a transformation before it changes the section list: its "
+                                 f"calls are scaled as in the earlier run ({share:.0%} of the "
+                                 "sections)")
             else:
                 dim.notes.append("a transformation before it may change the section list: its "
                                  "calls are counted for the sections as they are now")
@@ -907,10 +922,11 @@ class _Job:
         cached = [c for c in selected if c.cached]
         made = [c for c in selected if not c.cached and not (c.skip and c.skip_known)]
         # After a transformation no call is certain: it may drop every section.
-        certain = [c for c in made if c.skip_known and dim.calls_known]
+        known = [c for c in made if c.skip_known]
+        certain = known if dim.calls_known else []
         unknown = [c for c in made if not c.skip_known]
         skip_rate = self.history.skip_rate(name)
-        expected_made = len(certain) + sum(
+        expected_made = len(known) + sum(
             (1 - (skip_rate or 0.0)) if c.skip is None else float(not c.skip) for c in unknown)
         dim.calls = round(len(made) * scale)
         dim.cached_calls = round(len(cached) * scale)
