@@ -130,7 +130,8 @@ async def test_global_dag_estimate_brackets_the_actual_cost() -> None:
     overview = estimate.dimensions["overview"]
     assert overview.scope == "global" and overview.model == MINI
     # The overview's dependencies do not exist before the run: stand-ins, said to be a guess.
-    assert "placeholder" in overview.input_tokens_source
+    assert overview.input_tokens_source.endswith(
+        "dependencies: guess: placeholders (no earlier result)")
     assert estimate.dimensions["sentiment"].input_tokens_source.startswith("guess")
 
 
@@ -208,7 +209,8 @@ def test_global_dag_estimate_after_one_run_is_within_15_percent_of_the_cost(
     estimate = dag_rerun.estimate
     assert estimate.calls == {"sentiment": 60, "overview": 1}
     assert estimate.dimensions["overview"].output_tokens_source == "earlier runs (1 calls)"
-    assert "earlier runs' results" in estimate.dimensions["overview"].input_tokens_source
+    assert estimate.dimensions["overview"].input_tokens_source.endswith(
+        "dependencies: guess: earlier results of other sections")
     dag_rerun.assert_cost_within(0.15)
 
 
@@ -394,7 +396,7 @@ async def test_calls_the_response_cache_answers_cost_nothing(tmp_path: Path) -> 
         assert (dim.calls, dim.cached_calls, dim.cost_high) == (0, 20, 0)
     # The reply's prompt reads the classification: the stored one of the same email.
     assert estimate.dimensions["reply"].input_tokens_source.endswith(
-        "earlier run of the same sections")
+        "dependencies: the same sections' results in an earlier run")
     assert total_cost(again) == estimate.cost_expected == 0
 
 
@@ -471,7 +473,9 @@ def test_rate_limits_bound_the_time() -> None:
                                    "rate_limits": {"anthropic": {"requests_per_minute": 300}}})
     assert fast.estimate(emails).seconds_expected < 10
     # 100 requests at 5 a second take 20 s, whatever the concurrency.
-    assert limited.estimate(emails).seconds_expected >= 20
+    estimate = limited.estimate(emails)
+    assert estimate.seconds_expected >= 20
+    assert "time: the rate limit of 'anthropic'" in "\n".join(estimate.notes)
 
 
 def test_concurrency_spreads_the_work() -> None:

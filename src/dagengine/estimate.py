@@ -67,6 +67,7 @@ from .plugin import HookContext, Hooks, PromptContext, call_required, implements
 from .providers.base import BaseProvider
 from .ready import CallTimes
 from .store._cache import cache_key
+from .store._codec import CANONICAL, result_from_json
 from .types import (
     DimensionResult,
     ProviderRequest,
@@ -182,13 +183,7 @@ def run_blocking(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     Inside a loop (a notebook cell, an async test) that loop cannot be re-entered, so the
     coroutine runs on a worker thread with an event loop of its own while the caller waits.
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        in_loop = False
-    else:
-        in_loop = True
-    if not in_loop:
+    if not _in_running_loop():
         return asyncio.run(main())
     value: list[T] = []
     error: list[BaseException] = []
@@ -209,6 +204,14 @@ def run_blocking(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     return value[0]
 
 
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 # -- the estimate --------------------------------------------------------------------------------
 
 
@@ -221,7 +224,8 @@ async def estimate_run(engine: DagEngine, sections: Iterable[Any],
     items = await _pre_processed(hooks, engine, items, notes)
     plan = await engine.plan()
     await preflight(engine.plugin, plan, items, engine.registry, "estimate")
-    history = _History.open(engine.store, engine.plugin, plan, items, notes)
+    history = _History.open(engine.store, engine.plugin, plan, items, notes,
+                            cache=bool(engine.cache))
     try:
         job = _Job(engine, plan, items, hooks, history, notes, call_times)
         await history.calibrate(job)
@@ -236,9 +240,9 @@ def _sections(sections: Any) -> list[Section]:
     """The sections as process() takes them, refused with a ValidationError as it refuses them."""
     if isinstance(sections, (str, bytes, Section, Mapping)) or sections is None:
         raise ValidationError("sections", "a list of sections (Section, str or "
-                                          "{'content': ...} each)", sections)
+                                          "{'content': ...} each)", _short(sections))
     if not isinstance(sections, Iterable):
-        raise ValidationError("sections", "a list of sections", sections)
+        raise ValidationError("sections", "a list of sections", _short(sections))
     items = []
     for index, item in enumerate(sections):
         try:
@@ -248,8 +252,17 @@ def _sections(sections: Any) -> list[Section]:
                 raise
             raise ValidationError(f"sections[{index}]", "a Section, a str or a mapping "
                                                         "{'content': ..., 'metadata': {...}}",
-                                  item) from None
+                                  _short(item)) from None
     return items
+
+
+def _short(value: Any) -> Any:
+    """`value` as an error shows it: long texts cut, so a whole document is not printed."""
+    if isinstance(value, str) and len(value) > 60:
+        return value[:50] + "..."
+    if isinstance(value, bytes) and len(value) > 60:
+        return value[:50] + b"..."
+    return value
 
 
 async def _pre_processed(hooks: Hooks, engine: DagEngine, items: list[Section],
@@ -268,18 +281,27 @@ async def _pre_processed(hooks: Hooks, engine: DagEngine, items: list[Section],
 
 
 class _Notes:
-    """The estimate's notes, each said once, and the hooks that failed while it asked them."""
+    """The estimate's notes, each said once, and the hooks that failed while it asked them:
+    counted by hook and exception type, with the first message as the example."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.failures: Counter[str] = Counter()
+        self._examples: dict[str, str] = {}
 
     def add(self, line: str) -> None:
         if line not in self.lines:
             self.lines.append(line)
 
     async def hook_failed(self, hook: str, error: BaseException) -> None:
-        self.failures[f"{hook} raised {type(error).__name__}: {error}"] += 1
+        kind = f"{hook} raised {type(error).__name__}"
+        self._examples.setdefault(kind, f"{kind}: {error}")
+        self.failures[kind] += 1
+
+    def add_failures(self) -> None:
+        for kind, count in self.failures.items():
+            self.add(f"{self._examples[kind]} ({count} time{'s' if count > 1 else ''} while "
+                     "estimating; those calls are counted as made)")
 
 
 # -- counting tokens -----------------------------------------------------------------------------
@@ -365,17 +387,16 @@ class _StoredRun:
     status: str
     conn: sqlite3.Connection = field(repr=False)
     section_keys: list[bytes] | None = None
-    _inputs: list[Section] | None = None
+    _inputs: list[Section] | None = field(default=None, repr=False)
+    _texts: dict[str, dict[int, str]] = field(default_factory=dict, repr=False)
+    _parsed: dict[tuple[str, int], DimensionResult | None] = field(default_factory=dict,
+                                                                   repr=False)
 
     @property
     def inputs(self) -> list[Section]:
         if self._inputs is None:
             self._inputs = self.sections("input")
         return self._inputs
-
-    _texts: dict[str, dict[int, str]] = field(default_factory=dict, repr=False)
-    _parsed: dict[tuple[str, int], DimensionResult | None] = field(default_factory=dict,
-                                                                   repr=False)
 
     def result(self, dimension: str, index: int | None) -> DimensionResult | None:
         """The stored result, read with all of its dimension's at the first ask: a prompt
@@ -408,18 +429,14 @@ class _StoredRun:
 
 def _result(text: str) -> DimensionResult | None:
     try:
-        result = DimensionResult.model_validate_json(text)
-    except ValueError:
+        return result_from_json(text)
+    except ValueError:  # written by a dagengine that stored other fields: not usable here
         return None
-    tokens = result.metadata.get("tokens")
-    if isinstance(tokens, dict):
-        result.metadata["tokens"] = TokenUsage.model_validate(tokens)
-    return result
 
 
 def _section_key(section: Section) -> bytes:
-    text = json.dumps([section.content, section.metadata], sort_keys=True, default=str,
-                      separators=(",", ":"), ensure_ascii=False)
+    """What identifies a section across runs: its content and metadata, as the store hashes."""
+    text = CANONICAL.encode([section.content, section.metadata])
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
@@ -444,8 +461,9 @@ class _History:
             (r for r in self.runs if r.section_keys == self._current_keys), None)
 
     @classmethod
-    def open(cls, store: Any, plugin: Any, plan: Plan, items: list[Section],
-             notes: _Notes) -> _History:
+    def open(cls, store: Any, plugin: Any, plan: Plan, items: list[Section], notes: _Notes,
+             *, cache: bool) -> _History:
+        """What the store knows; `cache`: read the response cache's keys too."""
         path = getattr(store, "path", None)
         if store is None or path is None:
             return cls()
@@ -456,7 +474,7 @@ class _History:
             notes.add(f"the store {path} could not be read ({exc}): no earlier runs used")
             return cls()
         try:
-            history = cls._read(conn, plugin, plan, items)
+            history = cls._read(conn, plugin, plan, items, with_cache=bool(cache))
         except sqlite3.Error as exc:
             conn.close()
             notes.add(f"the store {path} could not be read ({exc}): no earlier runs used")
@@ -464,15 +482,16 @@ class _History:
         return history
 
     @classmethod
-    def _read(cls, conn: sqlite3.Connection, plugin: Any, plan: Plan,
-              items: list[Section]) -> _History:
+    def _read(cls, conn: sqlite3.Connection, plugin: Any, plan: Plan, items: list[Section],
+              *, with_cache: bool) -> _History:
         plugin_id = str(getattr(plugin, "id", None) or type(plugin).__name__)
         rows = conn.execute(
             "SELECT process_id, section_count, status FROM runs WHERE plugin = ? AND EXISTS "
             "(SELECT 1 FROM results x WHERE x.process_id = runs.process_id) "
             "ORDER BY created_at DESC LIMIT ?", (plugin_id, HISTORY_RUNS)).fetchall()
         runs = [_StoredRun(pid, count, status, conn) for pid, count, status in rows]
-        cache = frozenset(key for (key,) in conn.execute("SELECT key FROM cache"))
+        cache = frozenset(key for (key,) in conn.execute("SELECT key FROM cache")) \
+            if with_cache else frozenset()
         history = cls(conn, runs, items, cache)
         for run in runs:
             for row in conn.execute(
@@ -593,6 +612,7 @@ class _History:
                  and c.paid and c.ok and c.attempts == 1 and c.input_tokens]
         if not calls:
             return []
+        calls = calls[::max(1, len(calls) // wanted)]  # spread over the run, not its first few
         sections = run.inputs
         is_global = job.plan.is_global(name)
         pairs: list[tuple[int, int]] = []
@@ -685,14 +705,23 @@ class _Call:
     skip_known: bool = True
     cached: bool = False
     selected: bool = True  # False: select_provider failed, the run's call would fail
+    dependencies: str = ""  # where its dependencies came from: one of _DEPENDENCY_KINDS
+
+
+# Where a call's dependency results come from, from exact to guessed; a call with several
+# counts as its least exact one.
+_DEPENDENCY_KINDS = {
+    "": "",
+    "same": "the same sections' results in an earlier run",
+    "other": "guess: earlier results of other sections",
+    "placeholder": "guess: placeholders (no earlier result)",
+}
 
 
 @dataclass(slots=True)
 class _Samples:
     total: int  # calls the dimension would make, before skips and cache hits
     calls: list[_Call]
-    deps_exact: bool = True
-    deps_source: str = ""
 
 
 class _Job:
@@ -748,7 +777,7 @@ class _Job:
 
     async def sample(self, name: str) -> _Samples:
         if self.plan.is_global(name):
-            return _Samples(1, [await self._call(name, None)], *self._deps_report(name))
+            return _Samples(1, [await self._call(name, None)])
         order = list(range(len(self.items)))
         random.Random(name).shuffle(order)  # a uniform sample whenever rendering stops early
         calls: list[_Call] = []
@@ -759,22 +788,13 @@ class _Job:
                                f"{RENDER_SECONDS:g} s; the totals are scaled from them")
                 break
             calls.append(await self._call(name, index))
-        return _Samples(len(self.items), calls, *self._deps_report(name))
-
-    def _deps_report(self, name: str) -> tuple[bool, str]:
-        deps = self.plan.dependencies[name]
-        if not deps:
-            return True, ""
-        if self.history.same_input is not None and name not in self.after_transform:
-            return True, "earlier run of the same sections"
-        if self.history.runs:
-            return False, "guess: earlier runs' results of other sections"
-        return False, "guess: placeholder dependency results"
+        return _Samples(len(self.items), calls)
 
     async def _call(self, name: str, index: int | None) -> _Call:
         is_global = index is None
         sections = self.items if index is None else [self.items[index]]
-        deps, exact = self._dependencies(name, index)
+        deps, kind = self._dependencies(name, index)
+        exact = kind in ("", "same")
         if self.hooks.has("transform_dependencies"):
             deps = await self.hooks.call("transform_dependencies", HookContext(
                 process_id="estimate", dimension=name, is_global=is_global, sections=sections,
@@ -790,11 +810,13 @@ class _Job:
                 selection = await self._selection(name, sections, index, len(self.items))
             except DagEngineError:
                 return _Call(tokens=None, selected=False)
-            return self._described(None, selection, skip, known)
-        tokens, selection, prompt = rendered
-        call = self._described(tokens, selection, skip, known)
-        if self.use_cache and exact and known:
-            call.cached = self._cached(name, index, selection, prompt)
+            call = self._described(None, selection, skip, known)
+        else:
+            tokens, selection, prompt = rendered
+            call = self._described(tokens, selection, skip, known)
+            if self.use_cache and exact and known:
+                call.cached = self._cached(name, index, selection, prompt)
+        call.dependencies = kind
         return call
 
     def _described(self, tokens: int | None, selection: ProviderSelection, skip: bool | None,
@@ -839,42 +861,41 @@ class _Job:
             return None
         return bool(answer)
 
-    def _dependencies(self, name: str, index: int | None) -> tuple[dict[str, DimensionResult],
-                                                                     bool]:
+    def _dependencies(self, name: str,
+                      index: int | None) -> tuple[dict[str, DimensionResult], str]:
+        """The call's dependency results as the estimate can have them, and their kind."""
         deps: dict[str, DimensionResult] = {}
-        exact = True
+        kinds = [""]
         exact_index = name not in self.after_transform
         for dep in self.plan.dependencies[name]:
-            if self.plan.is_global(dep):
-                result, known = self._one_dependency(dep, None, exact_index)
-            elif index is not None:
-                result, known = self._one_dependency(dep, index, exact_index)
-            else:
+            if self.plan.is_global(dep) or index is not None:
+                result, kind = self._one_dependency(dep, None if self.plan.is_global(dep)
+                                                    else index, exact_index)
+                kinds.append(kind)
+            else:  # a global dimension gets every section's result of a section dependency
                 results = [self._one_dependency(dep, i, exact_index)
                            for i in range(len(self.items))]
                 result = DimensionResult(data={"sections": [r for r, _ in results],
                                                "aggregated": True,
                                                "total_sections": len(results)})
-                known = all(k for _, k in results)
+                kinds.extend({k for _, k in results})
             deps[dep] = result
-            exact = exact and known
-        return deps, exact
+        order = list(_DEPENDENCY_KINDS)
+        return deps, max(kinds, key=order.index)
 
     def _one_dependency(self, dep: str, index: int | None,
-                        exact_index: bool) -> tuple[DimensionResult, bool]:
+                        exact_index: bool) -> tuple[DimensionResult, str]:
         found = self.history.dependency(dep, index, exact_index=exact_index)
         if found is not None:
-            return found
-        return DimensionResult(data=_Placeholder(dep)), False
+            return found[0], "same" if found[1] else "other"
+        return DimensionResult(data=_Placeholder(dep)), "placeholder"
 
     # -- the figures -------------------------------------------------------------------------
 
     def result(self) -> Estimate:
         dims = {name: self._dimension(name) for name in self.plan.order}
         seconds = self._seconds(dims)
-        for text, count in self.notes.failures.items():
-            self.notes.add(f"{text} ({count} time{'s' if count > 1 else ''} while estimating;"
-                           f" those calls are counted as made)")
+        self.notes.add_failures()
         if not self.history.runs:
             self.notes.add("no earlier run of this plugin in the store: output tokens and "
                            "latencies are guesses" if self.engine.store is not None else
@@ -939,9 +960,7 @@ class _Job:
                     f"as the earlier runs skipped ({skip_rate:.0%})" if skip_rate is not None
                     else "from the hook's answers on stand-in results"))
         calibration = self.history.calibration.get(name, _Calibration())
-        dim.input_tokens_source = calibration.source
-        if samples.deps_source:
-            dim.input_tokens_source += f"; dependencies: {samples.deps_source}"
+        dim.input_tokens_source = calibration.source + _dependencies_source(selected)
         if cached:
             dim.notes.append(f"{dim.cached_calls:,} call{'s' if dim.cached_calls != 1 else ''}"
                              " answered by the store's response cache, at no cost")
@@ -953,6 +972,12 @@ class _Job:
         tokens = self._prompt_tokens(made, dim)
         ceiling = self._ceilings(made, dim)
         out_low, out_expected = self._output(name, ceiling, dim)
+        if not calibration.calls:
+            self.notes.add(
+                "input tokens are counted from the prompts at 4 characters a token: no "
+                "tokenizer for these models ships offline; real counts differ by about "
+                f"{UNCALIBRATED_BAND[0] - 1:+.0%} to {UNCALIBRATED_BAND[1] - 1:+.0%}, as the "
+                "low and high costs allow (earlier runs in a store calibrate them)")
         price = self.engine.pricing
         per_call_low = per_call_expected = per_call_high = 0.0
         for call, counted in zip(made, tokens, strict=True):
@@ -1011,7 +1036,8 @@ class _Job:
         paid = [c.output_tokens for c in self.history.paid(name) if c.output_tokens is not None]
         if paid:
             dim.output_tokens_source = f"earlier runs ({len(paid)} calls)"
-            return min(paid), statistics.fmean(paid)
+            # A max_tokens lowered since caps what the earlier answers say.
+            return min(min(paid), math.floor(ceiling)), min(statistics.fmean(paid), ceiling)
         guess = min(ceiling * GUESS_OUTPUT_SHARE, GUESS_OUTPUT_CAP)
         dim.output_tokens_source = (f"guess: {guess:,.0f} a call (half of max_tokens, at most "
                                     f"{GUESS_OUTPUT_CAP})")
@@ -1056,10 +1082,14 @@ class _Job:
         chain = _longest_chain(self.plan, list(calls), latency) + tails
         per_call = {n: self._cpu_seconds(dims[n]) if stagger is None else stagger for n in calls}
         cpu = sum(calls[n] * per_call[n] for n in calls)
-        rate = self._rate_seconds(names, dims) + mean
+        limited, group = self._rate_seconds(names, dims)
+        rate = limited + mean
         # The first wave's calls start one after another, each after the CPU time of the
         # one before: the stage ends that much after its slowest call would.
         first_wave = min(count, concurrency) * max(per_call.values())
+        if group and rate > max(spread + first_wave, chain, cpu):
+            self.notes.add(f"time: the rate limit of {group!r} (ExecutionConfig.rate_limits) "
+                           f"sets the pace of {', '.join(calls)}")
         return max(spread + first_wave, chain, cpu, rate)
 
     def _cpu_seconds(self, dim: DimensionEstimate) -> float:
@@ -1067,11 +1097,13 @@ class _Job:
         return SDK_CPU_SECONDS if provider is not None and hasattr(provider, "settings") \
             else ENGINE_CPU_SECONDS
 
-    def _rate_seconds(self, names: list[str], dims: dict[str, DimensionEstimate]) -> float:
-        """How long the configured rate limits make the stage's calls last, at least."""
+    def _rate_seconds(self, names: list[str],
+                      dims: dict[str, DimensionEstimate]) -> tuple[float, str]:
+        """How long the configured rate limits make the stage's calls last at least, and the
+        limit group that takes longest."""
         limits = _rate_limits(self.engine.execution.rate_limits)
         if not limits:
-            return 0.0
+            return 0.0, ""
         use: dict[str, list[float]] = {}  # group -> [requests, tokens]
         for name in names:
             dim = dims[name]
@@ -1084,14 +1116,14 @@ class _Job:
             totals = use.setdefault(group, [0.0, 0.0])
             totals[0] += dim.calls_expected
             totals[1] += dim.input_tokens + dim.output_tokens
-        seconds = 0.0
+        slowest, seconds = "", 0.0
         for group, (requests, tokens) in use.items():
             per_minute_requests, per_minute_tokens = limits[group]
-            if per_minute_requests:
-                seconds = max(seconds, requests / per_minute_requests * 60)
-            if per_minute_tokens:
-                seconds = max(seconds, tokens / per_minute_tokens * 60)
-        return seconds
+            needed = max(requests / per_minute_requests * 60 if per_minute_requests else 0.0,
+                         tokens / per_minute_tokens * 60 if per_minute_tokens else 0.0)
+            if needed > seconds:
+                slowest, seconds = group, needed
+        return seconds, slowest
 
     def _latency(self, name: str, dim: DimensionEstimate) -> _Latency:
         durations = [c.duration for c in self.history.paid(name)
@@ -1134,6 +1166,17 @@ class _Latency:
             return self.mean
         z = statistics.NormalDist().inv_cdf(quantile)
         return self.mean * math.exp(self.sigma * z - self.sigma ** 2 / 2)
+
+
+def _dependencies_source(calls: Sequence[_Call]) -> str:
+    kinds = Counter(c.dependencies for c in calls if c.dependencies)
+    if not kinds:
+        return ""
+    if len(kinds) == 1:
+        return f"; dependencies: {_DEPENDENCY_KINDS[next(iter(kinds))]}"
+    parts = [f"{_DEPENDENCY_KINDS[k].removeprefix('guess: ')} for {n:,}"
+             for k, n in sorted(kinds.items(), key=lambda kv: list(_DEPENDENCY_KINDS).index(kv[0]))]
+    return f"; dependencies: guess: {', '.join(parts)}"
 
 
 def _skip_hook(index: int | None) -> str:
