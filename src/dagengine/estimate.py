@@ -1129,7 +1129,7 @@ class _Job:
         durations = [c.duration for c in self.history.paid(name)
                      if c.duration is not None and c.ok]
         if durations:
-            return _Latency(statistics.fmean(durations), sorted(durations),
+            return _Latency(statistics.fmean(durations), durations,
                             f"earlier runs ({len(durations)} calls)")
         times = self.call_times
         if times is not None and times.seen(name):
@@ -1144,28 +1144,29 @@ class _Job:
 
 @dataclass(slots=True)
 class _Latency:
-    """Seconds one call of a dimension takes: a mean, and the observed ones when known."""
+    """Seconds one call of a dimension takes: the mean, and a lognormal spread around it,
+    fitted to the observed durations when there are some, else assumed."""
 
     mean: float
-    observed: list[float] | None  # sorted
+    observed: list[float] | None
     source: str
-    sigma: float = GUESS_SIGMA  # the lognormal spread assumed when nothing was observed
+    sigma: float = GUESS_SIGMA
+    median: float = 0.0
+
+    def __post_init__(self) -> None:
+        logs = [math.log(d) for d in self.observed or () if d > 0]
+        if len(logs) >= 2:
+            self.median, self.sigma = math.exp(statistics.fmean(logs)), statistics.pstdev(logs)
+        else:
+            self.median = self.mean * math.exp(-self.sigma ** 2 / 2)
 
     def max_of(self, count: int) -> float:
-        """The expected slowest of `count` calls."""
-        if count <= 1:
+        """The expected slowest of `count` calls (Blom's approximation of the quantile where
+        the largest of `count` draws falls)."""
+        if count <= 1 or not self.sigma:
             return self.mean
-        quantile = count / (count + 1)
-        if self.observed:
-            position = quantile * (len(self.observed) - 1)
-            low = math.floor(position)
-            high = min(low + 1, len(self.observed) - 1)
-            return self.observed[low] + (self.observed[high] - self.observed[low]) * (
-                position - low)
-        if not self.sigma:
-            return self.mean
-        z = statistics.NormalDist().inv_cdf(quantile)
-        return self.mean * math.exp(self.sigma * z - self.sigma ** 2 / 2)
+        z = statistics.NormalDist().inv_cdf((count - 0.375) / (count + 0.25))
+        return max(self.mean, self.median * math.exp(self.sigma * z))
 
 
 def _dependencies_source(calls: Sequence[_Call]) -> str:
