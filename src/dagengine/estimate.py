@@ -20,10 +20,11 @@ guess says so in `Estimate.notes` and in its dimension's `*_source` fields.
   same prompts in earlier runs. Uncalibrated counts carry a wide band into the low and high
   costs.
 - Dependencies. A prompt that reads a dependency's result gets the earlier run's result
-  for the same section when the store has one (exact), else an earlier result of that
-  dimension, else a placeholder whose every key reads as a short text (both guesses). A
-  prompt hook that fails on them is counted as the average of the dimension's other
-  prompts.
+  for the same section (same content and metadata) when the store has one, which makes the
+  prompt exact; else an earlier result of that dimension for another section, else a
+  placeholder whose every key reads as a short text (both guesses). A prompt hook that fails
+  on them is counted as the average of the dimension's other prompts. Exact prompts are
+  looked up in the store's response cache when the engine uses it.
 - Output tokens. `max_tokens` (the selection's options, else the provider's config, else its
   default) is the ceiling behind `cost_high`; the average of earlier runs of the same
   dimension gives `cost_expected` and their smallest answer `cost_low`. Without earlier runs
@@ -31,12 +32,16 @@ guess says so in `Estimate.notes` and in its dimension's `*_source` fields.
 - Cost. Per call, from `engine.pricing` (the user's table, genai-prices, built-in prices).
   Online prices: batch mode, once a dimension can run in it, is priced by
   `Pricing.cost(..., batch=True)`.
-- Time. Call latencies from earlier runs (their distribution, so that a wave of calls ends
-  with its slowest), else from this engine's own earlier calls, else a guess. The DAG is cut
-  into stages at global dimensions; a stage lasts as long as the longest of its work spread
-  over `concurrency` slots, its longest per-section chain, its rate limits
-  (ExecutionConfig.rate_limits) and the engine's CPU time per call; global dimensions
-  follow the stage they wait for.
+- Time. Call latencies from earlier runs (a lognormal fitted to them, so that a wave of
+  calls ends with its slowest), else from this engine's own earlier calls, else a guess.
+  The DAG is cut into stages at global dimensions; a stage lasts as long as the longest of
+  its work spread over `concurrency` slots (plus the first wave's start-up, one call's CPU
+  time after another, as measured in the earlier run), its longest per-section chain, its
+  rate limits (ExecutionConfig.rate_limits) and the CPU time of all its calls; global
+  dimensions follow the stage they wait for.
+
+Synchronous, since it calls no provider: inside a running event loop the work goes to a
+thread with a loop of its own (run_blocking), so the plugin's async hooks run there.
 """
 
 from __future__ import annotations
