@@ -9,7 +9,8 @@ guess says so in `Estimate.notes` and in its dimension's `*_source` fields.
   yet, `calls` is an upper bound (`calls_upper_bound`) and `calls_expected` uses what the
   hook answered on stand-in results, or the skip rate of earlier runs. A global dimension's
   transformation may change the section list for what follows: those counts are the
-  current list's (or scaled as the earlier run's list changed), marked `calls_known=False`.
+  current list's (or, with an earlier completed run, scaled to that run's calls of the
+  dimension per input section), marked `calls_known=False`.
   Calls the store's response cache would answer cost nothing and are counted apart.
 - Input tokens. The real prompts: `create_prompt` and `select_provider` for every section,
   or for a seeded random sample scaled to the whole when rendering all of them would take
@@ -40,8 +41,8 @@ guess says so in `Estimate.notes` and in its dimension's `*_source` fields.
   rate limits (ExecutionConfig.rate_limits) and the CPU time of all its calls; global
   dimensions follow the stage they wait for.
 
-Synchronous, since it calls no provider: inside a running event loop the work goes to a
-thread with a loop of its own (run_blocking), so the plugin's async hooks run there.
+`engine.estimate` is synchronous: inside a running event loop the work goes to a thread
+with an event loop of its own (run_blocking), and the plugin's async hooks run there.
 """
 
 from __future__ import annotations
