@@ -31,6 +31,7 @@ from .errors import (
     UnknownProviderError,
     ValidationError,
 )
+from .estimate import DimensionEstimate, Estimate
 from .plugin import HookContext, Plugin, PromptContext
 from .providers.base import BaseProvider, ProviderRegistry
 from .store import RunStore
@@ -64,11 +65,13 @@ __all__ = [
     "DependencyError",
     "Dimension",
     "DimensionCost",
+    "DimensionEstimate",
     "DimensionProgress",
     "DimensionResult",
     "DimensionTimeoutError",
     "EmptyResponseError",
     "EngineUsageError",
+    "Estimate",
     "ExecutionConfig",
     "HookContext",
     "HookError",

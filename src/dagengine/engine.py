@@ -23,6 +23,7 @@ from .config import ExecutionConfig
 from .cost import Pricing
 from .display import ProgressDisplay, make_display
 from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted, ValidationError
+from .estimate import Estimate, estimate_run
 from .graph import Plan
 from .plugin import HookContext, Hooks, Plugin, resolve
 from .progress import ProgressTracker
@@ -134,6 +135,15 @@ class DagEngine:
             progress.rate_limited = self._limiter.rate_limited
             progress.waiting_for_capacity = self._limiter.waiting
         return progress.snapshot()
+
+    # -- estimating ------------------------------------------------------------------------
+
+    def estimate(self, sections: Iterable[SectionLike]) -> Estimate:
+        """Calls, tokens, cost (low / expected / high, USD) and wall time of processing
+        `sections`, from the plugin's own prompts and the store's earlier runs, with no
+        provider call. Synchronous, and usable inside a running event loop; raises what
+        process() would raise before its first call. See dagengine.estimate."""
+        return run_sync(lambda: estimate_run(self, sections, self._call_times))
 
     # -- running ---------------------------------------------------------------------------
 
