@@ -16,17 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dagengine.demo import (
-    GATEWAY_CONFIG,
-    DemoOptions,
-    DemoRun,
-    _open_setup,
-    _print_logs,
-    _Report,
-    generate_emails,
-    main,
-    run_demo,
-)
+from dagengine.cli.demo import GATEWAY_CONFIG, DemoOptions, DemoRun, generate_emails, main, run_demo
+from dagengine.cli.demo.backends import _open_setup
+from dagengine.cli.demo.report import _print_logs, _Report
 from dagengine.gateway import LocalGateway, node_available
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "portkey_emails.py"
@@ -361,7 +353,7 @@ def _is_sdk(module: str) -> bool:
 
 
 def test_starting_line_names_what_the_set_up_starts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dagengine.demo.backends import _starting_line
+    from dagengine.cli.demo.backends import _starting_line
 
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     assert _starting_line(DemoOptions(gateway=False)) == "🔧 Starting the local LLM simulator..."

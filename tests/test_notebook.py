@@ -67,7 +67,7 @@ async def test_run_inside_a_running_loop_calls_the_simulator_over_http() -> None
         assert result.costs is not None and result.costs.total_tokens > 0
         # The SDK client belonged to the worker's loop and was closed there: none is kept
         # for this loop, which gets its own on its first call.
-        assert provider._backend._client is None
+        assert provider.backend.open_client is None
         again = await engine.process(["email 5"])
         assert again.sections[0].results["a"].error is None
         assert (await sim.stats())["requests"] == 6

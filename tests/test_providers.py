@@ -379,16 +379,16 @@ async def test_client_is_created_on_first_call_and_released_by_aclose(
 ) -> None:
     provider = make("anthropic", api_key=KEY, base_url=sim.base_url, default_model="m")
     assert isinstance(provider, SDKProvider)
-    backend = provider._backend
-    assert backend._client is None
+    backend = provider.backend
+    assert backend.open_client is None
 
     await provider.execute(request())
-    client = backend._client
+    client = backend.open_client
     await provider.execute(request())
 
-    assert client is not None and backend._client is client
+    assert client is not None and backend.open_client is client
     await provider.aclose()
-    assert backend._client is None
+    assert backend.open_client is None
 
 
 # -- wire details, against a recording upstream ----------------------------------------------
@@ -798,7 +798,7 @@ async def test_provider_works_again_in_a_new_event_loop(make: Any) -> None:
 
     async def answer_once() -> Any:
         async with Simulator(api_key=KEY) as simulator:
-            provider._backend.base_url = simulator.openai_base_url
+            provider.backend.base_url = simulator.openai_base_url
             try:
                 return (await provider.execute(request())).data
             finally:
@@ -829,7 +829,7 @@ def imported_sdks(code: str) -> list[str]:
 def test_importing_dagengine_its_providers_and_the_demo_imports_no_sdk() -> None:
     assert imported_sdks("import dagengine, dagengine.providers.anthropic, "
                          "dagengine.providers.openai, dagengine.providers.gemini, "
-                         "dagengine.providers.portkey, dagengine.demo, dagengine.cli") == []
+                         "dagengine.providers.portkey, dagengine.cli.demo, dagengine.cli") == []
 
 
 @pytest.mark.parametrize(("config", "sdks"), [

@@ -22,6 +22,7 @@ from .config import ExecutionConfig
 from .cost import Pricing
 from .display import ProgressDisplay, make_display
 from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted, ValidationError
+from .estimate import Estimate, estimate_run
 from .graph import Plan
 from .plugin import (
     Callback,
@@ -150,6 +151,15 @@ class DagEngine:
         """The result of the last run, or what it had finished when it stopped early
         (cancelled or failed); None while a run has none yet."""
         return self._current.result if self._current is not None else None
+
+    # -- estimating ------------------------------------------------------------------------
+
+    def estimate(self, sections: Iterable[SectionLike]) -> Estimate:
+        """Calls, tokens, cost (low / expected / high, USD) and wall time of processing
+        `sections`, from the plugin's own prompts and the store's earlier runs, with no
+        provider call. Synchronous, and usable inside a running event loop; raises what
+        process() would raise before its first call. See dagengine.estimate."""
+        return run_sync(lambda: estimate_run(self, sections, self._call_times))
 
     # -- running ---------------------------------------------------------------------------
 

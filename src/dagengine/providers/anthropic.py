@@ -132,5 +132,6 @@ class AnthropicProvider(SDKProvider):
     env_vars = ("ANTHROPIC_API_KEY",)
     default_max_tokens = 1024
 
-    def backend(self) -> Backend:
-        return AnthropicBackend(self.name, self.settings)
+    @classmethod
+    def direct_backend(cls, name: str, settings: Settings) -> Backend:
+        return AnthropicBackend(name, settings)

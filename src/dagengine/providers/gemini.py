@@ -160,5 +160,6 @@ class GeminiProvider(SDKProvider):
     portkey_provider = "google"
     env_vars = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
-    def backend(self) -> Backend:
-        return GeminiBackend(self.name, self.settings)
+    @classmethod
+    def direct_backend(cls, name: str, settings: Settings) -> Backend:
+        return GeminiBackend(name, settings)

@@ -172,5 +172,6 @@ class OpenAIProvider(SDKProvider):
     portkey_provider = "openai"
     env_vars = ("OPENAI_API_KEY",)
 
-    def backend(self) -> Backend:
-        return OpenAIChatBackend(self.name, self.settings, base_url=self.settings.base_url)
+    @classmethod
+    def direct_backend(cls, name: str, settings: Settings) -> Backend:
+        return OpenAIChatBackend(name, settings, base_url=settings.base_url)

@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from ..config import ExecutionConfig
-from ..engine import DagEngine
-from ..errors import ConfigurationError, DagEngineError
-from ..gateway import GatewayError
-from ..types import DimensionResult
+from ...config import ExecutionConfig
+from ...engine import DagEngine
+from ...errors import ConfigurationError, DagEngineError
+from ...gateway import GatewayError
+from ...types import DimensionResult
 from .backends import _gateway_expected, _open_setup, _starting_line
 from .emails import generate_emails
 from .options import DemoOptions, DemoRun

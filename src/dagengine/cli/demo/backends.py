@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .._gateway_install import gateway_installed
-from ..gateway import PORTKEY_GATEWAY_VERSION, GatewayError, LocalGateway, node_available
-from ..providers.portkey import HOSTED_GATEWAY_URL
-from ..simulator import SimulatorProcess
+from ...gateway import PORTKEY_GATEWAY_VERSION, GatewayError, LocalGateway, node_available
+from ...gateway._install import gateway_installed
+from ...providers.portkey import HOSTED_GATEWAY_URL
+from ...simulator import SimulatorProcess
 from .options import DemoOptions
 from .settings import (
     EXECUTION,

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO
 
-from ..types import DimensionResult, ProgressUpdate, Section
+from ...types import DimensionResult, ProgressUpdate, Section
 from .backends import Setup
 from .emails import EMAIL_TYPES
 from .options import DemoOptions, DemoRun

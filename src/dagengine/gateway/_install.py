@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import GatewayError
+from ..errors import GatewayError
 
 PORTKEY_GATEWAY_PACKAGE = "@portkey-ai/gateway"
 PORTKEY_GATEWAY_VERSION = "1.15.2"
