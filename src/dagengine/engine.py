@@ -228,17 +228,18 @@ class DagEngine:
 
         items, metadata = await self._pre_process(hooks, pid, sections, metadata)
         plan = await self._plan_for(items, pid)
-        handle = await self._open(self._new_run(pid, plan, hooks, metadata), items,
-                                  resume=resume, retry_failed=retry_failed, restart=restart)
+        handle, state = await self._open(self._new_run(pid, plan, hooks, metadata), items,
+                                         resume=resume, retry_failed=retry_failed,
+                                         restart=restart)
         observers = handle.observers(callbacks, display, update_every)
         # From here on the store's run is open: whatever happens, it is closed once.
         try:
-            result, error = await self._execute(handle, observers)
+            result, error = await self._execute(handle, state, observers)
             if error is None:  # not a failure handle_process_failure made into a result
                 result = await _finalize(handle.run, result)
                 result = await _post_process(handle.run, result)
         except BaseException as failure:
-            handle.result = handle.partial()
+            handle.result = handle.result or handle.run.process_result(state)
             await self._close(handle, failed=failure)
             raise
         handle.result = result
@@ -272,11 +273,11 @@ class DagEngine:
                    limiter=RateLimiter(self.execution.rate_limits), pricing=self.pricing,
                    call_times=self._call_times, metadata=metadata)
 
-    async def _execute(self, handle: _RunHandle,
+    async def _execute(self, handle: _RunHandle, state: RunState,
                        observers: Observers) -> tuple[ProcessResult, BaseException | None]:
         """3. The scheduler: the run's result, or what handle_process_failure made of a
         failure, with the failure."""
-        run, state = handle.run, handle.state
+        run = handle.run
         await observers.call("run_started", run.plan)
         self._active_runs += 1
         try:
@@ -311,8 +312,9 @@ class DagEngine:
     # -- durable runs (the store) ------------------------------------------------------------
 
     async def _open(self, run: Run, sections: list[Section], *, resume: bool,
-                    retry_failed: bool, restart: bool) -> _RunHandle:
-        """The run's handle, its results and response cache taken from the store (if any)."""
+                    retry_failed: bool, restart: bool) -> tuple[_RunHandle, RunState]:
+        """The run's handle and state, with the results and the response cache the store (if
+        any) has for it."""
         stored: StoredRun | None = None
         if self.store is None:
             if resume:
@@ -324,9 +326,8 @@ class DagEngine:
             run = replace(run, preloaded=stored.preloaded,
                           cache=self.store.cache(self.pricing) if self.cache else None)
         state = RunState(run.plan, sections)
-        self._current = handle = _RunHandle(run, state, ProgressTracker(state, run.limiter),
-                                            stored)
-        return handle
+        self._current = handle = _RunHandle(run, ProgressTracker(state, run.limiter), stored)
+        return handle, state
 
     async def _close(self, handle: _RunHandle, failed: BaseException | None) -> None:
         if handle.stored is not None:
@@ -337,16 +338,13 @@ class DagEngine:
 @dataclass(slots=True, eq=False)
 class _RunHandle:
     """What the engine keeps of its current (or last) run: get_progress(), get_rate_limits()
-    and last_result read it."""
+    and last_result read it. Not the run's state: a finished run's results live on in its
+    result alone."""
 
     run: Run
-    state: RunState
     progress: ProgressTracker
     stored: StoredRun | None  # the store's open run; None without a store
     result: ProcessResult | None = None  # once it ended, or what it had when it stopped
-
-    def partial(self) -> ProcessResult:
-        return self.result or self.run.process_result(self.state)
 
     def observers(self, callbacks: Callbacks, display: ProgressDisplay | None,
                   update_every: int) -> Observers:
