@@ -57,7 +57,8 @@ class Classify(Plugin):
 async def one_run(sections: list[str], store: Path | None, cache: bool,
                   process_id: str = "bench") -> float:
     engine = DagEngine(Classify(), providers={"instant": InstantProvider()},
-                       execution={"concurrency": 200}, store=store,
+                       execution={"concurrency": 200},
+                       store=False if store is None else store,
                        cache=cache if store is not None else None)
     started = time.perf_counter()
     result = await engine.process(sections, process_id=process_id)

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,6 +108,18 @@ class SimplePlugin(Plugin):
 
 def http_error(status: int, retry_after: float | None = None) -> ProviderError:
     return ProviderError(f"fake: HTTP {status}", status_code=status, retry_after=retry_after)
+
+
+@pytest.fixture(autouse=True)
+def default_store_home(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own default store (engines without store= record there), so no
+    test reads runs or cached answers of another, nor of the developer's own cache; tests
+    that start subprocesses pass the variable on to them."""
+    home = tmp_path_factory.mktemp("cache-home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.delenv("DAGENGINE_STORE", raising=False)
+    return home / "dagengine" / "runs.db"
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ within the dimension's time limit."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from typing import Any
@@ -224,11 +225,12 @@ class Caller:
         options: dict[str, Any], attempt: int, outcome: Outcome, started: float,
     ) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
-        cached = await self.cache.lookup(provider.name, request) if self.cache else None
+        scope = _cache_name(provider)
+        cached = await self.cache.lookup(scope, request) if self.cache else None
         response = cached or await self._send(provider, request, outcome)
         data = validated(site.dimension, response.data)
         if self.cache is not None and cached is None:
-            await self.cache.store(provider.name, request, response)
+            await self.cache.store(scope, request, response)
         if self.hooks.has("after_provider_execute"):
             response = response.model_copy(update={"data": data})
             response = as_response(await self.hooks.call(
@@ -298,6 +300,15 @@ class Caller:
     def _context(self, site: CallSite, **fields: Any) -> HookContext:
         return site.context(self.process_id, **fields)
 
+
+
+def _cache_name(provider: BaseProvider) -> str:
+    """The provider as the response cache keys it: its name, and a digest of its scope (which
+    may name hosts that should not be written out)."""
+    scope = provider.cache_scope
+    if not scope:
+        return provider.name
+    return f"{provider.name}@{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
 
 
 def _report_failure(permit: Any, exc: ProviderError) -> None:

@@ -41,6 +41,13 @@ class BaseProvider(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook for providers with clients
         """Release connections. Called once when the engine's run ends."""
 
+    @property
+    def cache_scope(self) -> str:
+        """What else, besides the request, decides this provider's answers (such as the URL
+        it sends to), as text; part of the response cache's key, so the same request sent to
+        a simulator and to the real API are different entries. Never include secrets."""
+        return ""
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
 
