@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,8 @@ import pytest
 
 from conftest import FakeProvider, SimplePlugin, http_error
 from dagengine import ConfigurationError, DagEngine, ProviderRequest, ProviderResponse, StoreError
-from dagengine.simulator import Simulator
+from dagengine.runs_cli import main as runs_main
+from dagengine.simulator import Simulator, SimulatorProcess
 from dagengine.store import RunStore, default_store_path
 
 SECTIONS = [f"section {i}" for i in range(10)]
@@ -100,6 +102,15 @@ async def test_an_engine_without_store_records_its_run_in_the_user_cache_directo
     with RunStore(default_store_home) as store:
         (run,) = store.runs()
         assert run.status == "completed" and run.results == 10
+
+
+async def test_runs_list_without_a_file_lists_the_default_store(
+        default_store_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    await engine(FakeProvider()).process(SECTIONS, process_id="nightly")
+    capsys.readouterr()
+    assert runs_main(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert "nightly" in out and f"default store: {default_store_home}" in err
 
 
 def test_without_xdg_cache_home_the_store_is_under_home_dot_cache(
@@ -360,3 +371,55 @@ async def test_the_same_default_run_twice_at_once_runs_unrecorded_with_a_warning
     with RunStore(default_store_home) as store:
         (run,) = store.runs()
         assert run.status == "completed" and run.results == 10
+
+
+# -- a script stopped with Ctrl-C, then run again ------------------------------------------------
+
+SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from dagengine import DagEngine
+from store_crash_worker import CrashPlugin, crash_sections
+
+engine = DagEngine(CrashPlugin(), execution={{"concurrency": {concurrency}}},
+                   providers={{"anthropic": {{"api_key": "test-key", "base_url": sys.argv[1]}}}})
+result = engine.run(crash_sections({sections}))
+print("done", sum(r.ok for s in result.sections for r in s.results.values()), flush=True)
+"""
+
+
+async def test_a_script_stopped_with_ctrl_c_pays_only_for_the_rest_when_run_again(
+        tmp_path: Path, default_store_home: Path) -> None:
+    sections, concurrency = 150, 8
+    calls = sections * 2
+    script = tmp_path / "nightly.py"
+    script.write_text(SCRIPT.format(tests=str(ROOT / "tests"), concurrency=concurrency,
+                                    sections=sections))
+    async with SimulatorProcess(latency=0.02, seed=5) as sim:
+        first = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), sim.base_url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            await wait_for(lambda: stored_count(default_store_home) >= calls // 3, within=60)
+            first.send_signal(signal.SIGINT)
+            output, _ = await asyncio.wait_for(first.communicate(), 30)
+        finally:
+            if first.returncode is None:
+                first.kill()
+                await first.communicate()
+        assert first.returncode != 0 and b"done" not in output
+        committed = stored_count(default_store_home)
+        assert calls // 3 <= committed < calls
+
+        again = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), sim.base_url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(again.communicate(), 120)
+        assert again.returncode == 0, output.decode()
+        assert f"done {calls}".encode() in output
+        assert b"calls answered from the response cache" in output
+        prompts: dict[str, int] = (await sim.stats())["prompts"]
+    assert len(prompts) == calls
+    # Only what was in flight at Ctrl-C (and not committed) was sent a second time.
+    assert max(prompts.values()) <= 2
+    assert sum(prompts.values()) - calls <= concurrency
