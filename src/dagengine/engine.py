@@ -248,7 +248,7 @@ class DagEngine:
                         progress=progress, process_id=pid)
         stored, caller.cache = await self._open_run(
             pid, items, plan, resume=resume, retry_failed=retry_failed, restart=restart,
-            chosen_id=process_id is not None)
+            chosen_id=bool(process_id))
         scheduler = Scheduler(
             plan=plan, caller=caller, hooks=hooks, config=self.execution, progress=progress,
             emit=callbacks.emit, process_id=pid, sections=items,

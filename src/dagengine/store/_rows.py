@@ -30,7 +30,9 @@ class StoredRows:
     def __init__(self, path: Path, process_id: str, dimensions: list[str]) -> None:
         self.process_id = process_id
         self.dimensions = dimensions  # section dimensions, in plan order
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        # as_uri() percent-encodes what a URI would misread in a path (?, #, %).
+        self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                     timeout=30)
         self._conn.execute("BEGIN")  # one snapshot for every pass
         transformed = self._conn.execute(
             "SELECT 1 FROM sections WHERE process_id = ? AND kind = 'transformed' LIMIT 1",
