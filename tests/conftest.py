@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -143,6 +145,19 @@ def pytest_configure(config: pytest.Config) -> None:
     for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
                  "PORTKEY_API_KEY"):
         os.environ.pop(name, None)
+    # Module and session fixtures start before the per-test `default_store_home`: their
+    # engines' default store is a throw-away one too, never the developer's ~/.cache.
+    os.environ.pop("DAGENGINE_STORE", None)
+    _session_cache_home.append(tempfile.mkdtemp(prefix="dagengine-tests-"))
+    os.environ["XDG_CACHE_HOME"] = _session_cache_home[0]
+
+
+_session_cache_home: list[str] = []
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _session_cache_home:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
