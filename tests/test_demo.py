@@ -405,7 +405,7 @@ def test_the_set_up_script_says_what_it_does_and_is_quiet_when_there_is_nothing_
         "2 minutes)...",
         "dagengine: .venv is ready",
     ]
-    assert "-m pip install --quiet --disable-pip-version-check -e .[dev,notebook]" in \
+    assert "-m pip install --quiet --disable-pip-version-check -e .[dev,notebook,pandas,polars,parquet]" in \
         log.read_text()
 
     assert setup().stderr == ""  # installed and unchanged: nothing to do, nothing said

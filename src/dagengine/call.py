@@ -4,6 +4,7 @@ within the dimension's time limit."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from functools import partial
@@ -230,7 +231,8 @@ class Caller:
         options: dict[str, Any], attempt: int, outcome: Outcome, started: float,
     ) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
-        cached = await self.cache.lookup(provider.name, request) if self.cache else None
+        scope = _cache_name(provider)
+        cached = await self.cache.lookup(scope, request) if self.cache else None
         if cached is not None and _is_empty(cached.data):
             cached = None  # stored before empty answers were refused: ask again
         response = cached or await self._send(provider, request, outcome)
@@ -238,7 +240,7 @@ class Caller:
             raise EmptyResponseError(provider.name, response.metadata.get("finish_reason"))
         data, parsed = validated(site.dimension, response.data)
         if self.cache is not None and cached is None:
-            await self.cache.store(provider.name, request, response)
+            await self.cache.store(scope, request, response)
         if self.hooks.has("after_provider_execute"):
             answered = response.model_copy(update={"data": data})
             response = await self.hooks.call(
@@ -310,6 +312,15 @@ class Caller:
     def _context(self, site: CallSite, **fields: Any) -> HookContext:
         return site.context(self.process_id, **fields)
 
+
+
+def _cache_name(provider: BaseProvider) -> str:
+    """The provider as the response cache keys it: its name, and a digest of its scope (which
+    may name hosts that should not be written out)."""
+    scope = provider.cache_scope
+    if not scope:
+        return provider.name
+    return f"{provider.name}@{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
 
 
 def _report_failure(permit: Any, exc: ProviderError) -> None:

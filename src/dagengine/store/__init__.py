@@ -42,6 +42,8 @@ the file.
 """
 
 from ._cache import ResponseCache
+from ._default import default_process_id, default_store_path, open_default_store
+from ._ownership import RunInUseError
 from ._runs import RunInfo, StoredRun
 from ._schema import SCHEMA_VERSION
 from ._store import RunStore, open_store
@@ -49,8 +51,12 @@ from ._store import RunStore, open_store
 __all__ = [
     "SCHEMA_VERSION",
     "ResponseCache",
+    "RunInUseError",
     "RunInfo",
     "RunStore",
     "StoredRun",
+    "default_process_id",
+    "default_store_path",
+    "open_default_store",
     "open_store",
 ]

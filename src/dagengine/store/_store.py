@@ -21,6 +21,7 @@ from ..types import DimensionResult, ProcessResult, Section
 from ._cache import INSERT_CACHE, ResponseCache
 from ._codec import input_hash, result_from_json, sections_json
 from ._ownership import LIVE, Claim, Owned, Release, lost_runs, outcome, renew_heartbeats
+from ._rows import StoredRows
 from ._runs import RUN_QUERY, ResultKey, RunInfo, StoredRun, reusable, run_info
 from ._schema import GLOBAL_INDEX, Writer, checkpoint, open_connection
 
@@ -181,6 +182,14 @@ class RunStore:
             (process_id, "transformed" if transformed else "input"))
         return [Section(content=content, metadata=metadata)
                 for (text,) in rows for content, metadata in json.loads(text)]
+
+    def rows(self, process_id: str) -> StoredRows:
+        """The run's section rows, streamed in section order (close it, or use `with`)."""
+        run = self.run(process_id)
+        self.flush()  # what this connection queued must be visible to the reader
+        dimensions = [name for name, scope in run.plan.get("dimensions", [])
+                      if scope != "global"]
+        return StoredRows(self.path, process_id, dimensions)
 
     # -- writing -----------------------------------------------------------------------------
 
