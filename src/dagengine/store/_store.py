@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ..errors import StoreError
 from ..graph import Plan
 from ..types import DimensionResult, ProcessResult, Section
+from ._attempts import SELECT_ATTEMPTS, Attempt, attempt_from_row
 from ._cache import INSERT_CACHE, ResponseCache
 from ._codec import input_hash, result_from_json, sections_json
 from ._ownership import LIVE, Claim, Owned, Release, lost_runs, outcome, renew_heartbeats
@@ -171,6 +172,20 @@ class RunStore:
             (process_id,))
         return {(d, None if i == GLOBAL_INDEX else i): result_from_json(text)
                 for d, i, text in rows}
+
+    def recorded(self, process_id: str) -> list[tuple[str, int | None, float, DimensionResult]]:
+        """Every stored result of a run as (dimension, section index or None, the Unix time
+        it was recorded, result), in the order they were recorded."""
+        rows = self._read_all(
+            "SELECT dimension, section_index, recorded_at, result FROM results "
+            "WHERE process_id = ? ORDER BY recorded_at", (process_id,))
+        return [(d, None if i == GLOBAL_INDEX else i, at, result_from_json(text))
+                for d, i, at, text in rows]
+
+    def attempts(self, process_id: str) -> list[Attempt]:
+        """Every provider request the run's calls made, in the order they ended (none for
+        results written by a dagengine before store schema version 2)."""
+        return [attempt_from_row(row) for row in self._read_all(SELECT_ATTEMPTS, (process_id,))]
 
     def sections(self, process_id: str, *, transformed: bool = False) -> list[Section]:
         """The run's input sections (or, if it transformed them, the final list)."""
