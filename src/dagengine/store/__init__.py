@@ -45,8 +45,8 @@ which carry none, and responses). The cache is keyed by a SHA-256 of provider na
 options and input; its entries are shared by every run in the file.
 """
 
-from ._attempts import Attempt
 from ._cache import ResponseCache
+from ._calls import Attempt, CallRecord, all_attempts
 from ._runs import RunInfo, RunRecorder, StoredRun
 from ._schema import SCHEMA_VERSION
 from ._store import RunStore, open_store
@@ -54,10 +54,12 @@ from ._store import RunStore, open_store
 __all__ = [
     "SCHEMA_VERSION",
     "Attempt",
+    "CallRecord",
     "ResponseCache",
     "RunInfo",
     "RunRecorder",
     "RunStore",
     "StoredRun",
+    "all_attempts",
     "open_store",
 ]

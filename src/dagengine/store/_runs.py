@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import StoreError
 from ..graph import Plan
 from ..types import DimensionResult
-from ._attempts import INSERT_FAILED, Timing, failed_row
+from ._calls import INSERT_FAILED, Timing, failed_row
 from ._codec import result_from_json, result_json
 from ._ownership import owner_alive
 from ._schema import GLOBAL_INDEX
