@@ -318,7 +318,8 @@ async def test_a_version_1_store_is_upgraded_in_place_and_reports(tmp_path: Path
 
 async def test_report_of_a_process_result_shows_what_the_result_holds(tmp_path: Path) -> None:
     provider = FakeProvider(fail=lambda r, n: http_error(503) if n == 1 else None)
-    engine = DagEngine(SimplePlugin(["a", Dimension(name="g", scope="global")], {"g": ["a"]}),
+    engine = DagEngine(SimplePlugin(["a", Dimension(name="<g&>", scope="global")],
+                                    {"<g&>": ["a"]}),
                        providers=[provider], execution={"retry_delay": 0.001}, pricing={
                            "models": {"fake-model": {"input_per_1m": 1.0, "output_per_1m": 2.0}}})
     result = await engine.process(["x", "y", "z"])
@@ -327,10 +328,11 @@ async def test_report_of_a_process_result_shows_what_the_result_holds(tmp_path: 
     assert data.totals.cost == pytest.approx(result.costs.total_cost) and data.totals.cost > 0
     assert data.totals.retries == 4  # one per call: every first attempt got a 503
     assert data.timeline is None and data.totals.requests is None
-    assert [(n.name, n.dependencies) for n in data.nodes] == [("a", []), ("g", ["a"])]
+    assert [(n.name, n.dependencies) for n in data.nodes] == [("a", []), ("<g&>", ["a"])]
     assert data.latency_of == "calls" and sum(lat.count for lat in data.latencies) == 4
     page = write_report(result, tmp_path / "report.html", graph=graph).read_text()
     assert "No timeline" in page and 'data-chart="dag"' in page
+    assert "&lt;g&amp;&gt;" in page and "<g&>" not in page  # names are escaped
     assert f'data-total="cost" data-value="{result.costs.total_cost!r}"' in page
     assert_well_formed(page)
 

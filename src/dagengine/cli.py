@@ -3,7 +3,7 @@
     dagengine demo [--emails N] [--backend simulator|anthropic] ...   the walkthrough
     dagengine simulate [--rpm 600] ...                                 the LLM API simulator
     dagengine graph module:PluginClass | path/to/file.py:PluginClass   a plugin's DAG
-    dagengine runs list|show|export ...                                stored runs
+    dagengine runs list|show|export|report ...                         stored runs
 
 Exit codes: 0 success, 1 the command ran and failed, 2 bad usage.
 """
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "ANTHROPIC_API_KEY is set)"),
         ("simulate", "serve the local LLM API simulator (Anthropic, OpenAI and Gemini "
                      "wire formats) on 127.0.0.1"),
-        ("runs", "list, show and export runs kept in a store"),
+        ("runs", "list, show, export and report runs kept in a store"),
     ):
         commands.add_parser(name, help=f"{text}; `{PROG} {name} --help` for its options",
                             add_help=False)

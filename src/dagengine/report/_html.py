@@ -145,7 +145,7 @@ def _tiles(data: ReportData) -> str:
               f"{fmt.plural(t.retries, 'retry', 'retries')} · "
               + (unknown if t.fallbacks is None else fmt.plural(t.fallbacks, "fallback")),
               bad=bool(t.rate_limited)),
-        _tile("waited", "Waited", waits, unknown if waits is None else fmt.seconds(waits),
+        _tile("waited", "Waiting", waits, unknown if waits is None else fmt.seconds(waits),
               "" if t.limiter_wait is None else
               f"{esc(fmt.seconds(t.limiter_wait))} limiter · "
               f"{esc(fmt.seconds(t.backoff_wait or 0.0))} backoff"),
@@ -173,10 +173,11 @@ def _empty(text: str) -> str:
 def _timeline_panel(data: ReportData) -> str:
     timeline = data.timeline
     if timeline is None:
-        return ('<section class="panel"><h2>Timeline</h2>'
-                + _empty("No timeline: a ProcessResult keeps no times. Run with a store "
-                         "(DagEngine(store='runs.db')) and report it with "
-                         "`dagengine runs report runs.db`.") + "</section>")
+        why = ("No timeline: nothing of this run was recorded yet." if data.process_id else
+               "No timeline: a ProcessResult keeps no times. Run with a store "
+               "(DagEngine(store='runs.db')) and report it with `dagengine runs report "
+               "runs.db`.")
+        return '<section class="panel"><h2>Timeline</h2>' + _empty(why) + "</section>"
     return ('<section class="panel"><h2>Timeline</h2>' + _timeline(timeline) + "</section>")
 
 
