@@ -208,8 +208,19 @@ async def test_report_of_a_simulator_run_in_headless_chromium(tmp_path: Path,
     info = RunStore(run.store).run("main")  # what `dagengine runs show` says
     assert (info.results, info.failed) == (expected["results"], expected["failed"])
     [failure] = shown["failures"]
-    assert "HTTP 400" not in failure[0] and "max_tokens" in failure[0]
+    assert "400" in failure[0] and "max_tokens" in failure[0]
     assert failure[1] == "1" and f"classify, section {FAILING}" in failure[3]
+
+    # Retries, fallbacks and cache hits, as the scripted faults make them.
+    data = report_data(run.store, process_id="main")
+    assert {c.cause: (c.retried, c.final) for c in data.attempt_causes} == {
+        "HTTP 429": (SCRIPT.count(429), 0), "HTTP 500": (1, 0), "HTTP 400": (1, 1)}
+    assert (data.totals.retries, data.totals.fallbacks) == (SCRIPT.count(429) + 1, 1)
+    assert data.fallback_routes == {"anthropic → openai": 1}
+    assert {c.dimension: c.hits for c in data.cache} == {"classify": WARM, "summarize": WARM}
+    assert data.totals.limiter_wait is not None and data.totals.backoff_wait is not None
+    # At least each 429's retry-after (50 ms) and half the first backoff (retry_delay 50 ms).
+    assert data.totals.backoff_wait >= 0.9 * (0.05 * SCRIPT.count(429) + 0.025)
 
 
 async def test_the_store_records_every_provider_request(tmp_path: Path) -> None:
