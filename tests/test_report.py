@@ -241,6 +241,17 @@ async def test_the_store_records_every_provider_request(tmp_path: Path) -> None:
         assert (a.provider, a.model) == ("fake", "fake-model")
 
 
+async def test_a_restarted_run_drops_the_requests_it_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    failing = FakeProvider(fail=lambda r, n: http_error(400))
+    engine = DagEngine(SimplePlugin(["a"]), providers=[failing], store=path, cache=False)
+    await engine.process(["x", "y"], process_id="p")
+    assert [a.error for a in RunStore(path).attempts("p")] == ["HTTP 400", "HTTP 400"]
+    engine = DagEngine(SimplePlugin(["a"]), providers=[FakeProvider()], store=path, cache=False)
+    await engine.process(["x", "y"], process_id="p", restart=True)
+    assert [a.error for a in RunStore(path).attempts("p")] == [None, None]
+
+
 async def test_cache_hits_send_no_request_and_report_as_cache_hits(tmp_path: Path) -> None:
     path = tmp_path / "runs.db"
     for pid in ("first", "second"):
