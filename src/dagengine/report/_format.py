@@ -16,8 +16,8 @@ def money(value: float) -> str:
 
 
 def count(value: float) -> str:
-    if abs(value) >= 10_000_000:
-        return f"{value / 1e6:.1f}M"
+    if abs(value) >= 1_000_000:
+        return f"{value / 1e6:.3g}M"
     if abs(value) >= 100_000:
         return f"{value / 1e3:.0f}k"
     return f"{value:,.0f}"
@@ -45,8 +45,8 @@ def offset(value: float) -> str:
     if value < 120:
         return f"{value:g}s"
     if value < 7200:
-        return f"{value / 60:g}m"
-    return f"{value / 3600:g}h"
+        return f"{value / 60:.3g}m"
+    return f"{value / 3600:.3g}h"
 
 
 def rate(value: float) -> str:

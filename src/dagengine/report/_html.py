@@ -208,7 +208,7 @@ def _timeline(t: Timeline) -> str:
                     requests, _keys([("answered", ANSWERED), ("answered 429", RATE_LIMITED),
                                      ("failed otherwise", FAILED)]))
             + _figure(f"{what.capitalize()} in flight", "average over each bucket", in_flight)
-            + _figure("Results completed", "cumulative, seconds since the start", completed))
+            + _figure("Results completed", "cumulative, since the start", completed))
 
 
 # -- the DAG -------------------------------------------------------------------------------

@@ -93,6 +93,20 @@ def ticks(high: float, count: int = 4) -> list[float]:
     return [i * step for i in range(round(top / step) + 1)]
 
 
+# Tick steps of a time axis past a minute: whole minutes and hours, as a clock reads.
+_CLOCK_STEPS = (60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0,
+                43200.0, 86400.0)
+
+
+def time_ticks(total: float, count: int = 8) -> list[float]:
+    """Round times from 0 to `total` seconds for an axis: 0.5 s, 10 s, 5 min, 2 h steps."""
+    raw = max(total, 1e-6) / count
+    step = next((s for s in _CLOCK_STEPS if s >= raw), None) if raw > 30 else nice_step(raw)
+    if step is None:
+        step = math.ceil(raw / 86400.0) * 86400.0
+    return [i * step for i in range(int(total / step + 1e-9) + 1)]
+
+
 # -- charts --------------------------------------------------------------------------------
 
 
@@ -131,9 +145,7 @@ def columns(chart: str, label: str, series: Sequence[Series], *, step: float,
                         y=y1, width=max(bar - inset, 0.5), height=max(y0 - y1, 0.5),
                         fill=s.color)
             base += value
-    for tick in ticks(count * step, 8):
-        if tick > count * step + 1e-9:
-            break
+    for tick in time_ticks(count * step):
         x = left + plot_w * tick / (count * step)
         canvas.line(x, top + plot_h, x, top + plot_h + 4, color=MUTED)
         canvas.text(x, height - 6, x_format(tick), anchor="middle")
