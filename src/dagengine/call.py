@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -76,6 +77,8 @@ class Caller:
         # A store's response cache when the run has one: `await lookup(provider, request)`
         # -> ProviderResponse | None, and `await store(provider, request, response)`.
         self.cache: Any = None
+        # The store's attempt recorder when the run has a store (StoredRun.record.attempt).
+        self.on_attempt: Callable[..., None] | None = None
         self._select_provider = with_arity(plugin.select_provider, 3)
 
     async def execute(
@@ -181,13 +184,19 @@ class Caller:
                     request, partial(as_request, current=request))
             outcome.attempts += 1
             outcome.provider = provider.name
+            began, outcome.sent_at = time.time(), None
             try:
-                return await self._answer(site, provider, request, options, attempt, outcome,
-                                          started)
-            except asyncio.CancelledError:
+                answer = await self._answer(site, provider, request, options, attempt, outcome,
+                                            started)
+            except asyncio.CancelledError as exc:
+                self._attempt_ended(site, outcome, began, options, None, exc)
                 raise
             except Exception as exc:
                 error = as_call_error(exc, provider.name)
+            else:
+                self._attempt_ended(site, outcome, began, options, answer, None)
+                return answer
+            self._attempt_ended(site, outcome, began, options, None, error)
             history.append({
                 "provider": provider.name, "attempt": attempt, "error": str(error),
                 "status_code": getattr(error, "status_code", None),
@@ -265,6 +274,7 @@ class Caller:
     ) -> ProviderResponse:
         model = request.options.get("model")
         permit = await self.limiter.group(provider.name, model).acquire(_estimate_tokens(request))
+        outcome.sent_at = time.time()
         progress = self.progress
         progress.in_flight += 1
         progress.requests += 1
@@ -311,6 +321,18 @@ class Caller:
 
     def _context(self, site: CallSite, **fields: Any) -> HookContext:
         return site.context(self.process_id, **fields)
+
+    def _attempt_ended(self, site: CallSite, outcome: Outcome, began: float,
+                       options: dict[str, Any], answer: DimensionResult | None,
+                       error: BaseException | None) -> None:
+        """Report a provider request that ended to the run's store (the run report's
+        timeline); a cache hit or an attempt that never left the rate limiter sent none."""
+        if self.on_attempt is None or outcome.sent_at is None:
+            return
+        model = answer.metadata.get("model") if answer is not None else options.get("model")
+        status = answer.metadata.get("status_code") if answer is not None else None
+        self.on_attempt(site.name, site.section_index, outcome.attempts, outcome.provider,
+                        model, began, outcome.sent_at, time.time(), status, error)
 
 
 

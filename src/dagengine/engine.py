@@ -13,6 +13,7 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback, Callbacks, progress_emitter
@@ -345,6 +346,17 @@ class DagEngine:
                 await provider.aclose()
             except Exception as exc:  # closing must not hide the run's own outcome
                 log.warning("closing provider %r failed: %s", provider.name, exc)
+
+    def report(self, result: ProcessResult, path: str | os.PathLike[str]) -> Path:
+        """Write the run report of `result`, one self-contained HTML page, to `path`.
+
+        With a store that holds the run, the report shows what it recorded (the timeline,
+        every provider request); otherwise what the result holds."""
+        from .report import write_report
+
+        graph = self._plan.signature() if self._plan is not None else None
+        return write_report(result, path, graph=graph, store=self.store,
+                            title=self.plugin.name)
 
     # -- durable runs (the store) ------------------------------------------------------------
 

@@ -1,8 +1,9 @@
-"""`dagengine runs list | show | export`: read a run store without running anything.
+"""`dagengine runs list | show | export | report`: read a run store without running anything.
 
     dagengine runs list [STORE]
     dagengine runs show STORE PROCESS_ID [--failures N]
     dagengine runs export STORE [PROCESS_ID] [--format jsonl|csv|parquet|full] [-o FILE]
+    dagengine runs report STORE [PROCESS_ID] [-o FILE.html]
 
 `list` without STORE reads the default store. `export` writes one row per section, the
 columns of `ProcessResult.to_pandas()` (see dagengine._table), streaming from the file;
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _list(store, sys.stdout)
             elif args.command == "show":
                 _show(store, args.process_id, args.failures, sys.stdout)
+            elif args.command == "report":
+                _report(store, args.process_id, args.out)
             else:
                 _export(store, args.process_id, _format(args.format, args.out), args.out)
     except DagEngineError as exc:
@@ -80,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
                         "suffix")
     export.add_argument("-o", "--out", type=Path,
                         help="write to FILE instead of standard output")
+    report = commands.add_parser(
+        "report", help="one run as a self-contained HTML page of charts (opens offline)")
+    report.add_argument("store", type=Path)
+    report.add_argument("process_id", nargs="?", default=None,
+                        help="the run to report (default: the newest in the store)")
+    report.add_argument("-o", "--out", type=Path, default=Path("report.html"),
+                        help="the page to write (default: report.html)")
     return parser
 
 
@@ -330,6 +340,19 @@ def _export_lines(store: RunStore, process_id: str) -> Iterator[str]:
     for dimension in sorted(globals_, key=lambda d: rank.get(d, len(rank))):
         yield json.dumps({"global": dimension, "result": globals_[dimension].to_dict()},
                          ensure_ascii=False)
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _report(store: RunStore, process_id: str | None, out_path: Path) -> None:
+    from ..report import report_data, write_report
+
+    data = report_data(store, process_id=process_id)
+    path = write_report(data, out_path)
+    print(f"wrote the report of run {data.process_id} ({data.totals.results} results, "
+          f"{data.totals.failed} failed, {_money(data.totals.cost)}) to {path} "
+          f"({path.stat().st_size / 1024:.0f} KiB)")
 
 
 # -- formatting ----------------------------------------------------------------------------

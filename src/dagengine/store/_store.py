@@ -19,6 +19,7 @@ from ..errors import StoreError
 from ..graph import Plan
 from ..types import DimensionResult, ProcessResult, Section
 from ._cache import INSERT_CACHE, ResponseCache
+from ._calls import SELECT_CALLS, SELECT_FAILED, Attempt, CallRecord, all_attempts, attempt_from_row
 from ._codec import input_hash, result_from_json, sections_json
 from ._ownership import LIVE, Claim, Owned, Release, lost_runs, outcome, renew_heartbeats
 from ._rows import StoredRows
@@ -174,6 +175,30 @@ class RunStore:
             (process_id,))
         return {(d, None if i == GLOBAL_INDEX else i): result_from_json(text)
                 for d, i, text in rows}
+
+    def result(self, process_id: str, dimension: str,
+               section_index: int | None) -> DimensionResult | None:
+        """One stored result (section_index None: a global dimension's), or None."""
+        row = self._read_one(
+            "SELECT result FROM results WHERE process_id = ? AND dimension = ? "
+            "AND section_index = ?",
+            (process_id, dimension, GLOBAL_INDEX if section_index is None else section_index))
+        return None if row is None else result_from_json(row[0])
+
+    def calls(self, process_id: str) -> list[CallRecord]:
+        """Every stored result of a run as a CallRecord (what it cost, how it went, when),
+        in the order they were recorded."""
+        rows = self._read_all(SELECT_CALLS, (GLOBAL_INDEX, process_id))
+        return [CallRecord._make(row) for row in rows]
+
+    def failed_attempts(self, process_id: str) -> list[Attempt]:
+        """The provider requests of a run that failed, in the order they ended."""
+        return [attempt_from_row(row) for row in self._read_all(SELECT_FAILED, (process_id,))]
+
+    def attempts(self, process_id: str) -> list[Attempt]:
+        """Every provider request the run's calls made, in the order they ended (none for
+        results written by a dagengine before store schema version 2)."""
+        return all_attempts(self.calls(process_id), self.failed_attempts(process_id))
 
     def sections(self, process_id: str, *, transformed: bool = False) -> list[Section]:
         """The run's input sections (or, if it transformed them, the final list)."""
