@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from dagengine import ValidationError
-from dagengine.ray import ClusterError, LeasedLimiter, RayCluster
+from dagengine.ray import ClusterError, ClusterLimiter, LeasedLimiter, RayCluster
 
 HAVE_RAY = find_spec("ray") is not None
 needs_ray = [
@@ -196,6 +196,78 @@ def _src() -> Path:
     return Path(__file__).resolve().parents[1] / "src"
 
 
+class InProcess:
+    """A ClusterLimiter behind the shape of a Ray actor handle, on the test's own loop:
+    the lending protocol's bookkeeping, tested without starting Ray."""
+
+    def __init__(self, limiter: ClusterLimiter) -> None:
+        self.limiter = limiter
+
+    def __getattr__(self, method: str) -> Any:
+        target = getattr(self.limiter, method)
+
+        class Method:
+            @staticmethod
+            def remote(*args: Any) -> Any:
+                async def call() -> Any:
+                    answer = target(*args)
+                    return await answer if asyncio.iscoroutine(answer) else answer
+
+                task = asyncio.ensure_future(call())
+                return type("Ref", (), {"future": lambda self: task})()
+
+        return Method
+
+
+async def test_a_permit_is_reported_once_and_an_unreported_one_fails_on_exit() -> None:
+    actor = ClusterLimiter({"openai": {"requests_per_second": 50}})
+    async with LeasedLimiter(InProcess(actor)) as leased:
+        group = leased.group("openai", "gpt-4o")
+        permit = await group.acquire()
+        permit.success()
+        with pytest.raises(RuntimeError, match="report each one once"):
+            permit.failed()
+        async with await group.acquire():
+            pass
+        assert group.in_flight == 0
+    stats = actor.stats()
+    assert stats.settled == stats.granted and stats.held == 0 and stats.sessions == []
+
+
+async def test_a_cancelled_waiter_takes_nothing() -> None:
+    actor = ClusterLimiter({"openai": {"requests_per_minute": 60}})  # one a second
+    async with LeasedLimiter(InProcess(actor)) as leased:
+        group = leased.group("openai")
+        first = await group.acquire()
+        waiter = asyncio.ensure_future(group.acquire())
+        await asyncio.sleep(0)
+        assert group.waiting == 1
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert (group.waiting, group.in_flight) == (0, 1)
+        first.success()
+
+
+async def test_a_request_over_the_usual_estimate_waits_for_a_grant_that_fits() -> None:
+    actor = ClusterLimiter({"openai": {"tokens_per_minute": 600_000}})
+    async with LeasedLimiter(InProcess(actor)) as leased:
+        group = leased.group("openai")
+        small = [await group.acquire(10) for _ in range(5)]
+        async with asyncio.timeout(5):
+            big = await group.acquire(4000)  # far over the small grants' budget
+        assert big._lent.grant.tokens_each >= 4000
+        for permit in [*small, big]:
+            permit.success(10)
+
+
+async def test_a_closed_limiter_says_so() -> None:
+    leased = LeasedLimiter(InProcess(ClusterLimiter()))
+    await leased.aclose()
+    with pytest.raises(ClusterError, match="was closed"):
+        await leased.group("openai").acquire()
+
+
 # -- on a local Ray cluster -------------------------------------------------------------
 
 
@@ -229,7 +301,7 @@ def test_workers_together_stay_within_the_cluster_limit(
 
     limiters.append(limiter)
     attach(workers, limiter)
-    seconds = 3.0
+    seconds = 2.5
     runs = ray.get([worker.hammer.remote(seconds, 16) for worker in workers])
     stamps = sorted(t for run in runs for t in run)
     assert all(runs), "every worker was admitted some requests"
@@ -334,7 +406,7 @@ def test_a_worker_killed_mid_lease_gives_its_grants_back(
 ) -> None:
     import ray
 
-    limiter = cluster.start_limiter({"openai": {"requests_per_second": LIMIT}}, session_ttl=1.0)
+    limiter = cluster.start_limiter({"openai": {"requests_per_second": LIMIT}}, session_ttl=2.0)
 
     limiters.append(limiter)
     doomed = ray.remote(Worker).options(num_cpus=0).remote()

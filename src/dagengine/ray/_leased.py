@@ -296,26 +296,28 @@ class LeasedGroup:
         # Stop spending at once, whatever the actor decides: the provider just said no.
         for group in limiter._groups.values():
             if group is self or (group.name is not None and group.name == self.name):
-                group._drop(lambda lent: True)
+                group._drop()
         refusal = Refusal(permit._lent.grant.grant_id, retry_after,
                           dict(rate_limit) if rate_limit else None)
         limiter._call("refuse", refusal, limiter._take_reports()).add_done_callback(
             limiter._on_generations)
         self._dispatch()
 
-    def _drop(self, doomed: Callable[[_Lent], bool]) -> None:
+    def _drop(self, *, before_generation: float = math.inf, now: float = -math.inf) -> None:
+        """Drop the grants lent before `before_generation`, spent, or expired by `now`
+        (by default: all of them); what was left of them is reported unused."""
         kept: deque[_Lent] = deque()
         for lent in self._lent:
-            if doomed(lent):
-                if lent.remaining:
-                    self._limiter._report_for(lent.grant).unused += lent.remaining
-            else:
+            fresh = lent.expires_at > now and lent.grant.generation >= before_generation
+            if lent.remaining and fresh:
                 kept.append(lent)
+            elif lent.remaining:
+                self._limiter._report_for(lent.grant).unused += lent.remaining
         self._lent = kept
 
     def _drop_expired(self, now: float) -> None:
         if self._lent and (self._lent[0].expires_at <= now or not self._lent[0].remaining):
-            self._drop(lambda lent: lent.expires_at <= now or not lent.remaining)
+            self._drop(before_generation=-math.inf, now=now)
 
     def _fail_waiters(self, error: BaseException) -> None:
         while self._queue:
@@ -385,7 +387,7 @@ class LeasedLimiter:
         closed = ClusterError("the LeasedLimiter was closed while calls waited for capacity")
         for group in self._groups.values():
             group._fail_waiters(closed)
-            group._drop(lambda lent: True)
+            group._drop()
         if self._broken is None:
             await self._call("close", self._take_reports())
 
@@ -432,8 +434,7 @@ class LeasedLimiter:
         self._generations.update(changed)
         for group in self._groups.values():
             if group.name in changed:
-                newest = changed[group.name]
-                group._drop(lambda lent, newest=newest: lent.grant.generation < newest)
+                group._drop(before_generation=changed[group.name])
                 group._dispatch()
 
     def _report_for(self, grant: Grant) -> Report:

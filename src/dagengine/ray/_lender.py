@@ -235,10 +235,12 @@ class ClusterLimiter:
             return  # released with its session, or already settled
         permits = held.permits
         succeeded = min(report.succeeded, len(permits))
-        for index in range(succeeded):
+        if succeeded:
+            # Permits of one grant are alike: spread the usage evenly, headers on the last.
             share, extra = divmod(report.used_tokens, succeeded)
-            headers = report.rate_limit if index == succeeded - 1 else None
-            permits.popleft().success(share + (index < extra), headers)
+            for index in range(succeeded):
+                headers = report.rate_limit if index == succeeded - 1 else None
+                permits.popleft().success(share + 1 if index < extra else share, headers)
         for _ in range(min(report.failed + report.unused, len(permits))):
             permits.popleft().failed()
         self._stats.settled += report.settled
