@@ -4,9 +4,11 @@ Starts a local Ray cluster, then for 1 and 2 worker actors and each configured l
 every worker runs --callers loops that acquire a permit from its LeasedLimiter and report
 success at once (a zero-latency provider), for --seconds. Printed per row:
 
-  adm/s      admissions per second, all workers together, past the first second (the
-             first holds the bucket's start-up allowance, half a second's worth)
-  of limit   adm/s over the configured limit (the limiter allows itself 95 % of it)
+  adm/s      admissions per second, all workers together, first to last (this includes
+             the bucket's start-up allowance: half a second's worth at once)
+  lent/s     permits the limiter actor lent per second past the first second, sampled
+             at the actor (admissions come in grants, so their own count is lumpy)
+  of limit   lent/s over the configured limit (the limiter allows itself 95 % of it)
   max 1s     most admissions in any 1-second window past the first second
   rpc/req    calls into the limiter actor (lease, watch, refuse, close) per admission
   worker us  CPU of the worker processes per acquire (Ray's own threads included)
@@ -64,7 +66,12 @@ def measure(cluster: RayCluster, workers: list[Any], limit: float | None, second
         {"openai": {"requests_per_second": limit}} if limit else None)
     actor_cpu = ray.get(limiter.stats.remote()).cpu_seconds
     driver_cpu = time.process_time()
-    runs = ray.get([worker.run.remote(limiter, seconds, callers) for worker in workers])
+    pending = [worker.run.remote(limiter, seconds, callers) for worker in workers]
+    ray.wait(pending, num_returns=len(pending), timeout=1.0)
+    first = (time.monotonic(), ray.get(limiter.stats.remote()).granted)
+    ray.wait(pending, num_returns=len(pending), timeout=seconds - 1.2)
+    last = (time.monotonic(), ray.get(limiter.stats.remote()).granted)
+    runs = ray.get(pending)
     driver_cpu = time.process_time() - driver_cpu
     stats = ray.get(limiter.stats.remote())
     ray.kill(limiter)
@@ -72,7 +79,8 @@ def measure(cluster: RayCluster, workers: list[Any], limit: float | None, second
     admitted = len(stamps)
     steady = [t for t in stamps if t >= stamps[0] + 1.0]
     return {
-        "rate": len(steady) / (stamps[-1] - stamps[0] - 1.0),
+        "rate": admitted / (stamps[-1] - stamps[0]),
+        "lent": (last[1] - first[1]) / (last[0] - first[0]),
         "max_1s": most_in_window(steady, 1.0),
         "rpc_per_request": stats.rpcs / admitted,
         "worker_us": sum(run["cpu"] for run in runs) / admitted * 1e6,
@@ -101,14 +109,15 @@ def main() -> None:
     ray.get([actor.__ray_ready__.remote() for actor in actors])
     print(f"local Ray instance started in {init_seconds:.1f} s; {args.callers} callers per "
           f"worker, zero-latency calls, {args.seconds:g} s per row")
-    print(f"{'workers':>7}{'limit/s':>10}{'adm/s':>9}{'of limit':>9}{'max 1s':>8}"
+    print(f"{'workers':>7}{'limit/s':>10}{'adm/s':>9}{'lent/s':>9}{'of limit':>9}{'max 1s':>8}"
           f"{'rpc/req':>9}{'worker us':>10}{'actor us':>9}{'driver us':>10}")
     try:
         for count in (1, 2):
             for limit in limits:
                 row = measure(cluster, actors[:count], limit, args.seconds, args.callers)
-                share = f"{row['rate'] / limit:.2f}" if limit else "-"
-                print(f"{count:>7}{limit or 'none':>10}{row['rate']:>9.0f}{share:>9}"
+                share = f"{row['lent'] / limit:.3f}" if limit else "-"
+                print(f"{count:>7}{limit or 'none':>10}{row['rate']:>9.0f}{row['lent']:>9.0f}"
+                      f"{share:>9}"
                       f"{row['max_1s']:>8.0f}{row['rpc_per_request']:>9.4f}"
                       f"{row['worker_us']:>10.1f}{row['actor_us']:>9.1f}"
                       f"{row['driver_us']:>10.2f}")
