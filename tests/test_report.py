@@ -22,8 +22,8 @@ import pytest
 
 from conftest import FakeProvider, SimplePlugin, http_error
 from dagengine import DagEngine, Dimension, Plugin, PromptContext, StoreError
-from dagengine.report import render_report, report_data, write_report
 from dagengine.cli.runs import main as runs_main
+from dagengine.report import render_report, report_data, write_report
 from dagengine.simulator import Simulator
 from dagengine.store import SCHEMA_VERSION, RunStore
 from headless import chromium, chromium_binary
