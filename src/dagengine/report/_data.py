@@ -342,6 +342,8 @@ def _costs(calls: Sequence[CallRecord], order: Mapping[str, int]) -> list[CostRo
     for c in calls:
         if not _priced(c):
             continue
+        if not c.model and not (c.input_tokens or c.output_tokens or c.cost):
+            continue  # failed before any model answered: it cost nothing and names no model
         key = (c.dimension, c.provider or "unknown", c.model or "unknown", c.mode or "online")
         row = rows.get(key)
         if row is None:
