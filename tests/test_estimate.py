@@ -115,7 +115,7 @@ async def test_demo_estimate_brackets_the_actual_cost_and_counts_its_input_token
     dim = estimate.dimensions["analyze_email"]
     assert dim.output_tokens_source.startswith("guess")
     assert dim.seconds_source.startswith("guess")
-    assert any("no store" in note for note in estimate.notes)
+    assert any("no earlier run" in note for note in estimate.notes)  # the default store is empty
 
 
 async def test_global_dag_estimate_brackets_the_actual_cost() -> None:

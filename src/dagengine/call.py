@@ -30,7 +30,7 @@ from .errors import (
     UnknownProviderError,
 )
 from .parsing import reask, validated
-from .plugin import HookContext, Observers, PromptContext, call_required, with_arity
+from .plugin import Attempt, HookContext, Observers, PromptContext, call_required, with_arity
 from .providers.base import BaseProvider
 from .ratelimit import Permit
 from .retry import backoff_delay, is_retryable
@@ -149,8 +149,8 @@ class _Call:
     """One call in flight: where it belongs, what it sends next, what it has used so far."""
 
     __slots__ = ("attempt", "backoff_step", "error", "history", "input", "max_attempts",
-                 "observers", "options", "provider", "run", "runner", "site", "slot", "started",
-                 "usage")
+                 "observers", "options", "provider", "run", "runner", "sent_at", "site", "slot",
+                 "started", "usage")
 
     def __init__(self, runner: CallRunner, site: CallSite, slot: Slot) -> None:
         self.runner = runner
@@ -168,6 +168,7 @@ class _Call:
         self.attempt = 0
         self.max_attempts = 0
         self.backoff_step = 0  # failures on this provider that came without a wait
+        self.sent_at: float | None = None  # Unix time this attempt's request left the limiter
         self.error: BaseException | None = None  # what ended the last provider's attempts
 
     async def send(self) -> tuple[DimensionResult, BaseException | None]:
@@ -246,12 +247,10 @@ class _Call:
         self.attempt, self.backoff_step = 1, 0
         while True:
             request = await self._request()
-            try:
-                return await self._send_one_attempt(request)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                error = _as_call_error(exc, self.provider_name)
+            answer = await self._timed_attempt(request)
+            if isinstance(answer, DimensionResult):
+                return answer
+            error = answer
             self.history.append({
                 "provider": self.provider_name, "attempt": self.attempt, "error": str(error),
                 "status_code": getattr(error, "status_code", None),
@@ -317,10 +316,41 @@ class _Call:
         self.usage.provider = self.provider_name
         return request
 
+    async def _timed_attempt(self, request: ProviderRequest) -> DimensionResult | Exception:
+        """One attempt: its result, or the error it ended in; the observers hear of it when
+        its request was sent."""
+        began, self.sent_at = time.time(), None
+        try:
+            answer = await self._send_one_attempt(request)
+        except asyncio.CancelledError as exc:
+            await self._attempt_done(began, None, exc)
+            raise
+        except Exception as exc:
+            error = _as_call_error(exc, self.provider_name)
+            await self._attempt_done(began, None, error)
+            return error
+        await self._attempt_done(began, answer, None)
+        return answer
+
+    async def _attempt_done(self, began: float, answer: DimensionResult | None,
+                            error: BaseException | None) -> None:
+        """Tell the observers of an attempt whose request was sent (a cache hit sent none)."""
+        if self.sent_at is None or not self.observers.has("attempt_done"):
+            return
+        call = answer.call if answer is not None else None
+        await self.observers.call("attempt_done", Attempt(
+            dimension=self.site.name, section_index=self.site.section_index,
+            number=self.usage.attempts, provider=self.usage.provider or self.provider_name,
+            model=call.model if call is not None else self.options.get("model"),
+            started_at=began, sent_at=self.sent_at, ended_at=time.time(),
+            status=call.status_code if call is not None else None, error=error))
+
     async def _send_one_attempt(self, request: ProviderRequest) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
         name, cache = self.provider_name, self.run.cache
-        cached = await cache.lookup(name, request) if cache is not None else None
+        assert self.provider is not None  # set by _send_handling_retries before any attempt
+        scope = self.provider.cache_name
+        cached = await cache.lookup(scope, request) if cache is not None else None
         if cached is not None and _is_empty(cached.data):
             cached = None  # stored before empty answers were refused: ask again
         response = cached or await self._send_to_provider(request)
@@ -328,7 +358,7 @@ class _Call:
             raise EmptyResponseError(name, response.metadata.get("finish_reason"))
         data, parsed = validated(self.site.dimension, response.data)
         if cache is not None and cached is None:
-            await cache.store(name, request, response)
+            await cache.store(scope, request, response)
         if self.run.hooks.has("after_provider_execute"):
             answered = response.model_copy(update={"data": data})
             response = await self.run.hooks.call(
@@ -350,6 +380,7 @@ class _Call:
         model = request.options.get("model")
         permit = await self.run.limiter.group(provider.name, model).acquire(
             _estimate_tokens(request))
+        self.sent_at = time.time()
         await self.observers.call("request_sent", dimension, provider.name)
         try:
             response = await provider.execute(request)

@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._preflight import preflight
@@ -25,6 +27,7 @@ from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted, Va
 from .estimate import Estimate, estimate_run
 from .graph import Plan
 from .plugin import (
+    Attempt,
     Callback,
     Callbacks,
     HookContext,
@@ -50,7 +53,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from .store import StoredRun
+    from .store import ResponseCache, StoredRun
 
 log = logging.getLogger("dagengine")
 
@@ -69,6 +72,10 @@ class DagEngine:
         store: Any = None,
         cache: bool | None = None,
     ) -> None:
+        """`store`: a path or `RunStore` to record runs in, False for none, or None (the
+        default) for the per-user default store (see `dagengine.store.default_store_path`).
+        `cache`: answer identical requests from the store's response cache (default: on
+        whenever there is a store)."""
         if not isinstance(plugin, Plugin):
             raise ConfigurationError(
                 f"plugin must be a dagengine.Plugin instance, got {type(plugin).__name__}"
@@ -79,14 +86,43 @@ class DagEngine:
         self.registry = build_registry(providers)
         self.pricing = Pricing(pricing)
         self.progress_display = progress_display
-        self.store = _open_store(store)
-        self.cache = (self.store is not None) if cache is None else cache
-        if self.cache and self.store is None:
-            raise ConfigurationError("cache=True needs a store: pass store='runs.db'")
+        _check_store(store)
+        # The user chose this store (not the default one): its runs keep their strict rules.
+        self._store_chosen = store is not None and store is not False
+        self._store: Any = _UNOPENED if store is None else (None if store is False
+                                                              else _open_store(store))
+        self._cache = cache
+        if cache and (store is False or (store is None and _default_store_off())):
+            raise ConfigurationError(
+                "cache=True needs a store: pass store='runs.db' (the default store is off: "
+                "store=False or DAGENGINE_STORE=off)")
         self._plan: Plan | None = None
         self._current: _RunHandle | None = None  # the current (or last) run
         self._active_runs = 0  # runs sharing this engine share its provider clients
         self._call_times = CallTimes()  # what calls take, learned across this engine's runs
+
+    @property
+    def store(self) -> Any:
+        """The run store (a `RunStore`), or None. The default store opens on first use."""
+        if self._store is _UNOPENED:
+            from .store import open_default_store
+
+            self._store = open_default_store()
+        return self._store
+
+    @store.setter
+    def store(self, value: Any) -> None:
+        self._store = None if value is None or value is False else _open_store(value)
+        self._store_chosen = self._store is not None
+
+    @property
+    def cache(self) -> bool:
+        """Whether calls are answered from (and recorded in) the store's response cache."""
+        return (self.store is not None) if self._cache is None else self._cache
+
+    @cache.setter
+    def cache(self, value: bool) -> None:
+        self._cache = value
 
     def __repr__(self) -> str:
         return (f"DagEngine(plugin={self.plugin!r}, providers={self.registry.list()}, "
@@ -224,34 +260,36 @@ class DagEngine:
                                else self.progress_display)
         hooks = Hooks(self.plugin, callbacks.hook_failed,
                       strict=not self.execution.continue_on_error)
-        pid = process_id or uuid.uuid4().hex
+        items = to_sections(sections)
+        pid = process_id or self._default_process_id(items)
 
-        items, metadata = await self._pre_process(hooks, pid, sections, metadata)
+        items, metadata = await self._pre_process(hooks, pid, items, metadata)
         plan = await self._plan_for(items, pid)
-        handle, state = await self._open(self._new_run(pid, plan, hooks, metadata), items,
-                                         resume=resume, retry_failed=retry_failed,
-                                         restart=restart)
-        observers = handle.observers(callbacks, display, update_every)
+        run, stored = await self._open(self._new_run(pid, plan, hooks, metadata), items,
+                                       resume=resume, retry_failed=retry_failed,
+                                       restart=restart, chosen_id=bool(process_id))
+        state = RunState(plan, items)
+        self._current = handle = _RunHandle(run, ProgressTracker(state, run.limiter))
+        observers = handle.observers(callbacks, display, update_every, stored)
         # From here on the store's run is open: whatever happens, it is closed once.
         try:
             result, error = await self._execute(handle, state, observers)
             if error is None:  # not a failure handle_process_failure made into a result
-                result = await _finalize(handle.run, result)
-                result = await _post_process(handle.run, result)
+                result = await _finalize(run, result)
+                result = await _post_process(run, result)
         except BaseException as failure:
-            handle.result = handle.result or handle.run.process_result(state)
-            await self._close(handle, failed=failure)
+            handle.result = handle.result or run.process_result(state)
+            await self._close(stored, handle.result, failed=failure)
             raise
         handle.result = result
-        await self._close(handle, failed=error)
+        await self._close(stored, result, failed=error)
         return result
 
     # -- the five phases -------------------------------------------------------------------
 
-    async def _pre_process(self, hooks: Hooks, process_id: str, sections: Iterable[SectionLike],
+    async def _pre_process(self, hooks: Hooks, process_id: str, items: list[Section],
                            metadata: Any) -> tuple[list[Section], Any]:
         """1. before_process_start may replace the sections and the metadata."""
-        items = to_sections(sections)
         started = await hooks.call("before_process_start", HookContext(
             process_id=process_id, sections=items, metadata=metadata,
             dimensions=[_name(d) for d in self.plugin.dimensions]), None)
@@ -311,28 +349,87 @@ class DagEngine:
 
     # -- durable runs (the store) ------------------------------------------------------------
 
-    async def _open(self, run: Run, sections: list[Section], *, resume: bool,
-                    retry_failed: bool, restart: bool) -> tuple[_RunHandle, RunState]:
-        """The run's handle and state, with the results and the response cache the store (if
-        any) has for it."""
-        stored: StoredRun | None = None
-        if self.store is None:
-            if resume:
-                raise ConfigurationError("resume=True needs a store: DagEngine(store='runs.db')")
-        else:
-            stored = await self.store.open_run(
-                run.process_id, sections=sections, plan=run.plan, plugin=self.plugin,
-                resume=resume, retry_failed=retry_failed, restart=restart)
-            run = replace(run, preloaded=stored.preloaded,
-                          cache=self.store.cache(self.pricing) if self.cache else None)
-        state = RunState(run.plan, sections)
-        self._current = handle = _RunHandle(run, ProgressTracker(state, run.limiter), stored)
-        return handle, state
+    def report(self, result: ProcessResult, path: str | os.PathLike[str]) -> Path:
+        """Write the run report of `result`, one self-contained HTML page, to `path`.
 
-    async def _close(self, handle: _RunHandle, failed: BaseException | None) -> None:
-        if handle.stored is not None:
-            assert handle.result is not None
-            await self.store.close_run(handle.run.process_id, handle.result, failed=failed)
+        With a store that holds the run, the report shows what it recorded (the timeline,
+        every provider request); otherwise what the result holds."""
+        from .report import write_report
+
+        graph = self._plan.signature() if self._plan is not None else None
+        return write_report(result, path, graph=graph, store=self.store,
+                            title=self.plugin.name)
+
+    def _default_process_id(self, sections: list[Section]) -> str:
+        if self.store is None:
+            return uuid.uuid4().hex
+        from .store import default_process_id
+
+        return default_process_id(self.plugin, sections)
+
+    async def _open(self, run: Run, sections: list[Section], *, resume: bool,
+                    retry_failed: bool, restart: bool,
+                    chosen_id: bool) -> tuple[Run, StoredRun | None]:
+        """`run` with the results and the response cache the store (if any) has for it, and
+        the run opened in the store (or None).
+
+        A run whose id and store the user both chose keeps the store's strict rules: an
+        existing id needs resume=True or restart=True, and one another process is writing
+        is refused. Otherwise (the default store, or the default id) nobody asked for that
+        id to be durable: without resume=True an earlier run of the id is replaced (the
+        cache still answers its calls), and while another process writes it this run goes
+        unrecorded, with a warning, instead of failing.
+        """
+        store = self.store
+        if store is None:
+            if resume:
+                raise ConfigurationError(
+                    "resume=True needs a store: the default store is off (store=False or "
+                    "DAGENGINE_STORE=off); pass DagEngine(store='runs.db')")
+            return run, None
+        from .store import RunInUseError
+
+        strict = chosen_id and self._store_chosen
+        cache: ResponseCache | None = store.cache(self.pricing) if self.cache else None
+        try:
+            stored: StoredRun = await store.open_run(
+                run.process_id, sections=sections, plan=run.plan, plugin=self.plugin,
+                resume=resume, retry_failed=retry_failed,
+                restart=restart or not (strict or resume))
+        except RunInUseError as exc:
+            if strict or resume:
+                raise
+            log.warning("%s; this run is not recorded (its calls still use the response "
+                        "cache), and it pays for what that run has not finished yet", exc)
+            return replace(run, cache=cache), None
+        if stored.resumed:
+            plan = run.plan
+            expected = sum(1 if plan.is_global(n) else len(sections) for n in plan.order)
+            log.info("resumed run %s from %s: %d of %d results from the store",
+                     run.process_id, store.path, len(stored.preloaded), expected)
+        return replace(run, cache=cache, preloaded=stored.preloaded), stored
+
+    async def _close(self, stored: StoredRun | None, result: ProcessResult,
+                     failed: BaseException | None) -> None:
+        if stored is None:
+            return
+        store = self.store
+        await store.close_run(stored.process_id, result, failed=failed)
+        calls = [r.call for s in (*result.sections, *result.dropped_sections)
+                 for r in s.results.values()]
+        calls += [r.call for r in result.global_results.values()]
+        hits = [c for c in calls if c is not None and c.saved_cost is not None]
+        if not hits:
+            return
+        made = sum(1 for c in calls if c is not None and c.attempts)
+        saved = sum(c.saved_cost or 0.0 for c in hits)
+        # Loud when nobody asked for the store nor the cache: replayed answers must not pass
+        # for fresh ones.
+        quiet = self._store_chosen or self._cache is not None
+        log.log(logging.INFO if quiet else logging.WARNING,
+                "run %s: %d of %d calls answered from the response cache in %s (saved $%.4f); "
+                "pass cache=False for fresh calls, or store=False for no store",
+                stored.process_id, len(hits), max(made, len(hits)), store.path, saved)
 
 
 @dataclass(slots=True, eq=False)
@@ -343,25 +440,30 @@ class _RunHandle:
 
     run: Run
     progress: ProgressTracker
-    stored: StoredRun | None  # the store's open run; None without a store
     result: ProcessResult | None = None  # once it ended, or what it had when it stopped
 
     def observers(self, callbacks: Callbacks, display: ProgressDisplay | None,
-                  update_every: int) -> Observers:
+                  update_every: int, stored: StoredRun | None) -> Observers:
         """Progress counts first (what the others show includes them), then the store."""
         reporter = None
         if display is not None or callbacks.get("on_progress") is not None:
             reporter = ProgressReporter(self.progress, display, callbacks, update_every)
-        recorder = _StoreRecorder(self.stored) if self.stored is not None else None
+        recorder = _StoreRecorder(stored) if stored is not None else None
         return Observers([self.progress, recorder, reporter,
                           callbacks if callbacks.given else None])
 
 
 class _StoreRecorder(Observer):
-    """Records each result this run produces in the store (not those it restored)."""
+    """Records in the store each result this run produces (not those it restored), and
+    each provider request its calls made (the run report's timeline)."""
 
     def __init__(self, stored: StoredRun) -> None:
         self._record = stored.record
+
+    def attempt_done(self, attempt: Attempt) -> None:
+        self._record.attempt(attempt.dimension, attempt.section_index, attempt.number,
+                             attempt.provider, attempt.model, attempt.started_at,
+                             attempt.sent_at, attempt.ended_at, attempt.status, attempt.error)
 
     def result(self, dimension: str, index: int | None, result: DimensionResult) -> None:
         self._record(dimension, index, result)
@@ -433,12 +535,28 @@ def _define_dependencies_errors() -> Iterator[None]:
         ) from exc
 
 
+_UNOPENED: Any = object()  # the default store, not opened yet
+
+
 def _open_store(store: Any) -> Any:
-    if store is None:
-        return None
     from .store import open_store
 
     return open_store(store)
+
+
+def _check_store(store: Any) -> None:
+    if store is None or store is False or isinstance(store, (str, os.PathLike)):
+        return
+    if not callable(getattr(store, "open_run", None)):
+        raise ConfigurationError(
+            f"store must be a file path, a RunStore, False (no store) or None (the default "
+            f"store), got {type(store).__name__}")
+
+
+def _default_store_off() -> bool:
+    from .store import default_store_path
+
+    return default_store_path() is None
 
 
 __all__ = ["DagEngine"]

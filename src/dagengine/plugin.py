@@ -331,6 +331,27 @@ def _overrides(plugin: Plugin, name: str) -> bool:
 Callback = Callable[..., Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One provider request of a call that ended (what `Observer.attempt_done` gets)."""
+
+    dimension: str
+    section_index: int | None
+    number: int
+    """The call's attempt number, over all its providers."""
+    provider: str
+    model: str | None
+    """The model that answered, else the one asked for."""
+    started_at: float
+    """Unix time the attempt began (before the cache and the rate limiter)."""
+    sent_at: float
+    """Unix time its request left the rate limiter."""
+    ended_at: float
+    status: int | None
+    error: BaseException | None
+    """None: answered and accepted."""
+
+
 class Observer:
     """Something that watches a run: progress, the live display, the store, the callbacks.
 
@@ -354,6 +375,10 @@ class Observer:
 
     def request_done(self, dimension: str, provider: str) -> Any:
         """That request ended: answered, failed or cancelled."""
+
+    def attempt_done(self, attempt: Attempt) -> Any:
+        """An attempt whose request was sent ended: answered, refused or failed (a cache hit
+        sends none)."""
 
     def retry(self, dimension: str, error: BaseException) -> Any:
         """A failed attempt will be retried after its backoff."""

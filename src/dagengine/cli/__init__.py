@@ -4,7 +4,7 @@
     dagengine simulate [--rpm 600] ...                                 the LLM API simulator
     dagengine graph module:PluginClass | path/to/file.py:PluginClass   a plugin's DAG
     dagengine estimate module:PluginClass sections.jsonl               a run's cost, beforehand
-    dagengine runs list|show|export ...                                stored runs
+    dagengine runs list|show|export|report ...                         stored runs
 
 Exit codes: 0 success, 1 the command ran and failed, 2 bad usage.
 """
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "ANTHROPIC_API_KEY is set)"),
         ("simulate", "serve the local LLM API simulator (Anthropic, OpenAI and Gemini "
                      "wire formats) on 127.0.0.1"),
-        ("runs", "list, show and export runs kept in a store"),
+        ("runs", "list, show, export and report runs kept in a store"),
     ):
         commands.add_parser(name, help=f"{text}; `{PROG} {name} --help` for its options",
                             add_help=False)
