@@ -1,4 +1,5 @@
-"""The built-in providers (anthropic, openai, gemini) on their official SDKs, and Portkey routing.
+"""The built-in providers (anthropic, openai, gemini) on both transports (the documented wire
+format over aiohttp, and the official SDKs), and Portkey routing.
 
 Most tests run against dagengine.simulator; wire details (where the system prompt goes, which
 headers the gateway mode sends, how answer text becomes `data`) are checked against a small
@@ -85,12 +86,13 @@ def sim_url(sim: Simulator, kind: str) -> str:
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Callable[..., BaseProvider]]:
-    """Build providers from config dicts; every one is closed at the end of the test."""
+async def make(transport: str) -> AsyncIterator[Callable[..., BaseProvider]]:
+    """Build providers from config dicts, on each transport in turn (a test using this runs
+    twice); every one is closed at the end of the test."""
     built: list[BaseProvider] = []
 
     def build(kind: str, **config: Any) -> BaseProvider:
-        provider = build_provider(kind, config)
+        provider = build_provider(kind, {"transport": transport, **config})
         built.append(provider)
         return provider
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import inspect
-from collections.abc import Mapping
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -25,6 +27,8 @@ from .base import BaseProvider, ProviderError
 
 # Options the provider consumes itself; every other option is passed on to the SDK call.
 _OWN_OPTIONS = frozenset({"model", "max_tokens", "system", "json", "stream"})
+
+log = logging.getLogger("dagengine")
 
 
 @dataclass(slots=True)
@@ -55,38 +59,74 @@ class Completion:
 
 
 class Backend(abc.ABC):
-    """One wire format through one SDK client, created lazily inside the running loop."""
+    """One wire format through one client (an SDK's, or an aiohttp session), created lazily
+    inside the running loop and kept until `aclose()` or the end of that loop."""
 
     def __init__(self, provider: str, settings: Settings) -> None:
         self.provider = provider
         self.settings = settings
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
 
     @abc.abstractmethod
     def new_client(self) -> Any:
-        """The SDK client; called on first use in each event loop."""
+        """The client; called on first use in each event loop."""
 
     @abc.abstractmethod
     async def complete(self, call: Call) -> Completion:
         """One attempt; SDK failures come out as ProviderError."""
 
+    @staticmethod
     @abc.abstractmethod
-    async def close_client(self, client: Any) -> None:
-        """Release the client's connections."""
+    async def close_client(client: Any) -> None:
+        """Release the client's connections. A static method: the closer that
+        `_closed_with_loop` keeps must not refer back to the backend (see there)."""
 
     def client(self) -> Any:
         # HTTP sessions belong to the loop that opened them: a new loop gets a new client.
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             self._client, self._loop = self.new_client(), loop
+            self._closer = _closed_with_loop(self.close_client, self._client)
         return self._client
 
     async def aclose(self) -> None:
-        client, loop = self._client, self._loop
-        self._client = self._loop = None
-        if client is not None and loop is asyncio.get_running_loop():
-            await self.close_client(client)
+        closer, loop = self._closer, self._loop
+        self._client = self._loop = self._closer = None
+        if closer is not None and loop is asyncio.get_running_loop():
+            await closer.aclose()  # a client of another loop is closed when that loop ends
+
+
+async def _closing(close: Callable[[Any], Awaitable[None]], client: Any) -> AsyncGenerator[None]:
+    try:
+        yield
+    finally:
+        try:
+            await close(client)
+        except Exception as exc:  # closing must not hide what the caller is doing
+            log.debug("closing a provider client failed: %s", exc)
+
+
+def _closed_with_loop(
+    close: Callable[[Any], Awaitable[None]], client: Any
+) -> AsyncGenerator[None]:
+    """A started async generator whose `aclose()` closes the client.
+
+    Clients live as long as their engine, across runs, so a user who never calls
+    `engine.close()` would leave open sessions behind when the loop ends, and aiohttp's
+    "Unclosed client session" warnings at exit. The event loop finalises every live async
+    generator when it shuts down (`loop.shutdown_asyncgens()`, which asyncio.run and
+    asyncio.Runner call), so the client is closed while its loop still runs; no task is left
+    waiting for that. A backend dropped earlier drops the generator with it, which the loop
+    then closes at once. The generator holds the client and `close` but never the backend:
+    a reference cycle would leave them all to the cyclic collector, which finalises the
+    client (aiohttp warns there) before the generator can close it.
+    """
+    closer = _closing(close, client)
+    with contextlib.suppress(StopIteration):  # run to its `yield`: the loop now tracks it
+        closer.asend(None).send(None)
+    return closer
 
 
 class SDKProvider(BaseProvider):

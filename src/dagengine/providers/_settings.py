@@ -20,8 +20,11 @@ CONFIG_KEYS = (
     "gateway_custom_host",
     "default_model",
     "max_tokens",
+    "transport",
 )
 GATEWAYS = ("portkey",)
+# "http": the documented wire format over one aiohttp session (fast); "sdk": the official SDK.
+TRANSPORTS = ("http", "sdk")
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -39,6 +42,7 @@ class Settings:
     gateway_custom_host: str | None = None
     default_model: str | None = None
     max_tokens: int | None = None
+    transport: str = "http"
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -62,6 +66,12 @@ def read_settings(name: str, config: Mapping[str, Any], env_vars: tuple[str, ...
             f"providers[{name!r}].gateway must be one of {', '.join(GATEWAYS)} or None, "
             f"got {gateway!r}"
         )
+    transport = _optional_str(name, config, "transport") or "http"
+    if transport not in TRANSPORTS:
+        raise ConfigurationError(
+            f"providers[{name!r}].transport must be one of {', '.join(map(repr, TRANSPORTS))} "
+            f"('http': the wire format over aiohttp, 'sdk': the official SDK), got {transport!r}"
+        )
     gateway_config = config.get("gateway_config")
     if gateway_config is not None and not isinstance(gateway_config, (dict, str)):
         raise ConfigurationError(
@@ -81,6 +91,7 @@ def read_settings(name: str, config: Mapping[str, Any], env_vars: tuple[str, ...
         gateway_custom_host=_optional_str(name, config, "gateway_custom_host"),
         default_model=_optional_str(name, config, "default_model"),
         max_tokens=_positive(name, config, "max_tokens", integer=True),
+        transport=transport,
     )
 
 
