@@ -34,17 +34,9 @@ from typing import Any
 import aiohttp
 import schedules  # benchmarks/, on sys.path as the script's own folder
 
-from dagengine import (
-    BaseProvider,
-    DagEngine,
-    Dimension,
-    Plugin,
-    ProcessResult,
-    ProviderRequest,
-    ProviderResponse,
-    TokenUsage,
-)
+from dagengine import DagEngine, Dimension, Plugin, ProcessResult, ProviderRequest
 from dagengine.simulator import SimulatorProcess
+from dagengine.testing import FunctionProvider
 
 HERE = Path(__file__).resolve().parent
 MODEL = "claude-3-5-haiku-20241022"
@@ -305,24 +297,21 @@ W4H_MEDIANS = {"classify": 0.3, "tag": 0.3, "essay": 3.0}
 W4H_DEPS: dict[str, tuple[str, ...]] = {"classify": (), "tag": ("classify",), "essay": ()}
 
 
-class LatencyProvider(BaseProvider):
-    """In process, no HTTP: sleeps a lognormal latency (sigma 0.5) drawn from the prompt, its
-    median set per dimension, so every runner meets the same latency for the same call."""
+def lognormal_latency(medians: dict[str, float], seed: int) -> Callable[[ProviderRequest], float]:
+    """A lognormal latency (sigma 0.5) drawn from the prompt, its median set per dimension, so
+    every runner meets the same latency for the same call."""
 
-    name = "anthropic"
+    def latency(request: ProviderRequest) -> float:
+        draw = random.Random(f"{seed}:{request.input}")
+        return draw.lognormvariate(math.log(medians[request.dimension]), 0.5)
 
-    def __init__(self, medians: dict[str, float], seed: int) -> None:
-        self.medians = medians
-        self.seed = seed
+    return latency
 
-    def latency(self, dimension: str, prompt: str) -> float:
-        draw = random.Random(f"{self.seed}:{prompt}")
-        return draw.lognormvariate(math.log(self.medians[dimension]), 0.5)
 
-    async def execute(self, request: ProviderRequest) -> ProviderResponse:
-        await asyncio.sleep(self.latency(request.dimension, str(request.input)))
-        return ProviderResponse(data={"ok": True}, metadata={
-            "model": MODEL, "tokens": TokenUsage.of(20, 5)})
+def in_process(latency: Callable[[ProviderRequest], float] | float = 0.0) -> FunctionProvider:
+    """In process, no HTTP: answers {"ok": true} after `latency`; keeps no per-call records."""
+    return FunctionProvider(lambda request: {"ok": True}, latency=latency, name="anthropic",
+                            model=MODEL, tokens=(20, 5), record=False)
 
 
 async def w4_mixed(sim: SimulatorProcess) -> list[Row]:
@@ -333,7 +322,7 @@ async def w4_mixed(sim: SimulatorProcess) -> list[Row]:
     # Seed 1 runs twice on one engine: the second run starts from what the first learned.
     for seed, run in ((1, 1), (1, 2), (2, 1), (3, 1)):
         if run == 1:
-            provider = LatencyProvider(W4H_MEDIANS, seed)
+            provider = in_process(lognormal_latency(W4H_MEDIANS, seed))
             eng = DagEngine(plugin, providers=[provider], execution={"concurrency": concurrency})
         result, wall, _ = await timed(eng.process(sections(n)))
         lat = latencies(result)
@@ -420,7 +409,7 @@ def w5_work(runner: str, base_url: str) -> tuple[Callable[[], Awaitable[Any]],
 
         return (lambda: baseline(500)), last_baseline
     if runner == "dagengine, no HTTP":
-        eng = DagEngine(Bench(["analyze"]), providers=[InstantProvider()],
+        eng = DagEngine(Bench(["analyze"]), providers=[in_process()],
                         execution={"concurrency": 200})
     else:
         store = fresh_store() if runner in STORE_RUNNERS else None
@@ -482,16 +471,6 @@ class GcTime:
             self.seconds += time.process_time() - self._started
 
 
-class InstantProvider(BaseProvider):
-    """Answers at once: what is left of a call is the engine's own work."""
-
-    name = "anthropic"
-
-    async def execute(self, request: ProviderRequest) -> ProviderResponse:
-        return ProviderResponse(data={"ok": True}, metadata={
-            "model": MODEL, "tokens": TokenUsage.of(20, 5)})
-
-
 def w6() -> list[Row]:
     """Each size in a fresh process so its peak RSS is its own."""
     rows = []
@@ -508,7 +487,7 @@ def w6() -> list[Row]:
 
 def w6_child(n: int) -> None:
     plugin = Bench(["first", "second"], {"second": ["first"]})
-    eng = DagEngine(plugin, providers=[InstantProvider()], execution={"concurrency": 200})
+    eng = DagEngine(plugin, providers=[in_process()], execution={"concurrency": 200})
     items = [f"item {i}" for i in range(n)]
     started = time.perf_counter()
     result = eng.run(items)

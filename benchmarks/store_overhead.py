@@ -21,25 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dagengine import DagEngine, Plugin, PromptContext, ProviderRequest, ProviderResponse
-from dagengine.providers.base import BaseProvider
-from dagengine.types import TokenUsage
+from dagengine import DagEngine, Plugin, PromptContext
+from dagengine.testing import FunctionProvider
 
 
-class InstantProvider(BaseProvider):
+def instant_provider(latency: float) -> FunctionProvider:
     """Answers every request immediately (or after a fixed `latency`)."""
-
-    name = "instant"
-    latency = 0.0
-
-    async def execute(self, request: ProviderRequest) -> ProviderResponse:
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        return ProviderResponse(
-            data={"label": "ok", "length": len(str(request.input))},
-            metadata={"model": "claude-3-5-haiku-20241022", "status_code": 200,
-                      "tokens": TokenUsage.of(120, 30)},
-        )
+    return FunctionProvider(lambda request: {"label": "ok", "length": len(str(request.input))},
+                            latency=latency, name="instant", model="claude-3-5-haiku-20241022",
+                            tokens=(120, 30), record=False)
 
 
 class Classify(Plugin):
@@ -55,8 +45,8 @@ class Classify(Plugin):
 
 
 async def one_run(sections: list[str], store: Path | None, cache: bool,
-                  process_id: str = "bench") -> float:
-    engine = DagEngine(Classify(), providers={"instant": InstantProvider()},
+                  process_id: str = "bench", latency: float = 0.0) -> float:
+    engine = DagEngine(Classify(), providers={"instant": instant_provider(latency)},
                        execution={"concurrency": 200}, store=store,
                        cache=cache if store is not None else None)
     started = time.perf_counter()
@@ -74,7 +64,6 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per call")
     args = parser.parse_args()
-    InstantProvider.latency = args.latency
     logging.getLogger("dagengine").setLevel(logging.ERROR)
     sections = [f"email {i}: please review the attached invoice" for i in range(args.sections)]
     labels = ["no store", "store", "store + cache", "cache hits"]
@@ -86,11 +75,14 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         await one_run(sections[:200], None, False)  # warm up imports and pydantic
         for round_ in range(args.repeat):
-            keep("no store", await one_run(sections, None, False))
-            keep("store", await one_run(sections, Path(tmp) / f"store-{round_}.db", False))
+            pace = args.latency
+            keep("no store", await one_run(sections, None, False, latency=pace))
+            keep("store", await one_run(sections, Path(tmp) / f"store-{round_}.db", False,
+                                        latency=pace))
             cached = Path(tmp) / f"cache-{round_}.db"
-            keep("store + cache", await one_run(sections, cached, True))
-            keep("cache hits", await one_run(sections, cached, True, process_id="again"))
+            keep("store + cache", await one_run(sections, cached, True, latency=pace))
+            keep("cache hits", await one_run(sections, cached, True, process_id="again",
+                                             latency=pace))
     base = best["no store"]
     pace = f"{args.latency * 1000:g} ms a call" if args.latency else "zero-latency provider"
     print(f"{args.sections} sections x 1 dimension, concurrency 200, {pace}, "

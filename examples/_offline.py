@@ -5,12 +5,13 @@ Swap it for a real provider by changing `providers=` in the example: nothing els
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import re
+from collections.abc import Callable
 
-from dagengine import BaseProvider, ProviderRequest, ProviderResponse, TokenUsage
+from dagengine import ProviderRequest, ProviderResponse, TokenUsage
+from dagengine.testing import FunctionProvider
 
 _CATEGORIES = {
     "spam": ("winner", "prize", "free", "click", "lottery", "urgent"),
@@ -22,26 +23,26 @@ _POSITIVE = ("great", "love", "excellent", "fast", "happy", "perfect", "recommen
 _NEGATIVE = ("broke", "terrible", "slow", "refund", "disappointed", "worst", "late")
 
 
-class OfflineProvider(BaseProvider):
-    """Answers categorisation, sentiment, topic and summary prompts from the prompt's words."""
+def offline_provider(answer: Callable[[ProviderRequest], ProviderResponse] | None = None,
+                     latency: float = 0.01, seed: int = 0) -> FunctionProvider:
+    """A provider named "offline" that answers categorisation, sentiment, topic and summary
+    prompts from the prompt's words (`answer`, by default `offline_answer`), after a latency
+    of about `latency` seconds."""
+    rng = random.Random(seed)
+    return FunctionProvider(answer or offline_answer, name="offline", model="offline",
+                            latency=lambda request: latency * rng.uniform(0.5, 1.5))
 
-    name = "offline"
 
-    def __init__(self, latency: float = 0.01, seed: int = 0) -> None:
-        self.latency = latency
-        self.rng = random.Random(seed)
-
-    async def execute(self, request: ProviderRequest) -> ProviderResponse:
-        text = request.input if isinstance(request.input, str) else json.dumps(request.input)
-        await asyncio.sleep(self.latency * self.rng.uniform(0.5, 1.5))
-        answer = _answer(request.dimension, text.lower())
-        return ProviderResponse(
-            data=answer,
-            metadata={
-                "model": request.options.get("model", "offline"),
-                "tokens": TokenUsage.of(len(text) // 4, len(json.dumps(answer)) // 4),
-            },
-        )
+def offline_answer(request: ProviderRequest) -> ProviderResponse:
+    text = request.input if isinstance(request.input, str) else json.dumps(request.input)
+    answer = _answer(request.dimension, text.lower())
+    return ProviderResponse(
+        data=answer,
+        metadata={
+            "model": request.options.get("model", "offline"),
+            "tokens": TokenUsage.of(len(text) // 4, len(json.dumps(answer)) // 4),
+        },
+    )
 
 
 def _answer(dimension: str, text: str) -> dict[str, object]:

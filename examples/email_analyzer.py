@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from _offline import OfflineProvider
+from _offline import offline_provider
 
 from dagengine import DagEngine, Plugin, PromptContext, ProviderSelection
 
@@ -49,7 +49,7 @@ EMAILS = [
 
 
 def main() -> None:
-    engine = DagEngine(plugin=EmailAnalyzer(), providers=[OfflineProvider()],
+    engine = DagEngine(plugin=EmailAnalyzer(), providers=[offline_provider()],
                        execution={"concurrency": 100, "max_retries": 3, "retry_delay": 1.0})
     result = engine.run(EMAILS)
     for section in result.sections:

@@ -5,12 +5,12 @@
     ANTHROPIC_API_KEY=... PORTKEY_API_KEY=... python examples/portkey_emails.py
 
 The same as `dagengine demo`; the plugin, the engine settings and the report are in
-src/dagengine/demo/ (plugin.py: EmailAnalyzer, run.py: run_demo).
+src/dagengine/cli/demo/ (plugin.py: EmailAnalyzer, run.py: run_demo).
 """
 
 from __future__ import annotations
 
-from dagengine.demo import main
+from dagengine.cli.demo import main
 
 if __name__ == "__main__":
     raise SystemExit(main(prog="python examples/portkey_emails.py"))

@@ -12,9 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from _offline import OfflineProvider
+from _offline import offline_answer, offline_provider
 
-from dagengine import DagEngine, Dimension, DimensionResult, Plugin, PromptContext, Section
+from dagengine import (
+    DagEngine,
+    Dimension,
+    DimensionResult,
+    Plugin,
+    PromptContext,
+    ProviderRequest,
+    ProviderResponse,
+    Section,
+)
 
 
 def keep_negative(result: DimensionResult, sections: list[Section]) -> list[Section]:
@@ -57,17 +66,16 @@ class ReviewPipeline(Plugin):
         return {"provider": "offline", "options": {"model": "claude-3-5-haiku-20241022"}}
 
 
-class OverviewProvider(OfflineProvider):
+def answer_with_overview(request: ProviderRequest) -> ProviderResponse:
     """The offline model, taught to list which reviews were negative in the overview."""
-
-    async def execute(self, request: Any) -> Any:
-        response = await super().execute(request)
-        if request.dimension == "overview":
-            labels = request.input.split("sentiments ")[1]
-            negative = [i for i, label in enumerate(eval_list(labels)) if label == "negative"]
-            response.data = {"summary": f"{len(negative)} reviews need a reply",
-                             "negative_indexes": negative}
-        return response
+    response = offline_answer(request)
+    if request.dimension == "overview":
+        assert isinstance(request.input, str)
+        labels = request.input.split("sentiments ")[1]
+        negative = [i for i, label in enumerate(eval_list(labels)) if label == "negative"]
+        response.data = {"summary": f"{len(negative)} reviews need a reply",
+                         "negative_indexes": negative}
+    return response
 
 
 def eval_list(text: str) -> list[str]:
@@ -83,7 +91,8 @@ REVIEWS = [
 
 
 def main() -> None:
-    engine = DagEngine(plugin=ReviewPipeline(), providers={"offline": OverviewProvider()},
+    engine = DagEngine(plugin=ReviewPipeline(),
+                       providers={"offline": offline_provider(answer_with_overview)},
                        execution={"concurrency": 8})
     print(engine.export_graph_dot())
     result = engine.run(REVIEWS)

@@ -1,85 +1,22 @@
-"""Shared fixtures: in-process fake providers and small plugins for engine tests."""
+"""Shared fixtures: the in-process fake provider (dagengine.testing.FunctionProvider) and
+small plugins for engine tests."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from dagengine import (
-    BaseProvider,
-    Plugin,
-    PromptContext,
-    ProviderError,
-    ProviderRequest,
-    ProviderResponse,
-    TokenUsage,
-)
+from dagengine import Plugin, PromptContext, ProviderError
 from dagengine.gateway import LocalGateway, node_available
+from dagengine.testing import FunctionProvider
 
-
-@dataclass
-class Call:
-    dimension: str
-    input: Any
-    options: dict[str, Any]
-    section_index: int | None
-    start: float
-    end: float = 0.0
-
-
-@dataclass
-class FakeProvider(BaseProvider):
-    """An in-process provider: answers by `answer`, waits `latency(request)` seconds, and
-    fails by `fail(request, attempt_number)` (return a ProviderError to raise, or None)."""
-
-    name: str = "fake"
-    answer: Callable[[ProviderRequest], Any] = lambda r: {"ok": True, "dimension": r.dimension}
-    latency: Callable[[ProviderRequest], float] = lambda r: 0.0
-    fail: Callable[[ProviderRequest, int], BaseException | None] = lambda r, n: None
-    model: str = "fake-model"
-    tokens: tuple[int, int] = (10, 5)
-    handles_retries: bool = False
-    calls: list[Call] = field(default_factory=list)
-    in_flight: int = 0
-    max_in_flight: int = 0
-    closed: int = 0
-
-    async def execute(self, request: ProviderRequest) -> ProviderResponse:
-        call = Call(request.dimension, request.input, dict(request.options),
-                    request.metadata.get("section_index"), time.monotonic())
-        self.calls.append(call)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            delay = self.latency(request)
-            if delay:
-                await asyncio.sleep(delay)
-            error = self.fail(request, len(self.calls_for(request)))
-            if error is not None:
-                raise error
-            return ProviderResponse(
-                data=self.answer(request),
-                metadata={"model": request.options.get("model", self.model),
-                          "tokens": TokenUsage.of(*self.tokens), "status_code": 200},
-            )
-        finally:
-            self.in_flight -= 1
-            call.end = time.monotonic()
-
-    def calls_for(self, request: ProviderRequest) -> list[Call]:
-        return [c for c in self.calls if c.dimension == request.dimension
-                and c.section_index == request.metadata.get("section_index")]
-
-    async def aclose(self) -> None:
-        self.closed += 1
+# The suite's fake provider is the library's own test double, under the name the tests use.
+FakeProvider = FunctionProvider
 
 
 class SimplePlugin(Plugin):

@@ -50,7 +50,7 @@ def test_graph_of_a_file_prints_dot_and_the_analytics(capsys: pytest.CaptureFixt
 
 
 def test_graph_of_a_module_class(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["graph", "dagengine.demo:EmailAnalyzer"], capsys)
+    code, out, _ = run(["graph", "dagengine.cli.demo:EmailAnalyzer"], capsys)
     assert code == 0
     assert '"analyze_email" [shape=ellipse' in out
     assert "// independent_dimensions  analyze_email" in out
@@ -69,7 +69,7 @@ def test_graph_json(capsys: pytest.CaptureFixture[str]) -> None:
     ("missing/file.py:Plugin", "no such file: missing/file.py"),
     ("no_such_module_xyz:Plugin", "no module named 'no_such_module_xyz'"),
     (f"{REVIEW_PIPELINE}:Nope", "has no 'Nope'; Plugin classes there: ReviewPipeline"),
-    ("dagengine.demo:DemoOptions", "is not a dagengine.Plugin subclass"),
+    ("dagengine.cli.demo:DemoOptions", "is not a dagengine.Plugin subclass"),
 ])
 def test_a_bad_graph_target_exits_2_and_says_why(
     target: str, message: str, capsys: pytest.CaptureFixture[str],

@@ -16,17 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dagengine.demo import (
-    GATEWAY_CONFIG,
-    DemoOptions,
-    DemoRun,
-    _open_setup,
-    _print_logs,
-    _Report,
-    generate_emails,
-    main,
-    run_demo,
-)
+from dagengine.cli.demo import GATEWAY_CONFIG, DemoOptions, DemoRun, generate_emails, main, run_demo
+from dagengine.cli.demo.backends import _open_setup
+from dagengine.cli.demo.report import _print_logs, _Report
 from dagengine.gateway import LocalGateway, node_available
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "portkey_emails.py"
@@ -330,3 +322,93 @@ async def test_the_real_api_without_a_gateway_is_retried_by_the_engine(
         assert setup.provider == {"api_key": "sk-ant-test"} and setup.gateway is None
         assert setup.backend_line == "Anthropic API (real calls, real cost)"
         assert setup.retry_line.startswith("Up to 3 retries per email in the engine")
+
+
+# -- saying what it does before it takes its seconds -------------------------------------------
+
+SDK_MODULES = ("anthropic", "openai", "google.genai")
+
+
+def test_the_demo_prints_its_banner_before_importing_an_sdk() -> None:
+    # -X importtime writes each import to stderr as it finishes (a package after its
+    # modules); with both streams on one pipe, unbuffered, the order of the lines is the
+    # order of the events.
+    done = subprocess.run(
+        [sys.executable, "-u", "-X", "importtime", "-m", "dagengine", "demo", "--emails", "3",
+         "--latency-scale", str(FAST), "--no-gateway"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stdout
+    lines = done.stdout.splitlines()
+    banner = next(i for i, line in enumerate(lines) if "PARALLEL REQUEST HANDLING DEMO" in line)
+    starting = lines.index("🔧 Starting the local LLM simulator...")
+    imported = [i for i, line in enumerate(lines) if line.startswith("import time:")
+                and _is_sdk(line.rsplit("|", 1)[1].strip())]
+    assert imported, "the run imported no SDK at all?"
+    assert banner < starting < min(imported)
+
+
+def _is_sdk(module: str) -> bool:
+    return any(module == sdk or module.startswith(sdk + ".") for sdk in SDK_MODULES)
+
+
+def test_starting_line_names_what_the_set_up_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagengine.cli.demo.backends import _starting_line
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    assert _starting_line(DemoOptions(gateway=False)) == "🔧 Starting the local LLM simulator..."
+    assert _starting_line(DemoOptions(gateway_url="http://127.0.0.1:1/v1")) == \
+        "🔧 Starting the local LLM simulator..."
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    monkeypatch.setenv("PORTKEY_API_KEY", "pk-test")
+    assert _starting_line(DemoOptions()) is None  # the real API through the hosted gateway
+    if node_available():
+        monkeypatch.delenv("PORTKEY_API_KEY")
+        assert (_starting_line(DemoOptions()) or "").startswith(
+            "🔧 Starting the local Portkey gateway")
+
+
+FAKE_PYTHON = """#!/bin/sh
+# Stands in for python3 and the venv's python: records what it is asked to do.
+echo "$*" >> "$FAKE_PYTHON_LOG"
+case "$1" in
+  --version) echo "Python 3.11.99" ;;
+  -m) if [ "$2" = venv ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python"; fi ;;
+esac
+exit 0
+"""
+
+
+def test_the_set_up_script_says_what_it_does_and_is_quiet_when_there_is_nothing_to_do(
+    tmp_path: Path,
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "_setup.sh").write_text((root / "scripts" / "_setup.sh").read_text())
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    fake = tmp_path / "python3"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(fake), "FAKE_PYTHON_LOG": str(log),
+           "HOME": str(tmp_path)}
+
+    def setup() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", "source scripts/_setup.sh"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=60, check=True)
+
+    first = setup()
+    assert first.stdout == ""  # stdout is the demo's and the tests'
+    assert first.stderr.splitlines() == [
+        "dagengine: creating .venv with Python 3.11.99...",
+        "dagengine: installing dagengine and its test tools into .venv (first time: about "
+        "2 minutes)...",
+        "dagengine: .venv is ready",
+    ]
+    assert "-m pip install --quiet --disable-pip-version-check -e .[dev,notebook]" in \
+        log.read_text()
+
+    assert setup().stderr == ""  # installed and unchanged: nothing to do, nothing said
+
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'y'\n")
+    assert setup().stderr.splitlines()[0] == "dagengine: pyproject.toml changed: updating .venv..."

@@ -20,8 +20,8 @@ KEY = "sk-ant-test-0123456789-secret"
 
 
 class Emails(SimplePlugin):
-    def __init__(self, provider: str = "anthropic") -> None:
-        super().__init__(["analyze_email"], provider=provider, options=HAIKU)
+    def __init__(self, provider: str = "anthropic", options: dict[str, Any] = HAIKU) -> None:
+        super().__init__(["analyze_email"], provider=provider, options=options)
 
     def create_prompt(self, ctx: Any) -> str:
         return ("Analyze this email quickly and categorize it.\n\n"
@@ -41,8 +41,7 @@ def provider_engine(kind: str, sim: Simulator, **execution: Any) -> DagEngine:
                 "gemini": sim.gemini_base_url}[kind]
     model = {"anthropic": HAIKU["model"], "openai": "gpt-4o-mini",
              "gemini": "gemini-2.0-flash"}[kind]
-    plugin = Emails(kind)
-    plugin._options = {"model": model, "max_tokens": 150}
+    plugin = Emails(kind, {"model": model, "max_tokens": 150})
     return DagEngine(plugin, providers={kind: {"api_key": KEY, "base_url": base_url,
                                                "timeout": execution.pop("provider_timeout", 60)}},
                      execution={"concurrency": 1, "retry_delay": 0.01, **execution})

@@ -14,7 +14,6 @@ from dagengine import (
     DependencyError,
     Dimension,
     DimensionResult,
-    EngineUsageError,
     ProcessResult,
     Section,
 )
@@ -262,10 +261,11 @@ def test_run_never_formats_the_whole_result(monkeypatch: pytest.MonkeyPatch) -> 
     assert formatted == []
 
 
-async def test_run_inside_an_event_loop_is_a_clear_error() -> None:
+async def test_run_inside_an_event_loop_runs_on_a_worker_loop() -> None:
+    # Issue 11: this was an EngineUsageError; notebooks need run() inside their loop.
+    # The one case still refused is in test_notebook.py.
     engine = engine_for(SimplePlugin(["a"]), FakeProvider())
-    with pytest.raises(EngineUsageError, match=r"await engine\.process"):
-        engine.run(["x"])
+    assert engine.run(["x"]).sections[0].results["a"].ok
 
 
 async def test_sections_accept_strings_mappings_and_section_objects() -> None:

@@ -21,7 +21,6 @@ import pytest
 from aiohttp import web
 
 from conftest import loopback_server
-from dagengine import _gateway_install as install_module
 from dagengine import gateway as gateway_module
 from dagengine.errors import DagEngineError
 from dagengine.gateway import (
@@ -31,6 +30,7 @@ from dagengine.gateway import (
     ensure_gateway_installed,
     node_available,
 )
+from dagengine.gateway import _install as install_module
 
 pytestmark = [
     pytest.mark.gateway,

@@ -381,16 +381,16 @@ async def test_client_is_created_on_first_call_and_released_by_aclose(
 ) -> None:
     provider = make("anthropic", api_key=KEY, base_url=sim.base_url, default_model="m")
     assert isinstance(provider, SDKProvider)
-    backend = provider._backend
-    assert backend._client is None
+    backend = provider.backend
+    assert backend.open_client is None
 
     await provider.execute(request())
-    client = backend._client
+    client = backend.open_client
     await provider.execute(request())
 
-    assert client is not None and backend._client is client
+    assert client is not None and backend.open_client is client
     await provider.aclose()
-    assert backend._client is None
+    assert backend.open_client is None
 
 
 # -- wire details, against a recording upstream ----------------------------------------------
@@ -800,7 +800,7 @@ async def test_provider_works_again_in_a_new_event_loop(make: Any) -> None:
 
     async def answer_once() -> Any:
         async with Simulator(api_key=KEY) as simulator:
-            provider._backend.base_url = simulator.openai_base_url
+            provider.backend.base_url = simulator.openai_base_url
             try:
                 return (await provider.execute(request())).data
             finally:
@@ -810,3 +810,46 @@ async def test_provider_works_again_in_a_new_event_loop(make: Any) -> None:
     second = await asyncio.to_thread(asyncio.run, answer_once())
 
     assert first == second
+
+
+# -- the SDKs are imported when a provider of their kind is built --------------------------------
+
+SDKS = ("anthropic", "openai", "google.genai")
+
+
+def imported_sdks(code: str) -> list[str]:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\n"
+         f"print(' '.join(m for m in {SDKS!r} if m in sys.modules))"],
+        capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.split()
+
+
+def test_importing_dagengine_its_providers_and_the_demo_imports_no_sdk() -> None:
+    assert imported_sdks("import dagengine, dagengine.providers.anthropic, "
+                         "dagengine.providers.openai, dagengine.providers.gemini, "
+                         "dagengine.providers.portkey, dagengine.cli.demo, dagengine.cli") == []
+
+
+@pytest.mark.parametrize(("config", "sdks"), [
+    ({"type": "anthropic", "transport": "sdk"}, ["anthropic"]),
+    ({"type": "openai", "transport": "sdk"}, ["openai"]),
+    ({"type": "gemini", "transport": "sdk"}, ["google.genai"]),
+    # Through the gateway every provider speaks the OpenAI format.
+    ({"type": "anthropic", "gateway": "portkey", "gateway_url": "http://127.0.0.1:1/v1",
+      "transport": "sdk"}, ["openai"]),
+    # The http transport (the default) needs none.
+    ({"type": "anthropic"}, []),
+    ({"type": "openai"}, []),
+    ({"type": "gemini"}, []),
+    ({"type": "anthropic", "gateway": "portkey", "gateway_url": "http://127.0.0.1:1/v1"}, []),
+])
+def test_building_a_provider_imports_the_one_sdk_it_uses(
+    config: dict[str, Any], sdks: list[str]
+) -> None:
+    code = ("from dagengine.providers import build_provider\n"
+            f"build_provider('p', {{**{config!r}, 'api_key': 'k'}})")
+    assert imported_sdks(code) == sdks

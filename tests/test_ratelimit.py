@@ -1,57 +1,24 @@
 """Client-side rate limits: pacing, pauses and adaptation on 429, learning, cancellation.
 
-Time-dependent tests run on an event loop with virtual time: when nothing is ready, the
-clock jumps to the next timer. The limiter uses the same clock, so admissions happen at
-exact, reproducible times and a 20-second schedule runs in milliseconds.
+Time-dependent tests run on an event loop with virtual time (dagengine.testing): when
+nothing is ready, the clock jumps to the next timer. The limiter uses the same clock, so
+admissions happen at exact, reproducible times and a 20-second schedule runs in
+milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import selectors
 from bisect import bisect_left
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from dagengine.errors import ValidationError
 from dagengine.ratelimit import LimitGroup, Permit, RateLimiter
-
-
-class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock jumps to the next timer instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        super().__init__(TimeJumpingSelector(self))
-
-    def time(self) -> float:
-        return self.now
-
-
-class TimeJumpingSelector(selectors.DefaultSelector):
-    def __init__(self, loop: VirtualTimeLoop) -> None:
-        super().__init__()
-        self.loop = loop
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        events = super().select(0)
-        if not events and timeout is None:
-            raise RuntimeError("deadlock: no task is ready and no timer is set")
-        if not events and timeout:
-            self.loop.now += timeout
-        return events
-
-
-def in_virtual_time(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
-    def run() -> None:
-        with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
-            runner.run(test())
-
-    run.__name__ = test.__name__
-    return run
+from dagengine.testing import in_virtual_time
 
 
 def now() -> float:

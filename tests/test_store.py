@@ -22,7 +22,7 @@ import pytest
 
 from conftest import FakeProvider, SimplePlugin, http_error
 from dagengine import DagEngine, ProviderRequest, ProviderResponse, StoreError
-from dagengine.runs_cli import main as runs_main
+from dagengine.cli.runs import main as runs_main
 from dagengine.simulator import Simulator, SimulatorProcess
 from dagengine.store import SCHEMA_VERSION, RunStore, open_store
 from store_crash_worker import crash_engine, crash_sections

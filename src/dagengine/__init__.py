@@ -3,8 +3,13 @@
 A Plugin names the dimensions (analyses) to run over sections (input items), their
 dependencies, the prompt of each call and the provider to use; DagEngine runs them with
 maximum safe parallelism, rate limits, retries, fallbacks, cost accounting and progress.
+
+Layers (tests/test_layering.py checks them): core <- tools. The tools (simulator/, gateway/,
+cli/, testing) may import the core (every other module); the core never imports a tool. No
+module imports this file, which only gathers the public API, and no files import in a circle.
 """
 
+from ._version import __version__
 from .config import ExecutionConfig
 from .engine import DagEngine
 from .errors import (
@@ -48,8 +53,6 @@ from .types import (
     SkipWithResult,
     TokenUsage,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BaseProvider",

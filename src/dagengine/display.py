@@ -5,12 +5,16 @@ The engine drives a display through four calls: `start(plan)` once, `due()` afte
 finished call and `update(snapshot)` only when it said yes, then `stop(final)`. `due()` is
 a clock check, so a run of 100k items redraws a few times a second, not 100k times.
 
-On a terminal the bars redraw in place. Anywhere else (a pipe, a file, CI logs) every
-display prints plain periodic lines with no escape codes at all: rich is not involved then.
+On a terminal the bars redraw in place. In a notebook (an IPython kernel: Jupyter, VS Code,
+Colab) they are one output cell updated in place, rendered by rich as HTML. Anywhere else (a
+pipe, a file, CI logs) every display prints plain periodic lines with no escape codes at
+all: rich is not involved then.
 """
 
 from __future__ import annotations
 
+import importlib
+import io
 import math
 import sys
 import time
@@ -18,8 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TextIO, runtime_checkable
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.jupyter import JupyterMixin
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.text import Text
 
 from .errors import ConfigurationError
 from .graph import Plan
@@ -30,14 +36,17 @@ __all__ = [
     "BarDisplay",
     "DisplayOptions",
     "LineDisplay",
+    "NotebookDisplay",
     "ProgressDisplay",
     "format_line",
+    "in_notebook",
     "make_display",
 ]
 
 DisplayKind = Literal["bar", "multi", "simple"]
 DISPLAYS: tuple[DisplayKind, ...] = ("bar", "multi", "simple")
 TERMINAL_INTERVAL = 0.1  # seconds between redraws in place
+NOTEBOOK_INTERVAL = 0.25  # each redraw is a message to the notebook's frontend
 LOG_INTERVAL = 1.0  # seconds between plain lines when the stream is not a terminal
 _OPTION_KEYS = ("display", "interval", "stream", "terminal")
 
@@ -167,6 +176,10 @@ class BarDisplay(_Throttled):
         self._tasks: dict[str, TaskID] = {}
 
     def start(self, plan: Plan) -> None:
+        self._add_tasks(plan)
+        self.progress.start()
+
+    def _add_tasks(self, plan: Plan) -> None:
         self._drawn = -math.inf
         if self.per_dimension:
             width = max((len(name) for name in plan.order), default=0)
@@ -178,7 +191,6 @@ class BarDisplay(_Throttled):
         else:
             label = "Progress"
         self._total = self.progress.add_task(label, total=None, counts="", stats="")
-        self.progress.start()
 
     def update(self, progress: ProgressUpdate) -> None:
         self._show(progress)
@@ -211,18 +223,85 @@ class BarDisplay(_Throttled):
                              counts=f"{completed}/{total}", stats=stats)
 
 
+class NotebookDisplay(BarDisplay):
+    """The bars (or, `plain`, the one line) as one notebook output, updated in place.
+
+    rich's Live would need ipywidgets in a notebook; instead each drawing hands rich's
+    renderable to IPython's display, which asks rich for its HTML and text (rich's own
+    Jupyter rendering), under one display id so that the output is replaced, not added.
+    """
+
+    def __init__(self, *, interval: float, per_dimension: bool = False,
+                 plain: bool = False) -> None:
+        super().__init__(io.StringIO(), interval=interval, per_dimension=per_dimension)
+        self.plain = plain
+        self._handle: Any = None  # IPython's DisplayHandle, once the first drawing is out
+
+    def start(self, plan: Plan) -> None:
+        if not self.plain:
+            self._add_tasks(plan)
+        self._handle = None
+        self._drawn = -math.inf
+
+    def update(self, progress: ProgressUpdate) -> None:
+        self._publish(progress)
+        self._mark_drawn()
+
+    def stop(self, progress: ProgressUpdate) -> None:
+        self._publish(progress)
+
+    def _publish(self, progress: ProgressUpdate) -> None:
+        if self.plain:
+            renderable = _ForJupyter(Text(format_line(progress)))
+        else:
+            self._show(progress)
+            renderable = _ForJupyter(self.progress.get_renderable())
+        if self._handle is None:
+            # Looked up, not imported, so that type checks need no IPython installed.
+            self._handle = importlib.import_module("IPython.display").DisplayHandle()
+            self._handle.display(renderable)
+        else:
+            self._handle.update(renderable)
+
+
+class _ForJupyter(JupyterMixin):
+    """Any rich renderable with rich's `_repr_mimebundle_`: HTML and text for IPython."""
+
+    def __init__(self, renderable: RenderableType) -> None:
+        self.renderable = renderable
+
+    def __rich__(self) -> RenderableType:
+        return self.renderable
+
+
+def in_notebook() -> bool:
+    """True inside an IPython kernel (Jupyter, VS Code, Colab), not a terminal IPython."""
+    ipython = sys.modules.get("IPython")  # a kernel has imported it long before any run
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    # Colab's and the in-process kernel's shells derive from ipykernel's too.
+    return any(cls.__name__ == "ZMQInteractiveShell" and cls.__module__.startswith("ipykernel")
+               for cls in type(shell).__mro__)
+
+
 def make_display(option: Any) -> ProgressDisplay | None:
     """The display `progress_display` names.
 
     True or "bar": one bar; "multi": a bar per dimension and a total; "simple": one plain
-    line; None, False or "none": nothing; a dict `{"display", "interval", "stream",
-    "terminal"}`; or any object with the ProgressDisplay methods, used as it is.
+    line (in a notebook, each is one output updated in place); None, False or "none":
+    nothing; a dict `{"display", "interval", "stream", "terminal"}`; or any object with the
+    ProgressDisplay methods, used as it is.
     """
     if option is None or option is False or option == "none":
         return None
     if isinstance(option, ProgressDisplay):
         return option
     options = display_options(option)
+    if options.stream is None and options.terminal is None and in_notebook():
+        return NotebookDisplay(
+            interval=NOTEBOOK_INTERVAL if options.interval is None else options.interval,
+            per_dimension=options.display == "multi", plain=options.display == "simple")
     stream = options.stream if options.stream is not None else sys.stderr
     terminal = options.terminal if options.terminal is not None else _is_terminal(stream)
     interval = options.interval

@@ -7,14 +7,17 @@ scheduler) -> finalize (finalize_results, costs) -> post-process (after_process_
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Self
 
 from ._callbacks import Callback, Callbacks, progress_emitter
 from ._coerce import apply_finalized
 from ._preflight import preflight
+from ._sync import exit_130_on, in_running_loop, run_sync
 from .call import Caller
 from .config import ExecutionConfig
 from .cost import Pricing
@@ -65,6 +68,7 @@ class DagEngine:
         self.last_result: ProcessResult | None = None
         self._progress: ProgressTracker | None = None
         self._limiter: RateLimiter | None = None
+        self._active_runs = 0  # process() calls of this engine under way
         self._call_times = CallTimes()  # what calls take, learned across this engine's runs
 
     def __repr__(self) -> str:
@@ -93,29 +97,33 @@ class DagEngine:
 
     async def plan(self) -> Plan:
         """Check the dimension graph (unknown names, self-dependencies, cycles) and order it."""
-        ctx = HookContext(process_id="", dimensions=[_name(d) for d in self.plugin.dimensions])
-        try:
-            deps = await resolve(self.plugin.define_dependencies(ctx))
-        except Exception as exc:
-            raise ConfigurationError(
-                f"define_dependencies raised {type(exc).__name__}: {exc}"
-            ) from exc
+        with _define_dependencies_errors():
+            deps = await resolve(self.plugin.define_dependencies(self._dependencies_context()))
+        return self._planned(deps)
+
+    def _plan_now(self) -> Plan:
+        """The plan, made here if need be: the graph exports are synchronous."""
+        if self._plan is not None:
+            return self._plan
+        if not in_running_loop():
+            return asyncio.run(self.plan())
+        # Inside a running loop (a notebook cell) a sync define_dependencies is called here
+        # and an async one awaited on a worker thread's loop: this loop cannot be re-entered.
+        with _define_dependencies_errors():
+            deps = self.plugin.define_dependencies(self._dependencies_context())
+            if inspect.isawaitable(deps):
+                pending = deps
+                deps = run_sync(lambda: resolve(pending))
+        return self._planned(deps)
+
+    def _dependencies_context(self) -> HookContext:
+        return HookContext(process_id="", dimensions=[_name(d) for d in self.plugin.dimensions])
+
+    def _planned(self, deps: Any) -> Plan:
         plan = Plan.build(self.plugin.dimensions, deps or {})
         _check_timeouts(self.execution, plan)
         self._plan = plan
         return plan
-
-    def _plan_now(self) -> Plan:
-        if self._plan is None:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return asyncio.run(self.plan())
-            raise EngineUsageError(
-                "the graph is not planned yet; inside an event loop call `await engine.plan()` "
-                "first"
-            )
-        return self._plan
 
     def get_graph_analytics(self) -> dict[str, Any]:
         return self._plan_now().analytics()
@@ -148,20 +156,22 @@ class DagEngine:
     # -- running ---------------------------------------------------------------------------
 
     def run(self, sections: Iterable[SectionLike], **kwargs: Any) -> ProcessResult:
-        """Synchronous `process()`. Not usable inside a running event loop."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
+        """Synchronous `process()`, also inside a running event loop (a notebook cell): the
+        run then goes on a worker thread with its own loop while this thread waits.
+
+        Ctrl-C cancels the run, lets it commit what finished, and raises ProcessInterrupted.
+        """
+        if self._active_runs and in_running_loop():
+            # Waiting here would block the loop that the other run needs to go on.
             raise EngineUsageError(
-                "DagEngine.run() cannot be called from a running event loop; "
-                "use `await engine.process(...)` instead"
+                "DagEngine.run() was called inside a running event loop while a process() "
+                "of this engine runs in it; use `await engine.process(...)` instead"
             )
         self.last_result = None
         try:
-            asyncio.run(self._process_into_last_result(sections, **kwargs))
+            run_sync(lambda: self._process_into_last_result(sections, **kwargs))
         except KeyboardInterrupt:
+            exit_130_on(ProcessInterrupted)  # uncaught, it ends a script as Ctrl-C does
             raise ProcessInterrupted(self.last_result) from None
         assert self.last_result is not None
         return self.last_result
@@ -262,6 +272,7 @@ class DagEngine:
         # 3. execute
         if display is not None:
             display.start(plan)
+        self._active_runs += 1
         try:
             await scheduler.run()
         except (RunFailed, Exception) as failure:
@@ -282,6 +293,7 @@ class DagEngine:
         finally:
             if display is not None:
                 display.stop(self._snapshot(progress))
+            self._active_runs -= 1
 
         # 4. finalize
         result = scheduler.run_state.process_result(self.pricing, metadata)
@@ -343,6 +355,16 @@ def _check_timeouts(execution: ExecutionConfig, plan: Plan) -> None:
 
 def _name(item: Any) -> str:
     return item if isinstance(item, str) else str(getattr(item, "name", item))
+
+
+@contextlib.contextmanager
+def _define_dependencies_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        raise ConfigurationError(
+            f"define_dependencies raised {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _open_store(store: Any) -> Any:

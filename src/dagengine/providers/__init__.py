@@ -1,4 +1,5 @@
-"""Providers: the interface, the registry, and the built-ins on the official SDKs."""
+"""Providers: the interface, the registry, and the built-ins (their wire formats over aiohttp,
+or their official SDKs)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigurationError
+from ._sdk import SDKProvider
+from ._settings import read_settings
 from .base import RATE_LIMIT_KEYS, BaseProvider, ProviderError, ProviderRegistry
 
 __all__ = [
@@ -19,7 +22,7 @@ __all__ = [
     "build_registry",
 ]
 
-# name -> "module:Class"; each class has `from_config(name, config) -> BaseProvider`.
+# name -> "module:Class" of an SDKProvider, imported on first use (each loads its SDK).
 BUILTIN_PROVIDERS = {
     "anthropic": "dagengine.providers.anthropic:AnthropicProvider",
     "openai": "dagengine.providers.openai:OpenAIProvider",
@@ -33,7 +36,10 @@ def build_provider(name: str, config: Mapping[str, Any]) -> BaseProvider:
     """A built-in provider from its config dict.
 
     A config may name its built-in with `type` (e.g. {"type": "openai", "base_url": ...})
-    so that several providers of one kind can be configured under different names.
+    so that several providers of one kind can be configured under different names. With
+    `gateway` set, the provider's backend goes through that gateway (portkey.py), else
+    straight to its API; either way over HTTP with its wire format, or on the official SDK
+    with `transport="sdk"`.
     """
     kind = str(config.get("type", name))
     target = BUILTIN_PROVIDERS.get(kind)
@@ -43,10 +49,16 @@ def build_provider(name: str, config: Mapping[str, Any]) -> BaseProvider:
             f"{', '.join(BUILTIN_PROVIDERS)} (or pass a BaseProvider instance)"
         )
     module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    config = {k: v for k, v in config.items() if k != "type"}
-    provider: BaseProvider = cls.from_config(name, config)
-    return provider
+    cls: type[SDKProvider] = getattr(importlib.import_module(module_name), class_name)
+    settings = read_settings(name, {k: v for k, v in config.items() if k != "type"},
+                             cls.env_vars)
+    if settings.gateway:
+        from .portkey import portkey_backend
+
+        backend = portkey_backend(name, cls.portkey_provider, settings)
+    else:
+        backend = cls.direct_backend(name, settings)
+    return cls(name, settings, backend)
 
 
 def build_registry(providers: ProvidersArg | None) -> ProviderRegistry:

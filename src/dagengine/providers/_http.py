@@ -1,6 +1,8 @@
 """Reading provider HTTP answers: rate-limit and retry-after headers, and errors.
 
-Every error message passes through `redact`, so no API key reaches an error, a log or a repr.
+Every error message passes through `redact`, so no API key (nor a key inside the gateway
+config) reaches an error, a log, a repr or the store. Details are shortened after
+redaction, so that a cut never leaves the start of a key behind.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def status_error(
 ) -> ProviderError:
     """The error for an HTTP error status: "anthropic: 429 rate_limit_error: <message>"."""
     kind, detail = _error_detail(body)
+    detail = _short(redact(detail, settings))
     words = _STATUS_WORDS.get(status)
     if words:
         head = f"{status} {words}" + (f" ({kind})" if kind else "")
@@ -143,10 +146,10 @@ def _error_detail(body: Any) -> tuple[str | None, str]:
         code = error.get("code")
         kind = code if isinstance(code, str) and code else error.get("type") or error.get("status")
         message = error.get("message") or body.get("message") or body.get("html-message") or ""
-        return (str(kind) if kind else None), _short(str(message))
+        return (str(kind) if kind else None), str(message)
     if isinstance(error, (str, bytes)):
         text = error.decode(errors="replace") if isinstance(error, bytes) else error
-        return None, _short(text)
+        return None, text
     return None, ""
 
 
@@ -161,7 +164,7 @@ def connection_error(provider: str, exc: BaseException, settings: Settings) -> P
     root = _root_cause(exc)
     detail = str(root) or type(root).__name__
     return ProviderError(
-        redact(f"{provider}: connection failed: {_short(detail)}", settings),
+        f"{provider}: connection failed: {_short(redact(detail, settings))}",
         None,
         provider=provider,
     )
@@ -170,7 +173,7 @@ def connection_error(provider: str, exc: BaseException, settings: Settings) -> P
 def malformed_error(provider: str, detail: str, settings: Settings) -> ProviderError:
     """A 200 whose body is not the JSON the API promises: worth another attempt."""
     return ProviderError(
-        redact(f"{provider}: malformed response body: {_short(detail)}", settings),
+        f"{provider}: malformed response body: {_short(redact(detail, settings))}",
         200,
         provider=provider,
         retryable=True,

@@ -1,10 +1,11 @@
 """What the built-in providers share: the call, the backend that makes it, and the answer.
 
 A built-in provider is an `SDKProvider` with a `Backend`: the backend speaks one wire
-format through its official SDK (`anthropic.py`, `openai.py`, `gemini.py`), or the OpenAI
-format through the Portkey gateway (`portkey.py`). Everything that does not depend on the
-wire format lives here, once, with its config in `_settings.py` and the reading of headers
-and errors in `_http.py`.
+format (`anthropic.py`, `openai.py`, `gemini.py`), or the OpenAI format through the Portkey
+gateway (`portkey.py`), either as plain HTTP over aiohttp (`_transport.py`, the default) or
+through the official SDK (`transport="sdk"`); `build_provider` (in `__init__.py`) chooses
+which and hands it in. Everything that does not depend on the wire format lives here, once,
+with its config in `_settings.py` and the reading of headers and errors in `_http.py`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import inspect
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from ..errors import ConfigurationError, OutputValidationError
 from ..parsing import parse_answer
 from ..types import ProviderRequest, ProviderResponse, TokenUsage
 from ._http import rate_limit, timeout_error
-from ._settings import Settings, read_settings
+from ._settings import Settings
 from .base import BaseProvider, ProviderError
 
 # Options the provider consumes itself; every other option is passed on to the SDK call.
@@ -83,6 +84,13 @@ class Backend(abc.ABC):
         """Release the client's connections. A static method: the closer that
         `_closed_with_loop` keeps must not refer back to the backend (see there)."""
 
+    @property
+    def open_client(self) -> Any:
+        """The client (SDK client or aiohttp session) made for the current (or last) event
+        loop; None before the first
+        call and after aclose()."""
+        return self._client
+
     def client(self) -> Any:
         # HTTP sessions belong to the loop that opened them: a new loop gets a new client.
         loop = asyncio.get_running_loop()
@@ -137,36 +145,29 @@ class SDKProvider(BaseProvider):
     env_vars: ClassVar[tuple[str, ...]]  # where the API key may come from
     default_max_tokens: ClassVar[int | None] = None
 
-    def __init__(self, name: str, settings: Settings) -> None:
+    def __init__(self, name: str, settings: Settings, backend: Backend) -> None:
         self.name = name
         self.settings = settings
+        self.backend = backend  # direct, or through a gateway: build_provider chooses
         self.handles_retries = settings.gateway is not None
-        self._backend = self._gateway_backend() if settings.gateway else self.backend()
 
     @classmethod
-    def from_config(cls, name: str, config: Mapping[str, Any]) -> Self:
-        return cls(name, read_settings(name, config, cls.env_vars))
-
     @abc.abstractmethod
-    def backend(self) -> Backend:
-        """The direct backend on this provider's own SDK."""
-
-    def _gateway_backend(self) -> Backend:
-        from .portkey import portkey_backend  # the gateway backend is built on this module
-
-        return portkey_backend(self.name, self.portkey_provider, self.settings)
+    def direct_backend(cls, name: str, settings: Settings) -> Backend:
+        """The backend that calls the provider's API directly (not through a gateway), over
+        the transport `settings.transport` names."""
 
     async def execute(self, request: ProviderRequest) -> ProviderResponse:
         call = self._call(request)
         try:
             async with asyncio.timeout(self.settings.timeout):
-                completion = await self._backend.complete(call)
+                completion = await self.backend.complete(call)
         except TimeoutError:
             raise timeout_error(self.name, self.settings.timeout) from None
         return self._response(completion, call.want_json)
 
     async def aclose(self) -> None:
-        await self._backend.aclose()
+        await self.backend.aclose()
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         if not (options.get("model") or self.settings.default_model):

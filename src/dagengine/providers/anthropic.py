@@ -1,7 +1,7 @@
-"""Anthropic Messages API: directly over HTTP (the default), or on the official `anthropic` SDK.
+"""Anthropic Messages API: over plain HTTP (the default), or on the official `anthropic` SDK.
 
 The SDK is imported when the first SDK backend is built, not with this module: it takes
-seconds, its objects make every full garbage collection of the process slower, and the direct
+seconds, its objects make every full garbage collection of the process slower, and the http
 transport never needs it.
 """
 
@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._structured import schema_name
-from ._direct import HTTPBackend, request_options
 from ._http import malformed_error, stainless_error
 from ._sdk import Backend, Call, Completion, SDKProvider, sdk_kwargs, sdk_parameters
 from ._settings import Settings
+from ._transport import HTTPBackend, request_options
 
 if TYPE_CHECKING:
     import anthropic
@@ -170,7 +170,8 @@ class AnthropicProvider(SDKProvider):
     env_vars = ("ANTHROPIC_API_KEY",)
     default_max_tokens = 1024
 
-    def backend(self) -> Backend:
-        if self.settings.transport == "sdk":
-            return AnthropicBackend(self.name, self.settings)
-        return AnthropicHTTPBackend(self.name, self.settings)
+    @classmethod
+    def direct_backend(cls, name: str, settings: Settings) -> Backend:
+        if settings.transport == "sdk":
+            return AnthropicBackend(name, settings)
+        return AnthropicHTTPBackend(name, settings)

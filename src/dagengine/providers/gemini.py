@@ -1,4 +1,4 @@
-"""Gemini generateContent, directly over HTTP (the default) or on the official `google-genai`
+"""Gemini generateContent, over plain HTTP (the default) or on the official `google-genai`
 SDK (its aiohttp transport).
 
 The SDK is imported when the first SDK backend is built, not with this module (see
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from ._direct import HTTPBackend
 from ._http import connection_error, malformed_error, status_error
 from ._sdk import Backend, Call, Completion, SDKProvider
 from ._settings import Settings
+from ._transport import HTTPBackend
 from .base import ProviderError
 
 if TYPE_CHECKING:
@@ -232,8 +232,8 @@ class GeminiHTTPBackend(HTTPBackend):
         return error
 
 
-# GenerateContentConfig's fields (google-genai 3.6): the direct transport takes the same
-# options without importing the SDK. tests/test_direct.py checks them against the SDK.
+# GenerateContentConfig's fields (google-genai 3.6): the http transport takes the same
+# options without importing the SDK. tests/test_http_transport.py checks them against the SDK.
 CONFIG_FIELDS = frozenset({
     "audio_timestamp", "audio_transcription_config", "automatic_continuation",
     "automatic_function_calling", "cached_content", "candidate_count", "continuation_token",
@@ -301,7 +301,8 @@ class GeminiProvider(SDKProvider):
     portkey_provider = "google"
     env_vars = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
-    def backend(self) -> Backend:
-        if self.settings.transport == "sdk":
-            return GeminiBackend(self.name, self.settings)
-        return GeminiHTTPBackend(self.name, self.settings)
+    @classmethod
+    def direct_backend(cls, name: str, settings: Settings) -> Backend:
+        if settings.transport == "sdk":
+            return GeminiBackend(name, settings)
+        return GeminiHTTPBackend(name, settings)

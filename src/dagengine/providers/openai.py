@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions, directly over HTTP (the default) or on the official `openai` SDK;
+"""OpenAI Chat Completions, over plain HTTP (the default) or on the official `openai` SDK;
 also any OpenAI-compatible endpoint.
 
 `OpenAIHTTPBackend` and `OpenAIChatBackend` are also what the Portkey gateway mode sends
@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._structured import schema_name, strict_schema
-from ._direct import HTTPBackend, request_options
 from ._http import malformed_error, stainless_error
 from ._sdk import (
     Backend,
@@ -27,6 +26,7 @@ from ._sdk import (
     sdk_parameters,
 )
 from ._settings import Settings
+from ._transport import HTTPBackend, request_options
 
 if TYPE_CHECKING:
     import openai
@@ -227,7 +227,8 @@ class OpenAIProvider(SDKProvider):
     portkey_provider = "openai"
     env_vars = ("OPENAI_API_KEY",)
 
-    def backend(self) -> Backend:
-        if self.settings.transport == "sdk":
-            return OpenAIChatBackend(self.name, self.settings, base_url=self.settings.base_url)
-        return OpenAIHTTPBackend(self.name, self.settings, base_url=self.settings.base_url)
+    @classmethod
+    def direct_backend(cls, name: str, settings: Settings) -> Backend:
+        if settings.transport == "sdk":
+            return OpenAIChatBackend(name, settings, base_url=settings.base_url)
+        return OpenAIHTTPBackend(name, settings, base_url=settings.base_url)

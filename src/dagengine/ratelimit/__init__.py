@@ -39,8 +39,7 @@ chaining two limiters holds one while waiting for the other and leaks it on canc
 One small gate checking every condition at once is simpler than wrapping it.
 """
 
-from ._group import LimitGroup
+from ._group import LimitGroup, Permit
 from ._limiter import RateLimiter
-from ._permit import Permit
 
 __all__ = ["LimitGroup", "Permit", "RateLimiter"]

@@ -1,4 +1,5 @@
-"""LimitGroup: the queue, pause and adaptive rate of calls that share one provider limit.
+"""LimitGroup: the queue, pause and adaptive rate of calls that share one provider limit;
+the Permit each admitted call holds (its group's receipt) and the Bucket each limit paces with.
 
 How a group decides is described in the package docstring, dagengine/ratelimit/__init__.py.
 """
@@ -11,9 +12,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from ._bucket import Bucket
-from ._permit import Permit
-
 Clock = Callable[[], float]
 
 HEADROOM = 0.95  # share of a provider limit the client allows itself
@@ -25,6 +23,93 @@ BACKOFF_SECONDS = 1.0  # first pause after a 429 without retry-after; doubles, c
 MAX_BACKOFF_SECONDS = 60.0
 MIN_RATE_TO_INFER = 2.0  # calls/s below which a 429 is not read as a request limit
 MIN_INFERRED_PER_SECOND = 1 / 60  # an inferred limit is never below one request a minute
+_EPS = 1e-9  # rounding slack when a timer fires exactly at a bucket's refill time
+
+
+class Permit:
+    """One admitted request. Report its outcome exactly once: success, rate_limited or failed.
+
+    As a (sync or async) context manager it reports failed() on exit if the body did not
+    report, so an exception or cancellation leaks nothing.
+    """
+
+    __slots__ = ("_epoch", "_group", "_released", "_request", "_tokens")
+
+    def __init__(self, group: LimitGroup, request: bool, tokens: int, epoch: int) -> None:
+        self._group = group
+        self._request = request  # a request unit was taken from the group's bucket
+        self._tokens = tokens  # tokens taken from the group's bucket
+        self._epoch = epoch
+        self._released = False
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def success(
+        self,
+        used_tokens: int | None = None,
+        rate_limit: Mapping[str, float | None] | None = None,
+    ) -> None:
+        """The call succeeded: settle the token estimate, learn from headers, grow back."""
+        self._release()._succeeded(self, used_tokens, rate_limit)
+
+    def rate_limited(
+        self,
+        retry_after: float | None = None,
+        rate_limit: Mapping[str, float | None] | None = None,
+    ) -> None:
+        """The call got a 429: pause the whole group and slow it down."""
+        self._release()._refused(self, retry_after, rate_limit)
+
+    def failed(self) -> None:
+        """Any other failure (5xx, timeout, cancellation): release only."""
+        self._release()
+
+    def _release(self) -> LimitGroup:
+        if self._released:
+            raise RuntimeError("this Permit was already reported; report each one once")
+        self._released = True
+        self._group.in_flight -= 1
+        return self._group
+
+    def __enter__(self) -> Permit:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._released:
+            self.failed()
+
+    async def __aenter__(self) -> Permit:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self._released:
+            self.failed()
+
+
+class Bucket:
+    """A continuous token bucket holding at most one second's worth (at least 1)."""
+
+    __slots__ = ("available", "capacity", "rate")
+
+    def __init__(self, rate: float, available: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.available = min(available, self.capacity)
+
+    def set_rate(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.available = min(self.available, self.capacity)
+
+    def add(self, amount: float) -> None:
+        self.available = min(self.capacity, self.available + amount)
+
+    def delay(self, amount: float) -> float:
+        """Seconds until `amount` fits; an amount above capacity fits a full bucket."""
+        short = min(amount, self.capacity) - self.available
+        return short / self.rate if short > _EPS else 0.0
 
 
 class LimitGroup:

@@ -35,8 +35,10 @@ the transformed list. With `retry_failed=True` (the default) failed results are 
 again, and so is everything that depends on them.
 
 What is never stored: provider configurations and API keys (the store only sees requests,
-which carry none, and responses). The cache is keyed by a SHA-256 of provider name, model,
-options and input; its entries are shared by every run in the file.
+which carry none, responses, and error messages, from which the built-in providers remove
+every key they hold, those inside `gateway_config` included). The cache is keyed by a
+SHA-256 of provider name, model, options and input; its entries are shared by every run in
+the file.
 """
 
 from ._cache import ResponseCache

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import TYPE_CHECKING
 
 from ..types import ProviderRequest, ProviderResponse
 from ._codec import CANONICAL, response_from_json
-
-if TYPE_CHECKING:
-    from ._store import RunStore
+from ._schema import Writer
 
 INSERT_CACHE = "INSERT INTO cache VALUES (?, ?, ?, ?, ?, ?, ?)"
 
@@ -24,8 +21,8 @@ class ResponseCache:
     run (about 100 bytes an entry) and this process keeps it up to date.
     """
 
-    def __init__(self, store: RunStore, known: dict[int, int | None]) -> None:
-        self._store = store
+    def __init__(self, writer: Writer, known: dict[int, int | None]) -> None:
+        self._writer = writer
         self._known = known
         # Keys of requests just missed, by id(request): store() follows with the same request.
         self._missed: dict[int, tuple[ProviderRequest, str, int]] = {}
@@ -34,7 +31,7 @@ class ResponseCache:
         key, tag = _cache_key(provider_name, request)
         row_id = self._known.get(tag)
         if row_id is not None:
-            row = self._store._read_one("SELECT key, response FROM cache WHERE id = ?",
+            row = self._writer.read_one("SELECT key, response FROM cache WHERE id = ?",
                                         (row_id,))
             if row is not None and row[0] == key:
                 return response_from_json(row[1])
@@ -53,7 +50,7 @@ class ResponseCache:
         if tag in self._known:  # another call stored it meanwhile
             return
         self._known[tag] = None  # its row id is known once committed (see RunStore._write)
-        self._store._add(INSERT_CACHE, None, (
+        self._writer.enqueue(INSERT_CACHE, None, (
             tag, key, provider_name, request.options.get("model"),
             response.model_dump_json(fallback=str), time.time()))
 

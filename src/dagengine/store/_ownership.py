@@ -20,13 +20,13 @@ from ..errors import StoreError
 
 if TYPE_CHECKING:
     from ..types import Section
-    from ._runs import StoredRun
 
 STALE_AFTER = 60.0  # a heartbeat older than this means the owner is gone
 
-# Runs this process has open, by owner token; a run whose handle was garbage-collected
-# without close_run (its process() died) no longer counts as owned.
-LIVE: weakref.WeakValueDictionary[str, StoredRun] = weakref.WeakValueDictionary()
+# The handles (StoredRun) of the runs this process has open, by owner token; a run whose
+# handle was garbage-collected without close_run (its process() died) no longer counts as
+# owned. Only membership is read here, so the type stays `object` (_runs imports this module).
+LIVE: weakref.WeakValueDictionary[str, object] = weakref.WeakValueDictionary()
 _HOST = socket.gethostname()
 
 

@@ -7,16 +7,13 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..graph import Plan
 from ..types import DimensionResult
 from ._codec import result_from_json, result_json
 from ._ownership import owner_alive
-from ._schema import GLOBAL_INDEX
-
-if TYPE_CHECKING:
-    from ._store import RunStore
+from ._schema import GLOBAL_INDEX, Writer
 
 _INSERT_RESULT = "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)"
 
@@ -49,11 +46,11 @@ class StoredRun:
     process_id: str
     preloaded: dict[ResultKey, DimensionResult]
     resumed: bool
-    _store: RunStore = field(repr=False)
+    _writer: Writer = field(repr=False)
 
     def record(self, dimension: str, section_index: int | None, result: DimensionResult) -> None:
         """Queue `result` for the group commit at the start of the next loop iteration."""
-        self._store._add(_INSERT_RESULT, self.process_id, (
+        self._writer.enqueue(_INSERT_RESULT, self.process_id, (
             self.process_id, dimension, GLOBAL_INDEX if section_index is None else section_index,
             int(result.error is None), result_json(result), time.time()))
 

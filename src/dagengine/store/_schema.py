@@ -1,17 +1,35 @@
-"""The store's file: its tables, the checks that a file is a store we can read, and the
-connection every RunStore opens on it."""
+"""The store's file: its tables, the checks that a file is a store we can read, the
+connection every RunStore opens on it, and the narrow Writer the cache and the runs use."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .._version import __version__
 from ..errors import StoreError
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x64616731  # "dag1": lets `file(1)` and our own check recognise the file
 GLOBAL_INDEX = -1  # section_index stored for a global dimension's result
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """What the response cache and an open run may do with the store's file, and no more.
+
+    `enqueue(sql, run, row)` queues a row for the next group commit (`run`: the process id
+    whose ownership the commit checks first, None for the cache); `read_one(sql, params)`
+    reads one row on the store's connection. The RunStore hands these out, so neither side
+    needs the other's class.
+    """
+
+    enqueue: Callable[[str, str | None, tuple[Any, ...]], None]
+    read_one: Callable[[str, tuple[Any, ...]], Any]
 
 _SCHEMA = f"""
 CREATE TABLE schema_version (
@@ -108,7 +126,7 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
-                                 (SCHEMA_VERSION, f"dagengine {_version()}", time.time()))
+                                 (SCHEMA_VERSION, f"dagengine {__version__}", time.time()))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -128,7 +146,7 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{path} uses run store schema version {version}, written by a newer "
-                f"dagengine; this dagengine ({_version()}) reads up to version "
+                f"dagengine; this dagengine ({__version__}) reads up to version "
                 f"{SCHEMA_VERSION}. Upgrade dagengine (pip install -U dagengine)."
             )
         conn.execute("PRAGMA journal_mode = WAL")
@@ -141,9 +159,3 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
     return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

@@ -22,7 +22,7 @@ from ._cache import INSERT_CACHE, ResponseCache
 from ._codec import input_hash, result_from_json, sections_json
 from ._ownership import LIVE, Claim, Owned, Release, lost_runs, outcome, renew_heartbeats
 from ._runs import RUN_QUERY, ResultKey, RunInfo, StoredRun, reusable, run_info
-from ._schema import GLOBAL_INDEX, checkpoint, open_connection
+from ._schema import GLOBAL_INDEX, Writer, checkpoint, open_connection
 
 log = logging.getLogger("dagengine")
 
@@ -86,7 +86,8 @@ class RunStore:
         self._flush()  # a claim must not wait behind, nor mix with, queued rows
         stored = await asyncio.to_thread(self._transaction, claim.run)
         self._owned[process_id] = Owned(claim.token, inputs=sections)
-        run = StoredRun(process_id, reusable(stored, plan, retry_failed), claim.resumed, self)
+        run = StoredRun(process_id, reusable(stored, plan, retry_failed), claim.resumed,
+                        self._writer())
         LIVE[claim.token] = run
         self._arm_heartbeat()
         return run
@@ -99,7 +100,7 @@ class RunStore:
             self._known.clear()  # in place: caches handed out earlier share this map
             self._known.update(rows)
             self._known_version = version
-        return ResponseCache(self, self._known)
+        return ResponseCache(self._writer(), self._known)
 
     async def close_run(self, process_id: str, result: ProcessResult | None,
                         failed: BaseException | None = None) -> None:
@@ -183,7 +184,7 @@ class RunStore:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _add(self, sql: str, run: str | None, row: tuple[Any, ...]) -> None:
+    def _enqueue(self, sql: str, run: str | None, row: tuple[Any, ...]) -> None:
         """Queue a row for the next group commit; raise if the run can no longer be written.
 
         Called on the event loop's thread only, like _flush, so the queue needs no lock.
@@ -289,6 +290,11 @@ class RunStore:
         threading.Thread(target=run, name="dagengine-checkpoint", daemon=True).start()
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _writer(self) -> Writer:
+        # Made per handle, not kept: the store holding its own bound methods would be a
+        # reference cycle, and the file would stay open until a garbage collection.
+        return Writer(enqueue=self._enqueue, read_one=self._read_one)
 
     def _read_one(self, sql: str, params: tuple[Any, ...]) -> Any:
         with self._lock:

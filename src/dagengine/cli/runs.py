@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import StoreError
-from .store import RunInfo, RunStore
-from .types import DimensionResult, TokenUsage
+from ..errors import StoreError
+from ..store import RunInfo, RunStore
+from ..types import DimensionResult, TokenUsage
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,16 +13,16 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
-from ..config import ExecutionConfig
-from ..engine import DagEngine
-from ..errors import ConfigurationError, DagEngineError
-from ..gateway import GatewayError
-from ..types import DimensionResult
-from .backends import _open_setup
+from ...config import ExecutionConfig
+from ...engine import DagEngine
+from ...errors import ConfigurationError, DagEngineError
+from ...gateway import GatewayError
+from ...types import DimensionResult
+from .backends import _gateway_expected, _open_setup, _starting_line
 from .emails import generate_emails
 from .options import DemoOptions, DemoRun
 from .plugin import EmailAnalyzer
-from .report import _print_intro, _print_report, _ProgressLine, _Report
+from .report import _print_banner, _print_intro, _print_report, _ProgressLine, _Report
 from .settings import (
     BACKENDS,
     DEFAULT_SEED,
@@ -42,11 +42,17 @@ __all__ = ["build_parser", "main", "run_demo"]
 async def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoRun:
     """Run the walkthrough, printing it to `out` (stdout); the run and its report text."""
     report = _Report(out if out is not None else sys.stdout)
+    # The banner first: what follows (starting the simulator and the gateway, importing an
+    # SDK) takes seconds.
+    _print_banner(report)
+    if starting := _starting_line(options):
+        report.line(starting)
+        report.line()
     emails = generate_emails(options.emails, options.seed)
     async with contextlib.AsyncExitStack() as stack:
-        # Importing the SDKs takes a second or more: do it while the simulator and the
+        # Importing the SDK takes a second or more: do it while the simulator and the
         # gateway start in their own processes.
-        importing = asyncio.create_task(asyncio.to_thread(_import_sdks))
+        importing = asyncio.create_task(asyncio.to_thread(_import_sdk, options))
         try:
             setup = await stack.enter_async_context(_open_setup(options))
         finally:
@@ -86,9 +92,9 @@ async def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoRun:
     return run
 
 
-def _import_sdks() -> None:
-    for module in ("dagengine.providers.anthropic", "dagengine.providers.openai"):
-        importlib.import_module(module)
+def _import_sdk(options: DemoOptions) -> None:
+    """The SDK the provider will likely use: openai through a gateway, else anthropic."""
+    importlib.import_module("openai" if _gateway_expected(options) else "anthropic")
 
 
 # -- command line ----------------------------------------------------------------------------

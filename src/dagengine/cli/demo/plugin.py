@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plugin import Plugin, PromptContext
-from ..types import ProviderSelection
+from ...plugin import Plugin, PromptContext
+from ...types import ProviderSelection
 from .settings import DIMENSION, MODEL
 
 __all__ = ["EmailAnalyzer"]

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..gateway import PORTKEY_GATEWAY_VERSION, GatewayError, LocalGateway, node_available
-from ..providers.portkey import HOSTED_GATEWAY_URL
-from ..simulator import SimulatorProcess
+from ...gateway import PORTKEY_GATEWAY_VERSION, GatewayError, LocalGateway, node_available
+from ...gateway._install import gateway_installed
+from ...providers.portkey import HOSTED_GATEWAY_URL
+from ...simulator import SimulatorProcess
 from .options import DemoOptions
 from .settings import (
     EXECUTION,
@@ -115,6 +116,32 @@ def _use_gateway(setup: Setup, kind: Literal["local", "hosted"], url: str | None
     attempts = GATEWAY_CONFIG["retry"]["attempts"]
     setup.retry_line = (f"Up to {attempts} attempts on errors "
                         f"({', '.join(map(str, RETRY_ON))}), in the gateway")
+
+
+def _gateway_expected(options: DemoOptions) -> Literal["given", "hosted", "local"] | None:
+    """The gateway `_route` will likely use (a local one may still fail to start)."""
+    if not options.gateway:
+        return None
+    if options.gateway_url is not None:
+        return "given"
+    if options.chosen_backend == "anthropic" and os.environ.get("PORTKEY_API_KEY"):
+        return "hosted"
+    return "local" if node_available() else None
+
+
+def _starting_line(options: DemoOptions) -> str | None:
+    """What the set-up is about to start, said before it takes its seconds."""
+    parts = []
+    if options.chosen_backend == "simulator":
+        parts.append("the local LLM simulator")
+    if _gateway_expected(options) == "local":
+        gateway = "the local Portkey gateway"
+        if not gateway_installed():
+            gateway += " (installing it from npm first: about a minute, once)"
+        parts.append(gateway)
+    if not parts:
+        return None
+    return f"🔧 Starting {' and '.join(parts)}..."
 
 
 def _gateway_log_path() -> Path:

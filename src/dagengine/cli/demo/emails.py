@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ..types import Section
+from ...types import Section
 from .settings import DEFAULT_SEED
 
 __all__ = ["EMAIL_TYPES", "generate_emails"]

@@ -1,4 +1,4 @@
-"""The direct transport: a provider's documented wire format, posted over one aiohttp session.
+"""The http transport: a provider's documented wire format, posted over one aiohttp session.
 
 The official SDKs build, validate and wrap every request through several layers (a vendored
 httpx client on top of their aiohttp backend); at thousands of calls a second that is most of
@@ -34,7 +34,7 @@ from .base import ProviderError
 __all__ = ["HTTPBackend", "request_options"]
 
 # The SDKs' create() keyword arguments that shape the HTTP request rather than its JSON body;
-# the direct backends honour them too, so options written for the SDKs keep their meaning.
+# the http backends honour them too, so options written for the SDKs keep their meaning.
 _REQUEST_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
 _USER_AGENT = "dagengine (python, aiohttp)"
 

@@ -1,4 +1,5 @@
-"""The direct transport: each API's documented wire format over one aiohttp session.
+"""The http transport (the default): each API's documented wire format over one aiohttp
+session.
 
 Requests go to dagengine.simulator (or, where a test needs an answer the simulator does not
 give, a small loopback server) as a real server; GET /requests shows what went on the wire.
@@ -27,8 +28,8 @@ from dagengine import DagEngine
 from dagengine._structured import request_schema
 from dagengine.errors import ConfigurationError, ProviderError
 from dagengine.providers import BaseProvider, build_provider
-from dagengine.providers._direct import HTTPBackend, _environment_proxy
 from dagengine.providers._sdk import SDKProvider
+from dagengine.providers._transport import HTTPBackend, _environment_proxy
 from dagengine.providers.anthropic import AnthropicHTTPBackend
 from dagengine.providers.gemini import CONFIG_FIELDS, GeminiHTTPBackend
 from dagengine.providers.openai import OpenAIChatBackend, OpenAIHTTPBackend
@@ -68,7 +69,7 @@ def request(prompt: Any = CHAT, schema: dict[str, Any] | None = None,
 
 def backend(provider: BaseProvider) -> Any:
     assert isinstance(provider, SDKProvider)
-    return provider._backend
+    return provider.backend
 
 
 # -- what goes on the wire --------------------------------------------------------------------
@@ -123,7 +124,7 @@ class Email(BaseModel):
 
 @pytest.mark.parametrize("case", ["options", "schema"])
 @pytest.mark.parametrize("kind", KINDS)
-async def test_the_direct_body_is_the_body_the_sdk_sends(kind: str, case: str) -> None:
+async def test_the_http_body_is_the_body_the_sdk_sends(kind: str, case: str) -> None:
     if case == "options":
         req = request(model=MODELS[kind], temperature=0.2, top_p=0.9, stop="END", max_tokens=40)
     else:
@@ -143,7 +144,7 @@ async def test_the_direct_body_is_the_body_the_sdk_sends(kind: str, case: str) -
 
 async def test_sdk_request_options_keep_their_meaning() -> None:
     """extra_body, extra_headers and timeout are the SDKs' create() arguments; options written
-    for the SDK transport do the same on the direct one."""
+    for the SDK transport do the same on the http one."""
     async with Simulator(api_key=KEY) as sim:
         provider = provider_for("anthropic", sim.base_url, default_model="claude-x")
         await provider.execute(request(extra_body={"metadata": {"user_id": "u-1"}},
@@ -285,7 +286,7 @@ async def counting() -> AsyncIterator[tuple[list[Any], str]]:
         yield peers, f"http://127.0.0.1:{port}"
 
 
-def direct_engine(base: str) -> DagEngine:
+def http_engine(base: str) -> DagEngine:
     plugin = SimplePlugin(["a"], provider="anthropic", options={"model": "claude-x"})
     return DagEngine(plugin, providers={"anthropic": {"api_key": KEY, "base_url": base}},
                      execution={"concurrency": 1})
@@ -294,42 +295,42 @@ def direct_engine(base: str) -> DagEngine:
 async def test_two_runs_on_one_loop_share_one_session_and_connection_until_close(
         counting: tuple[list[Any], str]) -> None:
     peers, base = counting
-    engine = direct_engine(base)
+    engine = http_engine(base)
     first = await engine.process(["x", "y"])
-    session = backend(engine.registry.get("anthropic"))._client
+    session = backend(engine.registry.get("anthropic")).open_client
     second = await engine.process(["z", "w"])
 
     assert all(s.results["a"].ok for s in first.sections + second.sections)
     assert len(peers) == 4 and len(set(peers)) == 1  # one TCP connection for both runs
-    assert backend(engine.registry.get("anthropic"))._client is session
+    assert backend(engine.registry.get("anthropic")).open_client is session
     assert not session.closed
     await engine.close()
     assert session.closed
-    assert backend(engine.registry.get("anthropic"))._client is None
+    assert backend(engine.registry.get("anthropic")).open_client is None
 
 
 async def test_async_with_closes_the_engines_sessions(counting: tuple[list[Any], str]) -> None:
     _, base = counting
-    async with direct_engine(base) as engine:
+    async with http_engine(base) as engine:
         await engine.process(["x"])
-        session = backend(engine.registry.get("anthropic"))._client
+        session = backend(engine.registry.get("anthropic")).open_client
     assert session.closed
 
 
 async def test_a_session_left_open_closes_when_its_event_loop_ends(
         counting: tuple[list[Any], str]) -> None:
     peers, base = counting
-    engine = direct_engine(base)
+    engine = http_engine(base)
 
     async def unclosed_run() -> Any:
         await engine.process(["x"])
-        return backend(engine.registry.get("anthropic"))._client
+        return backend(engine.registry.get("anthropic")).open_client
 
     # asyncio.run in a thread: a loop of its own that ends, with the engine left open.
     session = await asyncio.to_thread(asyncio.run, unclosed_run())
     assert session.closed
     await engine.process(["y"])  # this loop gets a session of its own
-    assert backend(engine.registry.get("anthropic"))._client is not session
+    assert backend(engine.registry.get("anthropic")).open_client is not session
     await engine.close()
     assert len(peers) == 2
 
@@ -364,7 +365,7 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_no_unclosed_session_warnings_and_no_sdk_import_on_the_direct_transport(
+async def test_no_unclosed_session_warnings_and_no_sdk_import_on_the_http_transport(
         kind: str, transport: str, tmp_path: Path) -> None:
     """engine.run() twice (two loops), then process() in a third loop and no close() at all:
     with ResourceWarnings shown (-X dev), nothing is reported unclosed."""
@@ -423,7 +424,7 @@ async def test_sessions_make_no_ssl_context_and_https_verifies_the_certificate(
                         lambda *a, **k: made.append(a) or real(*a, **k))
     try:
         for base in (plain_base, plain_base, tls_base, tls_base):
-            engine = direct_engine(base)
+            engine = http_engine(base)
             result = await engine.process(["x"])
             await engine.close()
             outcome = result.sections[0].results["a"]
@@ -439,7 +440,7 @@ async def test_sessions_make_no_ssl_context_and_https_verifies_the_certificate(
 # -- the transport switch ---------------------------------------------------------------------
 
 
-def test_the_direct_transport_is_the_default_and_sdk_picks_the_official_sdks() -> None:
+def test_the_http_transport_is_the_default_and_sdk_picks_the_official_sdks() -> None:
     kinds = {"anthropic": AnthropicHTTPBackend, "openai": OpenAIHTTPBackend,
              "gemini": GeminiHTTPBackend}
     for kind, direct in kinds.items():

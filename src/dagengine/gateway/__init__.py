@@ -30,13 +30,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from ._gateway_install import (
+from ..errors import GatewayError
+from ._install import (
     PORTKEY_GATEWAY_PACKAGE,
     PORTKEY_GATEWAY_VERSION,
     default_cache_dir,
     ensure_gateway_installed,
 )
-from .errors import GatewayError
 
 __all__ = [
     "PORTKEY_GATEWAY_PACKAGE",
@@ -48,7 +48,7 @@ __all__ = [
     "node_available",
 ]
 
-PIN_LOOPBACK_JS = Path(__file__).with_name("_gateway") / "pin_loopback.js"
+PIN_LOOPBACK_JS = Path(__file__).with_name("pin_loopback.js")
 _PORT_FILE_ENV = "DAGENGINE_GATEWAY_PORT_FILE"
 _LOG_TAIL_CHARS = 4000
 _PROBE_TIMEOUT = 1.0

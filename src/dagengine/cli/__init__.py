@@ -22,9 +22,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import __version__
-from .errors import DagEngineError
-from .plugin import Plugin
+from .._version import __version__
+from ..errors import DagEngineError
+from ..plugin import Plugin
 
 __all__ = ["UsageError", "build_parser", "graph_report", "load_plugin_class", "main"]
 
@@ -115,7 +115,7 @@ def _graph(target: str, *, as_json: bool) -> int:
 
 def graph_report(plugin: Plugin, *, as_json: bool = False) -> str:
     """The plugin's DOT graph followed by its analytics as `//` comments, or both as JSON."""
-    from .engine import DagEngine
+    from ..engine import DagEngine
 
     engine = DagEngine(plugin=plugin)
     analytics = engine.get_graph_analytics()
@@ -211,7 +211,7 @@ def _demo(argv: list[str]) -> int:
 
 
 def _simulate(argv: list[str]) -> int:
-    from .simulator import main as simulate_main
+    from ..simulator import main as simulate_main
 
     try:
         return simulate_main(argv, prog=f"{PROG} simulate")
@@ -220,7 +220,7 @@ def _simulate(argv: list[str]) -> int:
 
 
 def _runs(argv: list[str]) -> int:
-    from .runs_cli import main as runs_main
+    from .runs import main as runs_main
 
     try:
         return runs_main(argv)
@@ -243,7 +243,3 @@ def _exit_code(exc: SystemExit) -> int:
         return code
     print(code, file=sys.stderr)  # sys.exit("message") means: print it, exit 1
     return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,20 +21,15 @@ so the report can be checked against the run that produced it.
 
 from __future__ import annotations
 
-# The `name as name` imports are not part of the API: the tests reach them as
-# `dagengine.demo.<name>` to check the backend selection and the printed logs without
-# running a demo.
-from .backends import _open_setup as _open_setup
 from .emails import EMAIL_TYPES, generate_emails
 from .options import DemoOptions, DemoRun
 from .plugin import EmailAnalyzer
-from .report import _print_logs as _print_logs
-from .report import _Report as _Report
 from .run import build_parser, main, run_demo
-from .settings import GATEWAY_CONFIG as GATEWAY_CONFIG
+from .settings import GATEWAY_CONFIG
 
 __all__ = [
     "EMAIL_TYPES",
+    "GATEWAY_CONFIG",
     "DemoOptions",
     "DemoRun",
     "EmailAnalyzer",

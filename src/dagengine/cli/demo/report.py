@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TextIO
 
-from ..types import DimensionResult, ProgressUpdate, Section
+from ...types import DimensionResult, ProgressUpdate, Section
 from .backends import Setup
 from .emails import EMAIL_TYPES
 from .options import DemoOptions, DemoRun
@@ -94,11 +94,14 @@ def progress_line(p: ProgressUpdate) -> str:
     return line
 
 
-def _print_intro(report: _Report, options: DemoOptions, setup: Setup,
-                 emails: Sequence[Section]) -> None:
+def _print_banner(report: _Report) -> None:
     report.line()
     report.banner("🚀 PORTKEY: PARALLEL REQUEST HANDLING DEMO")
     report.line()
+
+
+def _print_intro(report: _Report, options: DemoOptions, setup: Setup,
+                 emails: Sequence[Section]) -> None:
     report.line("📊 Test Configuration:")
     report.line(f"   Total Emails: {len(emails)}")
     report.line(f"   Parallel Requests: {options.concurrency} concurrent")

@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import GatewayError
+from ..errors import GatewayError
 
 PORTKEY_GATEWAY_PACKAGE = "@portkey-ai/gateway"
 PORTKEY_GATEWAY_VERSION = "1.15.2"
@@ -50,6 +50,12 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def gateway_installed(cache_dir: Path | None = None) -> bool:
+    """True when the pinned gateway is in `cache_dir` already (no npm install to wait for)."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return _installed_version(_package_dir(cache_dir)) == PORTKEY_GATEWAY_VERSION
 
 
 def ensure_gateway_installed(cache_dir: Path | None = None) -> Path:

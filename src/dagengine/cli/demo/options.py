@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..types import DimensionResult, ProcessResult, Section
+from ...types import DimensionResult, ProcessResult, Section
 from .settings import DEFAULT_SEED, REQUESTS_PER_MINUTE, Backend
 
 __all__ = ["DemoOptions", "DemoRun"]
