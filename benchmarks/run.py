@@ -340,6 +340,7 @@ async def w4_mixed(sim: SimulatorProcess) -> list[Row]:
 
 
 W5_CALLS = 5000
+W5_PASSES = 3  # each runner's fastest pass is its row: this machine is shared
 # Each runner in a process of its own (see w5_child), "x plain" against the first row.
 W5_RUNNERS = (
     "plain aiohttp", "provider anthropic, no engine", "dagengine anthropic",
@@ -356,12 +357,18 @@ async def w5(sim: SimulatorProcess) -> list[Row]:
     garbage collector walks only what that runner imports (an SDK's classes make every full
     collection of a process slower): a warm-up of 500 calls on the same engine or client
     (imports, sessions, connections), then 5,000 timed. The simulator has its own process.
+    Each runner's row is the fastest of W5_PASSES passes.
     """
     await sim.configure(latency=0.0, latency_median=None, latency_sigma=0.0, seed=19)
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(W5_PASSES):  # passes over all runners, so a busy moment hits them all
+        for runner in W5_RUNNERS:
+            await sim.reset()
+            figures = await asyncio.to_thread(w5_in_child, runner, sim.base_url)
+            if runner not in best or figures["wall"] < best[runner]["wall"]:
+                best[runner] = figures
     rows = []
-    for runner in W5_RUNNERS:
-        await sim.reset()
-        figures = await asyncio.to_thread(w5_in_child, runner, sim.base_url)
+    for runner, figures in best.items():
         wall = figures.pop("wall")
         rows.append(Row("W5 overhead", runner, wall, {
             "calls/s": round(W5_CALLS / wall), **figures}))
