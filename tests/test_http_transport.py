@@ -514,9 +514,10 @@ async def test_gemini_thoughts_are_not_the_answer_but_their_tokens_are_output(
 async def test_requests_go_through_the_environments_proxy(
         monkeypatch: pytest.MonkeyPatch, counting: tuple[list[Any], str]) -> None:
     peers, proxy = counting  # the "proxy" answers itself, as if it were the API
-    monkeypatch.setenv("HTTP_PROXY", proxy)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    for name in ("HTTP_PROXY", "http_proxy"):  # urllib prefers the lowercase one
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
     provider = provider_for("anthropic", "http://api.example.invalid", default_model="claude-x")
 
     response = await provider.execute(request())
@@ -526,6 +527,8 @@ async def test_requests_go_through_the_environments_proxy(
 
 
 def test_no_proxy_exempts_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "api.openai.com")
     assert _environment_proxy("https://api.openai.com/v1") is None
