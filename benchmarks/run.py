@@ -90,8 +90,9 @@ def engine(sim: SimulatorProcess | str, plugin: Plugin, store: Any = None,
     base_url = sim if isinstance(sim, str) else sim.base_url
     config = {"api_key": KEY, "transport": transport,
               "base_url": base_url + "/v1" if provider == "openai" else base_url}
-    return DagEngine(plugin, providers={provider: config}, execution=execution, store=store,
-                     cache=cache)
+    # store=None means no store here: the default store would record (and cache) every run.
+    return DagEngine(plugin, providers={provider: config}, execution=execution,
+                     store=False if store is None else store, cache=cache)
 
 
 STORE_RUNNERS = {"dagengine + store": False, "dagengine + store + cache": True}
@@ -324,7 +325,8 @@ async def w4_mixed(sim: SimulatorProcess) -> list[Row]:
     for seed, run in ((1, 1), (1, 2), (2, 1), (3, 1)):
         if run == 1:
             provider = in_process(lognormal_latency(W4H_MEDIANS, seed))
-            eng = DagEngine(plugin, providers=[provider], execution={"concurrency": concurrency})
+            eng = DagEngine(plugin, providers=[provider], execution={"concurrency": concurrency},
+                            store=False)
         result, wall, _ = await timed(eng.process(sections(n)))
         lat = latencies(result)
         ideal = schedules.ideal(lat, W4H_DEPS, concurrency)
@@ -432,7 +434,7 @@ def w5_work(runner: str, base_url: str) -> tuple[Callable[[], Awaitable[Any]],
         return (lambda: baseline(500)), last_baseline
     if runner == "dagengine, no HTTP":
         eng = DagEngine(Bench(["analyze"]), providers=[in_process()],
-                        execution={"concurrency": 200})
+                        execution={"concurrency": 200}, store=False)
     else:
         store = fresh_store() if runner in STORE_RUNNERS else None
         provider = runner.split()[1].strip(",") if runner.startswith("dagengine ") \
@@ -528,7 +530,8 @@ def w6() -> list[Row]:
 
 def w6_child(n: int) -> None:
     plugin = Bench(["first", "second"], {"second": ["first"]})
-    eng = DagEngine(plugin, providers=[in_process()], execution={"concurrency": 200})
+    eng = DagEngine(plugin, providers=[in_process()], execution={"concurrency": 200},
+                    store=False)
     items = [f"item {i}" for i in range(n)]
     started = time.perf_counter()
     result = eng.run(items)

@@ -289,7 +289,7 @@ async def counting() -> AsyncIterator[tuple[list[Any], str]]:
 def http_engine(base: str) -> DagEngine:
     plugin = SimplePlugin(["a"], provider="anthropic", options={"model": "claude-x"})
     return DagEngine(plugin, providers={"anthropic": {"api_key": KEY, "base_url": base}},
-                     execution={"concurrency": 1})
+                     execution={"concurrency": 1}, store=False)
 
 
 async def test_two_runs_on_one_loop_share_one_session_and_connection_until_close(
@@ -350,7 +350,7 @@ CHILD = textwrap.dedent("""
 
     base = sys.argv[1] + ("/v1" if sys.argv[2] == "openai" else "")
     engine = DagEngine(One(), providers={sys.argv[2]: {"api_key": "k", "base_url": base,
-                                                      "transport": sys.argv[3]}})
+                                                      "transport": sys.argv[3]}}, store=False)
     assert engine.run(["x"]).sections[0].results["a"].ok
     assert engine.run(["y"]).sections[0].results["a"].ok  # a new loop: a new session
 
