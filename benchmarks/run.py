@@ -77,8 +77,9 @@ def sections(n: int) -> list[str]:
 
 def engine(sim: SimulatorProcess, plugin: Plugin, store: Any = None, cache: bool | None = None,
            **execution: Any) -> DagEngine:
+    # store=None means no store here: the default store would record (and cache) every run.
     return DagEngine(plugin, providers={"anthropic": {"api_key": KEY, "base_url": sim.base_url}},
-                     execution=execution, store=store, cache=cache)
+                     execution=execution, store=False if store is None else store, cache=cache)
 
 
 STORE_RUNNERS = {"dagengine + store": False, "dagengine + store + cache": True}
@@ -307,7 +308,8 @@ async def w4_mixed(sim: SimulatorProcess) -> list[Row]:
     for seed, run in ((1, 1), (1, 2), (2, 1), (3, 1)):
         if run == 1:
             provider = in_process(lognormal_latency(W4H_MEDIANS, seed))
-            eng = DagEngine(plugin, providers=[provider], execution={"concurrency": concurrency})
+            eng = DagEngine(plugin, providers=[provider], execution={"concurrency": concurrency},
+                            store=False)
         result, wall, _ = await timed(eng.process(sections(n)))
         lat = latencies(result)
         ideal = schedules.ideal(lat, W4H_DEPS, concurrency)
@@ -345,7 +347,7 @@ async def w5(sim: SimulatorProcess) -> list[Row]:
     # The engine alone: an in-process provider that answers at once, no HTTP at all.
     _, wall, cpu = await timed(DagEngine(
         Bench(["analyze"]), providers=[in_process()],
-        execution={"concurrency": 200}).process(sections(n)))
+        execution={"concurrency": 200}, store=False).process(sections(n)))
     rows.append(Row("W5 overhead", "dagengine, no HTTP", wall, {
         "calls/s": round(n / wall), "cpu ms/call": round(1000 * cpu / n, 3)}))
     return rows
@@ -367,7 +369,8 @@ def w6() -> list[Row]:
 
 def w6_child(n: int) -> None:
     plugin = Bench(["first", "second"], {"second": ["first"]})
-    eng = DagEngine(plugin, providers=[in_process()], execution={"concurrency": 200})
+    eng = DagEngine(plugin, providers=[in_process()], execution={"concurrency": 200},
+                    store=False)
     items = [f"item {i}" for i in range(n)]
     started = time.perf_counter()
     result = eng.run(items)

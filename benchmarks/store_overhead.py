@@ -47,7 +47,8 @@ class Classify(Plugin):
 async def one_run(sections: list[str], store: Path | None, cache: bool,
                   process_id: str = "bench", latency: float = 0.0) -> float:
     engine = DagEngine(Classify(), providers={"instant": instant_provider(latency)},
-                       execution={"concurrency": 200}, store=store,
+                       execution={"concurrency": 200},
+                       store=False if store is None else store,
                        cache=cache if store is not None else None)
     started = time.perf_counter()
     result = await engine.process(sections, process_id=process_id)

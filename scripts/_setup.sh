@@ -23,8 +23,19 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "dagengine: installing dagengine and its test tools into .venv" \
          "(first time: about 2 minutes)..." >&2
   fi
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,notebook]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,notebook,pandas,polars,parquet,ray]"
   echo "$want" > "$stamp"
   echo "dagengine: .venv is ready" >&2
 fi
 export DAGENGINE_CACHE_DIR="${DAGENGINE_CACHE_DIR:-$root/.cache}"
+# The test command opens the run report in headless Chromium (Debian's package).
+if [ "$(basename "$0")" = "test.sh" ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium for the run report's browser test..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+        >/dev/null; } || echo "could not install chromium: its browser test will be skipped" >&2
+  else
+    echo "chromium is not installed: the run report's browser test will be skipped" \
+         "(install it: apt-get install chromium)" >&2
+  fi
+fi

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +49,18 @@ def http_error(status: int, retry_after: float | None = None) -> ProviderError:
     return ProviderError(f"fake: HTTP {status}", status_code=status, retry_after=retry_after)
 
 
+@pytest.fixture(autouse=True)
+def default_store_home(tmp_path_factory: pytest.TempPathFactory,
+                       monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own default store (engines without store= record there), so no
+    test reads runs or cached answers of another, nor of the developer's own cache; tests
+    that start subprocesses pass the variable on to them."""
+    home = tmp_path_factory.mktemp("cache-home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.delenv("DAGENGINE_STORE", raising=False)
+    return home / "dagengine" / "runs.db"
+
+
 @pytest.fixture
 def fake() -> FakeProvider:
     return FakeProvider()
@@ -67,6 +82,19 @@ def pytest_configure(config: pytest.Config) -> None:
     for name in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
                  "PORTKEY_API_KEY"):
         os.environ.pop(name, None)
+    # Module and session fixtures start before the per-test `default_store_home`: their
+    # engines' default store is a throw-away one too, never the developer's ~/.cache.
+    os.environ.pop("DAGENGINE_STORE", None)
+    _session_cache_home.append(tempfile.mkdtemp(prefix="dagengine-tests-"))
+    os.environ["XDG_CACHE_HOME"] = _session_cache_home[0]
+
+
+_session_cache_home: list[str] = []
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _session_cache_home:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -56,7 +56,7 @@ def crash_engine(store: Any, base_url: str, *, concurrency: int, cache: bool) ->
         CrashPlugin(),
         providers={"anthropic": {"api_key": "test-key", "base_url": base_url}},
         execution={"concurrency": concurrency, "max_retries": 2, "retry_delay": 0.05},
-        store=store,
+        store=False if store is None else store,  # None: no store at all, not the default one
         cache=cache if store is not None else None,
     )
 

@@ -140,7 +140,7 @@ def test_the_console_script_is_installed() -> None:
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    ([], "name a command: demo, simulate, graph or runs"),
+    ([], "name a command: demo, simulate, graph, estimate or runs"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["graph"], "the following arguments are required: module:PluginClass"),
 ])

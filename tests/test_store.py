@@ -410,7 +410,7 @@ async def test_runs_list_show_and_export(tmp_path: Path, capsys: pytest.CaptureF
     assert "the cache saved $0.0004 over 19 calls" in capsys.readouterr().out
 
     out = tmp_path / "run-1.jsonl"
-    assert runs_main(["export", str(path), "run-1", "--out", str(out)]) == 0
+    assert runs_main(["export", str(path), "run-1", "--format", "full", "--out", str(out)]) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["index"] for line in lines] == list(range(10))
     assert lines[3]["section"]["content"] == "section 3"

@@ -15,7 +15,7 @@ from dagengine.testing import FunctionProvider, VirtualTimeLoop, in_virtual_time
 
 def engine_for(provider: FunctionProvider, **execution: Any) -> DagEngine:
     return DagEngine(SimplePlugin(["a"], provider=provider.name), providers=[provider],
-                     execution={"retry_delay": 1.0, **execution})
+                     execution={"retry_delay": 1.0, **execution}, store=False)
 
 
 def test_function_provider_is_the_spec_name() -> None:

@@ -23,6 +23,7 @@ from .errors import (
     HookError,
     HookResultError,
     MissingAPIKeyError,
+    MissingExtraError,
     OutputValidationError,
     PreflightError,
     ProcessInterrupted,
@@ -31,6 +32,7 @@ from .errors import (
     UnknownProviderError,
     ValidationError,
 )
+from .estimate import DimensionEstimate, Estimate
 from .plugin import HookContext, Plugin, PromptContext
 from .providers.base import BaseProvider, ProviderRegistry
 from .store import RunStore
@@ -64,16 +66,19 @@ __all__ = [
     "DependencyError",
     "Dimension",
     "DimensionCost",
+    "DimensionEstimate",
     "DimensionProgress",
     "DimensionResult",
     "DimensionTimeoutError",
     "EmptyResponseError",
     "EngineUsageError",
+    "Estimate",
     "ExecutionConfig",
     "HookContext",
     "HookError",
     "HookResultError",
     "MissingAPIKeyError",
+    "MissingExtraError",
     "ModelCost",
     "OutputValidationError",
     "Plugin",

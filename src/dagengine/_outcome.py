@@ -19,6 +19,7 @@ class Outcome:
     attempts: int = 0
     model: str | None = None
     provider: str | None = None
+    sent_at: float | None = None  # Unix time the current attempt's request left the limiter
 
     def add_usage(self, response: ProviderResponse, pricing: Pricing, model: str | None) -> None:
         tokens = response.metadata.get("tokens")

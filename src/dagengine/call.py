@@ -4,8 +4,10 @@ within the dimension's time limit."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -75,6 +77,8 @@ class Caller:
         # A store's response cache when the run has one: `await lookup(provider, request)`
         # -> ProviderResponse | None, and `await store(provider, request, response)`.
         self.cache: Any = None
+        # The store's attempt recorder when the run has a store (StoredRun.record.attempt).
+        self.on_attempt: Callable[..., None] | None = None
         self._select_provider = with_arity(plugin.select_provider, 3)
 
     async def execute(
@@ -180,13 +184,19 @@ class Caller:
                     request, partial(as_request, current=request))
             outcome.attempts += 1
             outcome.provider = provider.name
+            began, outcome.sent_at = time.time(), None
             try:
-                return await self._answer(site, provider, request, options, attempt, outcome,
-                                          started)
-            except asyncio.CancelledError:
+                answer = await self._answer(site, provider, request, options, attempt, outcome,
+                                            started)
+            except asyncio.CancelledError as exc:
+                self._attempt_ended(site, outcome, began, options, None, exc)
                 raise
             except Exception as exc:
                 error = as_call_error(exc, provider.name)
+            else:
+                self._attempt_ended(site, outcome, began, options, answer, None)
+                return answer
+            self._attempt_ended(site, outcome, began, options, None, error)
             history.append({
                 "provider": provider.name, "attempt": attempt, "error": str(error),
                 "status_code": getattr(error, "status_code", None),
@@ -230,7 +240,8 @@ class Caller:
         options: dict[str, Any], attempt: int, outcome: Outcome, started: float,
     ) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
-        cached = await self.cache.lookup(provider.name, request) if self.cache else None
+        scope = _cache_name(provider)
+        cached = await self.cache.lookup(scope, request) if self.cache else None
         if cached is not None and _is_empty(cached.data):
             cached = None  # stored before empty answers were refused: ask again
         response = cached or await self._send(provider, request, outcome)
@@ -238,7 +249,7 @@ class Caller:
             raise EmptyResponseError(provider.name, response.metadata.get("finish_reason"))
         data, parsed = validated(site.dimension, response.data)
         if self.cache is not None and cached is None:
-            await self.cache.store(provider.name, request, response)
+            await self.cache.store(scope, request, response)
         if self.hooks.has("after_provider_execute"):
             answered = response.model_copy(update={"data": data})
             response = await self.hooks.call(
@@ -263,6 +274,7 @@ class Caller:
     ) -> ProviderResponse:
         model = request.options.get("model")
         permit = await self.limiter.group(provider.name, model).acquire(_estimate_tokens(request))
+        outcome.sent_at = time.time()
         progress = self.progress
         progress.in_flight += 1
         progress.requests += 1
@@ -310,6 +322,27 @@ class Caller:
     def _context(self, site: CallSite, **fields: Any) -> HookContext:
         return site.context(self.process_id, **fields)
 
+    def _attempt_ended(self, site: CallSite, outcome: Outcome, began: float,
+                       options: dict[str, Any], answer: DimensionResult | None,
+                       error: BaseException | None) -> None:
+        """Report a provider request that ended to the run's store (the run report's
+        timeline); a cache hit or an attempt that never left the rate limiter sent none."""
+        if self.on_attempt is None or outcome.sent_at is None:
+            return
+        model = answer.metadata.get("model") if answer is not None else options.get("model")
+        status = answer.metadata.get("status_code") if answer is not None else None
+        self.on_attempt(site.name, site.section_index, outcome.attempts, outcome.provider,
+                        model, began, outcome.sent_at, time.time(), status, error)
+
+
+
+def _cache_name(provider: BaseProvider) -> str:
+    """The provider as the response cache keys it: its name, and a digest of its scope (which
+    may name hosts that should not be written out)."""
+    scope = provider.cache_scope
+    if not scope:
+        return provider.name
+    return f"{provider.name}@{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
 
 
 def _report_failure(permit: Any, exc: ProviderError) -> None:

@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._callbacks import Callback, Callbacks, progress_emitter
 from ._coerce import apply_finalized
@@ -23,14 +25,18 @@ from .config import ExecutionConfig
 from .cost import Pricing
 from .display import ProgressDisplay, make_display
 from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted, ValidationError
+from .estimate import Estimate, estimate_run
 from .graph import Plan
 from .plugin import HookContext, Hooks, Plugin, resolve
 from .progress import ProgressTracker
 from .providers import ProvidersArg, build_registry
 from .ratelimit import RateLimiter
 from .ready import CallTimes
-from .scheduler import Preloaded, Recorder, RunFailed, Scheduler
+from .scheduler import RunFailed, Scheduler
 from .types import ProcessResult, ProgressUpdate, Section, SectionLike, to_sections
+
+if TYPE_CHECKING:
+    from .store import ResponseCache, StoredRun
 
 log = logging.getLogger("dagengine")
 
@@ -49,6 +55,10 @@ class DagEngine:
         store: Any = None,
         cache: bool | None = None,
     ) -> None:
+        """`store`: a path or `RunStore` to record runs in, False for none, or None (the
+        default) for the per-user default store (see `dagengine.store.default_store_path`).
+        `cache`: answer identical requests from the store's response cache (default: on
+        whenever there is a store)."""
         if not isinstance(plugin, Plugin):
             raise ConfigurationError(
                 f"plugin must be a dagengine.Plugin instance, got {type(plugin).__name__}"
@@ -59,10 +69,16 @@ class DagEngine:
         self.registry = build_registry(providers)
         self.pricing = Pricing(pricing)
         self.progress_display = progress_display
-        self.store = _open_store(store)
-        self.cache = (self.store is not None) if cache is None else cache
-        if self.cache and self.store is None:
-            raise ConfigurationError("cache=True needs a store: pass store='runs.db'")
+        _check_store(store)
+        # The user chose this store (not the default one): its runs keep their strict rules.
+        self._store_chosen = store is not None and store is not False
+        self._store: Any = _UNOPENED if store is None else (None if store is False
+                                                              else _open_store(store))
+        self._cache = cache
+        if cache and (store is False or (store is None and _default_store_off())):
+            raise ConfigurationError(
+                "cache=True needs a store: pass store='runs.db' (the default store is off: "
+                "store=False or DAGENGINE_STORE=off)")
         self._plan: Plan | None = None
         # What the last run had finished when it stopped early (cancelled or failed).
         self.last_result: ProcessResult | None = None
@@ -70,6 +86,29 @@ class DagEngine:
         self._limiter: RateLimiter | None = None
         self._active_runs = 0
         self._call_times = CallTimes()  # what calls take, learned across this engine's runs
+
+    @property
+    def store(self) -> Any:
+        """The run store (a `RunStore`), or None. The default store opens on first use."""
+        if self._store is _UNOPENED:
+            from .store import open_default_store
+
+            self._store = open_default_store()
+        return self._store
+
+    @store.setter
+    def store(self, value: Any) -> None:
+        self._store = None if value is None or value is False else _open_store(value)
+        self._store_chosen = self._store is not None
+
+    @property
+    def cache(self) -> bool:
+        """Whether calls are answered from (and recorded in) the store's response cache."""
+        return (self.store is not None) if self._cache is None else self._cache
+
+    @cache.setter
+    def cache(self, value: bool) -> None:
+        self._cache = value
 
     def __repr__(self) -> str:
         return (f"DagEngine(plugin={self.plugin!r}, providers={self.registry.list()}, "
@@ -135,6 +174,15 @@ class DagEngine:
             progress.waiting_for_capacity = self._limiter.waiting
         return progress.snapshot()
 
+    # -- estimating ------------------------------------------------------------------------
+
+    def estimate(self, sections: Iterable[SectionLike]) -> Estimate:
+        """Calls, tokens, cost (low / expected / high, USD) and wall time of processing
+        `sections`, from the plugin's own prompts and the store's earlier runs, with no
+        provider call. Synchronous, and usable inside a running event loop; raises what
+        process() would raise before its first call. See dagengine.estimate."""
+        return run_sync(lambda: estimate_run(self, sections, self._call_times))
+
     # -- running ---------------------------------------------------------------------------
 
     def run(self, sections: Iterable[SectionLike], **kwargs: Any) -> ProcessResult:
@@ -186,7 +234,8 @@ class DagEngine:
         """Run every dimension over `sections`; every input section appears in the result."""
         if not isinstance(update_every, int) or update_every < 1:
             raise ConfigurationError(f"update_every must be an integer >= 1, got {update_every!r}")
-        pid = process_id or uuid.uuid4().hex
+        items = to_sections(sections)
+        pid = process_id or self._default_process_id(items)
         callbacks = Callbacks({
             "on_dimension_start": on_dimension_start,
             "on_dimension_complete": on_dimension_complete,
@@ -197,7 +246,6 @@ class DagEngine:
         })
         hooks = Hooks(self.plugin, callbacks.hook_failed,
                       strict=not self.execution.continue_on_error)
-        items = to_sections(sections)
 
         # 1. pre-process
         started = await hooks.call("before_process_start", HookContext(
@@ -223,14 +271,15 @@ class DagEngine:
         caller = Caller(plugin=self.plugin, hooks=hooks, registry=self.registry,
                         config=self.execution, limiter=limiter, pricing=self.pricing,
                         progress=progress, process_id=pid)
-        preloaded, recorder, caller_cache = await self._open_run(
-            pid, items, plan, resume=resume, retry_failed=retry_failed, restart=restart)
-        if caller_cache is not None:
-            caller.cache = caller_cache
+        stored, caller.cache = await self._open_run(
+            pid, items, plan, resume=resume, retry_failed=retry_failed, restart=restart,
+            chosen_id=bool(process_id))
         scheduler = Scheduler(
             plan=plan, caller=caller, hooks=hooks, config=self.execution, progress=progress,
-            emit=callbacks.emit, process_id=pid, sections=items, preloaded=preloaded,
-            recorder=recorder, on_progress=emit_progress, times=self._call_times,
+            emit=callbacks.emit, process_id=pid, sections=items,
+            preloaded=stored.preloaded if stored is not None else None,
+            recorder=stored.record if stored is not None else None,
+            on_progress=emit_progress, times=self._call_times,
         )
         # From here on the store's run is open: whatever happens, it is closed once.
         try:
@@ -238,9 +287,9 @@ class DagEngine:
                                                    metadata, plan)
         except BaseException as failure:
             partial = self.last_result or scheduler.run_state.process_result(self.pricing, metadata)
-            await self._close_run(pid, partial, failed=failure)
+            await self._close_run(stored, partial, failed=failure)
             raise
-        await self._close_run(pid, result, failed=error)
+        await self._close_run(stored, result, failed=error)
         return result
 
     async def _run_phases(
@@ -298,26 +347,86 @@ class DagEngine:
             except Exception as exc:  # closing must not hide the run's own outcome
                 log.warning("closing provider %r failed: %s", provider.name, exc)
 
+    def report(self, result: ProcessResult, path: str | os.PathLike[str]) -> Path:
+        """Write the run report of `result`, one self-contained HTML page, to `path`.
+
+        With a store that holds the run, the report shows what it recorded (the timeline,
+        every provider request); otherwise what the result holds."""
+        from .report import write_report
+
+        graph = self._plan.signature() if self._plan is not None else None
+        return write_report(result, path, graph=graph, store=self.store,
+                            title=self.plugin.name)
+
     # -- durable runs (the store) ------------------------------------------------------------
+
+    def _default_process_id(self, sections: list[Section]) -> str:
+        if self.store is None:
+            return uuid.uuid4().hex
+        from .store import default_process_id
+
+        return default_process_id(self.plugin, sections)
 
     async def _open_run(
         self, process_id: str, sections: list[Section], plan: Plan, *, resume: bool,
-        retry_failed: bool, restart: bool,
-    ) -> tuple[Preloaded | None, Recorder | None, Any]:
-        if self.store is None:
-            if resume:
-                raise ConfigurationError("resume=True needs a store: DagEngine(store='runs.db')")
-            return None, None, None
-        run = await self.store.open_run(
-            process_id, sections=sections, plan=plan, plugin=self.plugin, resume=resume,
-            retry_failed=retry_failed, restart=restart)
-        cache = self.store.cache(self.pricing) if self.cache else None
-        return run.preloaded, run.record, cache
+        retry_failed: bool, restart: bool, chosen_id: bool,
+    ) -> tuple[StoredRun | None, ResponseCache | None]:
+        """The run opened in the store (or None) and the response cache (or None).
 
-    async def _close_run(self, process_id: str, result: ProcessResult,
+        A run whose id and store the user both chose keeps the store's strict rules: an
+        existing id needs resume=True or restart=True, and one another process is writing
+        is refused. Otherwise (the default store, or the default id) nobody asked for that
+        id to be durable: without resume=True an earlier run of the id is replaced (the
+        cache still answers its calls), and while another process writes it this run goes
+        unrecorded, with a warning, instead of failing.
+        """
+        store = self.store
+        if store is None:
+            if resume:
+                raise ConfigurationError(
+                    "resume=True needs a store: the default store is off (store=False or "
+                    "DAGENGINE_STORE=off); pass DagEngine(store='runs.db')")
+            return None, None
+        from .store import RunInUseError
+
+        strict = chosen_id and self._store_chosen
+        cache = store.cache(self.pricing) if self.cache else None
+        try:
+            run = await store.open_run(
+                process_id, sections=sections, plan=plan, plugin=self.plugin, resume=resume,
+                retry_failed=retry_failed, restart=restart or not (strict or resume))
+        except RunInUseError as exc:
+            if strict or resume:
+                raise
+            log.warning("%s; this run is not recorded (its calls still use the response "
+                        "cache), and it pays for what that run has not finished yet", exc)
+            return None, cache
+        if run.resumed:
+            expected = sum(1 if plan.is_global(n) else len(sections) for n in plan.order)
+            log.info("resumed run %s from %s: %d of %d results from the store",
+                     process_id, store.path, len(run.preloaded), expected)
+        return run, cache
+
+    async def _close_run(self, run: StoredRun | None, result: ProcessResult,
                          failed: BaseException | None) -> None:
-        if self.store is not None:
-            await self.store.close_run(process_id, result, failed=failed)
+        if run is None:
+            return
+        store = self.store
+        await store.close_run(run.process_id, result, failed=failed)
+        results = [r for s in (*result.sections, *result.dropped_sections)
+                   for r in s.results.values()] + list(result.global_results.values())
+        hits = [r for r in results if "saved_cost" in r.metadata]  # what cached_metadata sets
+        if not hits:
+            return
+        calls = sum(1 for r in results if r.metadata.get("attempts"))
+        saved = sum(float(r.metadata.get("saved_cost") or 0.0) for r in hits)
+        # Loud when nobody asked for the store nor the cache: replayed answers must not pass
+        # for fresh ones.
+        quiet = self._store_chosen or self._cache is not None
+        log.log(logging.INFO if quiet else logging.WARNING,
+                "run %s: %d of %d calls answered from the response cache in %s (saved $%.4f); "
+                "pass cache=False for fresh calls, or store=False for no store",
+                run.process_id, len(hits), max(calls, len(hits)), store.path, saved)
 
 
 def _check_initialised(plugin: Plugin) -> None:
@@ -355,12 +464,28 @@ def _define_dependencies_errors() -> Iterator[None]:
         ) from exc
 
 
+_UNOPENED: Any = object()  # the default store, not opened yet
+
+
 def _open_store(store: Any) -> Any:
-    if store is None:
-        return None
     from .store import open_store
 
     return open_store(store)
+
+
+def _check_store(store: Any) -> None:
+    if store is None or store is False or isinstance(store, (str, os.PathLike)):
+        return
+    if not callable(getattr(store, "open_run", None)):
+        raise ConfigurationError(
+            f"store must be a file path, a RunStore, False (no store) or None (the default "
+            f"store), got {type(store).__name__}")
+
+
+def _default_store_off() -> bool:
+    from .store import default_store_path
+
+    return default_store_path() is None
 
 
 __all__ = ["DagEngine"]

@@ -181,6 +181,18 @@ class StoreError(DagEngineError):
     """The run store cannot be used as asked (not a store, newer schema, run mismatch, locked)."""
 
 
+class MissingExtraError(DagEngineError, ImportError):
+    """A feature needs an optional dependency that is not installed."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"this needs the {package!r} package, which is not installed: "
+            f"pip install 'dagengine[{extra}]'"
+        )
+
+
 class GatewayError(DagEngineError):
     """The local Portkey gateway cannot be installed, started or reached."""
 

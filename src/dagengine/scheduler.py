@@ -77,6 +77,8 @@ class Scheduler:
         self.run_state = RunState(plan, sections)
         self._preloaded = preloaded or {}
         self._recorder = recorder
+        # A store's recorder also takes each provider request a call makes (StoredRun.record).
+        caller.on_attempt = getattr(recorder, "attempt", None)
         self._on_progress = on_progress
         self._remaining: dict[str, int] = {}
         self._armed: set[str] = set()

@@ -9,7 +9,8 @@ and when it fails each come from a function of the request. It records every cal
 
 `in_virtual_time` runs an async test on a `VirtualTimeLoop`, whose clock jumps to the next
 timer whenever no task is ready: sleeps, timeouts, retry delays and rate-limit pauses take
-no wall time, and the times they produce are exact and the same on every run::
+no wall time, and the times they produce are exact and the same on every run. A run store
+writes on a thread, which virtual time cannot wait for: give engines there `store=False`::
 
     @in_virtual_time
     async def test_the_second_call_waits_a_second() -> None:

@@ -292,6 +292,21 @@ class ProcessResult(_Data):
     metadata: Any = None
     dropped_sections: list[SectionResult] = Field(default_factory=list)
 
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame, one row per section: `section.index`, `section.content`,
+        `section.<metadata key>`, then per dimension `<dim>.<field>` (dict data, flattened one
+        level) or `<dim>` (other data), `<dim>.error` and `<dim>.cost`. Global results are
+        not rows: they stay in `global_results`. Needs `pip install 'dagengine[pandas]'`."""
+        from ._table import to_pandas
+
+        return to_pandas(self)
+
+    def to_polars(self) -> Any:
+        """The same table as `to_pandas()`, as a polars DataFrame (`dagengine[polars]`)."""
+        from ._table import to_polars
+
+        return to_polars(self)
+
 
 class DimensionProgress(_Data):
     completed: int = 0

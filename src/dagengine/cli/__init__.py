@@ -3,7 +3,8 @@
     dagengine demo [--emails N] [--backend simulator|anthropic] ...   the walkthrough
     dagengine simulate [--rpm 600] ...                                 the LLM API simulator
     dagengine graph module:PluginClass | path/to/file.py:PluginClass   a plugin's DAG
-    dagengine runs list|show|export ...                                stored runs
+    dagengine estimate module:PluginClass sections.jsonl               a run's cost, beforehand
+    dagengine runs list|show|export|report ...                         stored runs
 
 Exit codes: 0 success, 1 the command ran and failed, 2 bad usage.
 """
@@ -48,8 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code(exc)
     if parsed.command == "graph":
         return _graph(parsed.target, as_json=parsed.json)
+    if parsed.command == "estimate":
+        return _estimate(parsed)
     parser.print_usage(sys.stderr)
-    print(f"{PROG}: error: name a command: demo, simulate, graph or runs "
+    print(f"{PROG}: error: name a command: demo, simulate, graph, estimate or runs "
           f"(`{PROG} --help` says more)", file=sys.stderr)
     return 2
 
@@ -67,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "ANTHROPIC_API_KEY is set)"),
         ("simulate", "serve the local LLM API simulator (Anthropic, OpenAI and Gemini "
                      "wire formats) on 127.0.0.1"),
-        ("runs", "list, show and export runs kept in a store"),
+        ("runs", "list, show, export and report runs kept in a store"),
     ):
         commands.add_parser(name, help=f"{text}; `{PROG} {name} --help` for its options",
                             add_help=False)
@@ -82,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "Plugin subclass")
     graph.add_argument("--json", action="store_true",
                        help="print {'graph': nodes and links, 'analytics': ...} as JSON instead")
+    _add_estimate_parser(commands)
     return parser
 
 
@@ -199,6 +203,157 @@ def _import(name: str) -> ModuleType:
         raise UsageError(f"importing {name} failed: {exc}") from exc
     except Exception as exc:
         raise UsageError(f"importing {name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+# -- estimate --------------------------------------------------------------------------------
+
+# Stands in for a missing API key: an estimate makes no call, so it needs none.
+_NO_KEY = "unused-by-estimate"
+
+
+def _add_estimate_parser(commands: Any) -> None:
+    estimate = commands.add_parser(
+        "estimate", help="calls, tokens, cost and time of a run, before any call",
+        description="Estimate what running a plugin over the sections of a JSON Lines file "
+                    "would call, cost and take, without calling any provider (no API key "
+                    "needed). Each line is a JSON string or an object {\"content\": ..., "
+                    "\"metadata\": {...}}. With --store, earlier runs of the plugin in that "
+                    "store calibrate the figures. The plugin class is constructed with no "
+                    "arguments. JSON options take the JSON itself or @path/to/file.json.",
+    )
+    estimate.add_argument("target", metavar="module:PluginClass",
+                          help="an importable module or a path/to/file.py, a colon, and the "
+                               "Plugin subclass")
+    estimate.add_argument("sections", metavar="sections.jsonl",
+                          help="the sections, one JSON value a line ('-' reads standard input)")
+    estimate.add_argument("--providers", metavar="JSON",
+                          help="provider configs as DagEngine(providers=...) takes them, e.g. "
+                               "'{\"anthropic\": {\"max_tokens\": 512}}' (default: the "
+                               "built-ins anthropic, openai and gemini)")
+    estimate.add_argument("--execution", metavar="JSON",
+                          help="ExecutionConfig fields, e.g. '{\"concurrency\": 50, "
+                               "\"rate_limits\": {...}}'")
+    estimate.add_argument("--pricing", metavar="JSON",
+                          help="prices as DagEngine(pricing=...) takes them")
+    estimate.add_argument("--store", metavar="runs.db", type=Path,
+                          help="a run store whose earlier runs of the plugin calibrate the "
+                               "estimate")
+    estimate.add_argument("--json", action="store_true",
+                          help="print the Estimate as JSON instead of a table")
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    """`dagengine estimate`: 0 printed, 1 the plugin or its configuration failed, 2 usage."""
+    prog = f"{PROG} estimate"
+    try:
+        cls = load_plugin_class(args.target)
+        sections = _read_sections(args.sections)
+        providers = _json_option(args.providers, "--providers")
+        execution = _json_option(args.execution, "--execution")
+        pricing = _json_option(args.pricing, "--pricing")
+        if args.store is not None and not args.store.is_file():
+            raise UsageError(f"--store: no run store at {args.store}")
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        plugin = cls()
+    except Exception as exc:
+        print(f"{prog}: error: {cls.__name__}() raised {type(exc).__name__}: {exc} (the class "
+              "must be constructible with no arguments)", file=sys.stderr)
+        return 1
+    from ..engine import DagEngine
+    from ..errors import UnknownProviderError
+
+    try:
+        engine = DagEngine(plugin=plugin, providers=_estimate_providers(providers),
+                           execution=execution, pricing=pricing,
+                           **({"store": args.store} if args.store is not None else {}))
+        estimate = engine.estimate(sections)
+    except DagEngineError as exc:
+        hint = ""
+        if isinstance(exc.__cause__, UnknownProviderError):
+            hint = (f" (here: --providers '{{\"{exc.__cause__.name}\": {{\"type\": \"openai\", "
+                    f"\"default_model\": ...}}}}' or another built-in type)")
+        print(f"{prog}: error: {exc}{hint}", file=sys.stderr)
+        return 1
+    print(estimate.model_dump_json(indent=2) if args.json else estimate.table(), end="\n"
+          if args.json else "")
+    return 0
+
+
+def _read_sections(source: str) -> list[Any]:
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UsageError(f"no such file: {path}")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from exc
+    sections = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            sections.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{source} line {number} is not JSON ({exc.msg}); each line "
+                             "holds a JSON string or {\"content\": ..., \"metadata\": ...}"
+                             ) from None
+    return sections
+
+
+def _json_option(value: str | None, flag: str) -> Any:
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{flag}: cannot read {value[1:]}: {exc}") from exc
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{flag} is not JSON ({exc.msg}): {value[:60]!r}") from None
+    if not isinstance(parsed, dict):
+        raise UsageError(f"{flag} must be a JSON object, got {type(parsed).__name__}")
+    return parsed
+
+
+def _estimate_providers(configs: dict[str, Any] | None) -> Any:
+    """The providers to estimate with: built when the plugin first names one (importing an
+    SDK takes seconds), with the key from the config or the environment, else a stand-in
+    key, since no call is made."""
+    from ..errors import ConfigurationError, MissingAPIKeyError
+    from ..providers import BUILTIN_PROVIDERS, ProviderRegistry, build_provider
+
+    known = {name: {} for name in BUILTIN_PROVIDERS} if configs is None else configs
+    for name, config in known.items():
+        if not isinstance(config, dict):
+            raise ConfigurationError(f"--providers: {name!r} must be a config object, got "
+                                     f"{json.dumps(config)}")
+
+    class OnDemand(ProviderRegistry):
+        def get(self, name: str) -> Any:
+            if name in known and not super().has(name):
+                try:
+                    provider = build_provider(name, known[name])
+                except MissingAPIKeyError:
+                    provider = build_provider(name, {**known[name], "api_key": _NO_KEY})
+                self.register(provider, name)
+            return super().get(name)
+
+        def has(self, name: str) -> bool:
+            return name in known or super().has(name)
+
+        def list(self) -> list[str]:
+            return list(known)
+
+    return OnDemand()
 
 
 # -- delegated commands ----------------------------------------------------------------------

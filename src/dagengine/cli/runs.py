@@ -1,16 +1,21 @@
-"""`dagengine runs list | show | export`: read a run store without running anything.
+"""`dagengine runs list | show | export | report`: read a run store without running anything.
 
-    dagengine runs list STORE
+    dagengine runs list [STORE]
     dagengine runs show STORE PROCESS_ID [--failures N]
-    dagengine runs export STORE PROCESS_ID [--out FILE]
+    dagengine runs export STORE [PROCESS_ID] [--format jsonl|csv|parquet|full] [-o FILE]
+    dagengine runs report STORE [PROCESS_ID] [-o FILE.html]
 
-Output is plain text (export: JSON Lines), never with terminal escape codes, so it pipes
-and diffs cleanly.
+`list` without STORE reads the default store. `export` writes one row per section, the
+columns of `ProcessResult.to_pandas()` (see dagengine._table), streaming from the file;
+`--format full` writes every result whole (data, error, metadata) as JSON Lines, then the
+global results. Output is plain text, never with terminal escape codes, so it pipes and
+diffs cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -19,9 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import StoreError
-from ..store import RunInfo, RunStore
+from .._table import Column, Layout, LayoutBuilder, cell_text
+from ..errors import DagEngineError, StoreError
+from ..store import RunInfo, RunStore, default_store_path
 from ..types import DimensionResult, TokenUsage
+
+FORMATS = ("jsonl", "csv", "parquet", "full")
+SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+            ".parquet": "parquet", ".pq": "parquet"}
+PARQUET_BATCH = 10_000  # rows per Parquet row group: what the export holds at once
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,9 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _list(store, sys.stdout)
             elif args.command == "show":
                 _show(store, args.process_id, args.failures, sys.stdout)
+            elif args.command == "report":
+                _report(store, args.process_id, args.out)
             else:
-                _export(store, args.process_id, args.out)
-    except StoreError as exc:
+                _export(store, args.process_id, _format(args.format, args.out), args.out)
+    except DagEngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `dagengine runs export ... | head`
@@ -52,23 +65,49 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Inspect the runs in a dagengine run store.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     listing = commands.add_parser("list", help="every run in the store, newest first")
-    listing.add_argument("store", type=Path, help="the store file (DagEngine(store=...))")
+    listing.add_argument("store", type=Path, nargs="?",
+                         help="the store file (DagEngine(store=...)); default: the default "
+                         "store")
     show = commands.add_parser("show", help="progress, failures and costs of one run")
     show.add_argument("store", type=Path)
     show.add_argument("process_id")
     show.add_argument("--failures", type=int, default=10, metavar="N",
                       help="list at most N failed results (default 10)")
-    export = commands.add_parser("export", help="one run as JSON Lines: sections, then globals")
+    export = commands.add_parser(
+        "export", help="one run, a row per section: JSON Lines, CSV or Parquet")
     export.add_argument("store", type=Path)
-    export.add_argument("process_id")
-    export.add_argument("--out", type=Path, help="write to FILE instead of standard output")
+    export.add_argument("process_id", nargs="?", help="the run (default: the newest)")
+    export.add_argument("--format", choices=FORMATS,
+                        help="jsonl (default), csv, parquet (needs dagengine[parquet]), or full "
+                        "(every result whole, then the global results); default from -o's "
+                        "suffix")
+    export.add_argument("-o", "--out", type=Path,
+                        help="write to FILE instead of standard output")
+    report = commands.add_parser(
+        "report", help="one run as a self-contained HTML page of charts (opens offline)")
+    report.add_argument("store", type=Path)
+    report.add_argument("process_id", nargs="?", default=None,
+                        help="the run to report (default: the newest in the store)")
+    report.add_argument("-o", "--out", type=Path, default=Path("report.html"),
+                        help="the page to write (default: report.html)")
     return parser
 
 
-def _open(path: Path) -> RunStore:
+def _open(path: Path | None) -> RunStore:
+    if path is None:
+        path = default_store_path()
+        if path is None:
+            raise StoreError("the default store is off (DAGENGINE_STORE=off): name a store file")
+        print(f"default store: {path}", file=sys.stderr)
     if not path.is_file():
         raise StoreError(f"no run store at {path}")
     return RunStore(path)
+
+
+def _format(chosen: str | None, out: Path | None) -> str:
+    if chosen is not None:
+        return chosen
+    return SUFFIXES.get(out.suffix.lower(), "jsonl") if out is not None else "jsonl"
 
 
 # -- list ----------------------------------------------------------------------------------
@@ -177,18 +216,97 @@ def _tallies(run: RunInfo, results: dict[tuple[str, int | None], DimensionResult
 # -- export --------------------------------------------------------------------------------
 
 
-def _export(store: RunStore, process_id: str, out_path: Path | None) -> None:
-    lines = _export_lines(store, process_id)
-    if out_path is None:
-        for line in lines:
-            sys.stdout.write(line + "\n")
+def _export(store: RunStore, process_id: str | None, form: str, out_path: Path | None) -> None:
+    if process_id is None:
+        runs = store.runs()
+        if not runs:
+            raise StoreError(f"{store.path} has no runs to export")
+        process_id = runs[0].process_id
+        print(f"exporting run {process_id}, the newest of {len(runs)} "
+              "(name a PROCESS_ID to choose)", file=sys.stderr)
+    if form == "parquet":
+        if out_path is None:
+            raise StoreError("--format parquet writes a file: add -o FILE.parquet")
+        count = _write_parquet(store, process_id, out_path)
+    elif out_path is None:
+        _write_text(store, process_id, form, sys.stdout)
         return
+    else:
+        with out_path.open("w", encoding="utf-8", newline="") as out:
+            count = _write_text(store, process_id, form, out)
+    noun = "lines" if form == "full" else "rows"
+    print(f"wrote {count} {noun} to {out_path}")
+
+
+def _write_text(store: RunStore, process_id: str, form: str, out: TextIO) -> int:
+    """Rows (or, for `full`, lines) written."""
     count = 0
-    with out_path.open("w", encoding="utf-8") as out:
-        for line in lines:
+    if form == "full":
+        for line in _export_lines(store, process_id):
             out.write(line + "\n")
             count += 1
-    print(f"wrote {count} lines to {out_path}")
+        return count
+    with store.rows(process_id) as rows:
+        layout = _layout(rows)
+        if form == "csv":
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(layout.names)
+            for row in rows:
+                writer.writerow([cell_text(v) for v in layout.values(*row)])
+                count += 1
+            return count
+        for row in rows:
+            out.write(json.dumps(layout.record(*row), ensure_ascii=False, default=str) + "\n")
+            count += 1
+    return count
+
+
+def _write_parquet(store: RunStore, process_id: str, out_path: Path) -> int:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        from ..errors import MissingExtraError
+
+        raise MissingExtraError("pyarrow", "parquet") from exc
+    count = 0
+    with store.rows(process_id) as rows:
+        layout = _layout(rows)
+        types = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64(),
+                 "str": pa.string()}
+        schema = pa.schema([(c.name, types[c.kind]) for c in layout.columns])
+        with pq.ParquetWriter(out_path, schema) as writer:
+            batch: list[list[Any]] = []
+            for row in rows:
+                batch.append(layout.values(*row))
+                if len(batch) >= PARQUET_BATCH:
+                    writer.write_table(_arrow_table(pa, schema, layout.columns, batch))
+                    count += len(batch)
+                    batch = []
+            if batch or not count:
+                writer.write_table(_arrow_table(pa, schema, layout.columns, batch))
+                count += len(batch)
+    return count
+
+
+def _arrow_table(pa: Any, schema: Any, columns: list[Column], rows: list[list[Any]]) -> Any:
+    arrays = []
+    for i, column in enumerate(columns):
+        values = [row[i] for row in rows]
+        if column.kind == "str":  # mixed and nested values are written as JSON text
+            values = [v if v is None or isinstance(v, str) else cell_text(v) for v in values]
+        elif column.kind == "float":
+            values = [None if v is None else float(v) for v in values]
+        arrays.append(pa.array(values, type=schema.field(i).type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _layout(rows: Any) -> Layout:
+    """The columns, from a first pass over the stored rows."""
+    builder = LayoutBuilder(rows.dimensions)
+    for _, section, results in rows:
+        builder.add(section, results)
+    return builder.layout()
 
 
 def _export_lines(store: RunStore, process_id: str) -> Iterator[str]:
@@ -222,6 +340,19 @@ def _export_lines(store: RunStore, process_id: str) -> Iterator[str]:
     for dimension in sorted(globals_, key=lambda d: rank.get(d, len(rank))):
         yield json.dumps({"global": dimension, "result": globals_[dimension].to_dict()},
                          ensure_ascii=False)
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _report(store: RunStore, process_id: str | None, out_path: Path) -> None:
+    from ..report import report_data, write_report
+
+    data = report_data(store, process_id=process_id)
+    path = write_report(data, out_path)
+    print(f"wrote the report of run {data.process_id} ({data.totals.results} results, "
+          f"{data.totals.failed} failed, {_money(data.totals.cost)}) to {path} "
+          f"({path.stat().st_size / 1024:.0f} KiB)")
 
 
 # -- formatting ----------------------------------------------------------------------------

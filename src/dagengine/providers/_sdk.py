@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
 import inspect
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -134,6 +136,17 @@ class SDKProvider(BaseProvider):
     def _no_model(self) -> str:
         return (f"{self.name}: no model given: set options['model'] in select_provider or "
                 f"default_model in the provider config")
+
+    @property
+    def cache_scope(self) -> str:
+        settings = self.settings
+        where = {"kind": self.kind, "base_url": settings.base_url, "gateway": settings.gateway,
+                 "gateway_url": settings.gateway_url,
+                 "gateway_custom_host": settings.gateway_custom_host}
+        if settings.gateway_config is not None:  # may hold keys: only a digest of it
+            text = json.dumps(settings.gateway_config, sort_keys=True, default=str)
+            where["gateway_config"] = hashlib.sha256(text.encode()).hexdigest()
+        return json.dumps({k: v for k, v in where.items() if v is not None}, sort_keys=True)
 
     def _call(self, request: ProviderRequest) -> Call:
         options = request.options

@@ -46,6 +46,13 @@ class BaseProvider(abc.ABC):
         """Raise ConfigurationError if no request with these options could ever be sent (no
         model, say), without sending one: the engine asks before a run's first call."""
 
+    @property
+    def cache_scope(self) -> str:
+        """What else, besides the request, decides this provider's answers (such as the URL
+        it sends to), as text; part of the response cache's key, so the same request sent to
+        a simulator and to the real API are different entries. Never include secrets."""
+        return ""
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
 

@@ -34,6 +34,12 @@ exactly as the engine reports them, and section indexes after a global transform
 the transformed list. With `retry_failed=True` (the default) failed results are called
 again, and so is everything that depends on them.
 
+Attempts. Besides each call's result, the store keeps one row per provider request a call
+made (table `attempts`: began, sent, ended, HTTP status, cause of failure), queued by
+`StoredRun.record.attempt` through the same group commit; `dagengine runs report` draws the
+run's timeline, latencies and retries from it. Stores of schema version 1 are upgraded in
+place when opened (the table is added; runs they hold report without it).
+
 What is never stored: provider configurations and API keys (the store only sees requests,
 which carry none, responses, and error messages, from which the built-in providers remove
 every key they hold, those inside `gateway_config` included). The cache is keyed by a
@@ -42,15 +48,26 @@ the file.
 """
 
 from ._cache import ResponseCache
-from ._runs import RunInfo, StoredRun
+from ._calls import Attempt, CallRecord, all_attempts
+from ._default import default_process_id, default_store_path, open_default_store
+from ._ownership import RunInUseError
+from ._runs import RunInfo, RunRecorder, StoredRun
 from ._schema import SCHEMA_VERSION
 from ._store import RunStore, open_store
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Attempt",
+    "CallRecord",
     "ResponseCache",
+    "RunInUseError",
     "RunInfo",
+    "RunRecorder",
     "RunStore",
     "StoredRun",
+    "all_attempts",
+    "default_process_id",
+    "default_store_path",
+    "open_default_store",
     "open_store",
 ]

@@ -30,6 +30,10 @@ LIVE: weakref.WeakValueDictionary[str, object] = weakref.WeakValueDictionary()
 _HOST = socket.gethostname()
 
 
+class RunInUseError(StoreError):
+    """The run is being written by another live process (or another run in this one)."""
+
+
 @dataclass(slots=True)
 class Owned:
     """A run this store has claimed: its owner token, and why it can no longer be written."""
@@ -63,13 +67,13 @@ class Claim:
         if row is not None:
             plugin, signature, input_hash, count, token, owner_pid, host, heartbeat = row
             if token is not None and owner_alive(token, owner_pid, host, heartbeat):
-                raise StoreError(
+                raise RunInUseError(
                     f"run {pid!r} in {self.path} is already being written by pid {owner_pid} "
                     f"on {host} (last heartbeat {now - (heartbeat or now):.0f}s ago); wait for "
                     "that run to finish or stop it, then resume"
                 )
             if self.restart:
-                for table in ("results", "sections", "runs"):
+                for table in ("results", "failed_attempts", "sections", "runs"):
                     conn.execute(f"DELETE FROM {table} WHERE process_id = ?", (pid,))
             elif not self.resume:
                 raise StoreError(

@@ -3,19 +3,22 @@ its stored results a resume takes as done."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import StoreError
 from ..graph import Plan
 from ..types import DimensionResult
+from ._calls import INSERT_FAILED, Timing, failed_row
 from ._codec import result_from_json, result_json
 from ._ownership import owner_alive
 from ._schema import GLOBAL_INDEX, Writer
 
-_INSERT_RESULT = "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_RESULT = "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 ResultKey = tuple[str, int | None]
 
@@ -41,18 +44,62 @@ class RunInfo:
 
 @dataclass(eq=False)
 class StoredRun:
-    """An open run: what to take as done, and where the engine reports each new result."""
+    """An open run: what to take as done, and where the engine reports each new result.
+
+    `record` is what the scheduler calls with each finished result; `record.attempt` is
+    what the caller calls where each provider request of a call ends.
+    """
 
     process_id: str
     preloaded: dict[ResultKey, DimensionResult]
     resumed: bool
     _writer: Writer = field(repr=False)
+    # Timing of the request that answered a call, until its result is recorded with it.
+    _answered: dict[ResultKey, Timing] = field(default_factory=dict, repr=False)
 
-    def record(self, dimension: str, section_index: int | None, result: DimensionResult) -> None:
-        """Queue `result` for the group commit at the start of the next loop iteration."""
-        self._writer.enqueue(_INSERT_RESULT, self.process_id, (
-            self.process_id, dimension, GLOBAL_INDEX if section_index is None else section_index,
-            int(result.error is None), result_json(result), time.time()))
+    @property
+    def record(self) -> RunRecorder:
+        return RunRecorder(self)
+
+
+class RunRecorder:
+    """Queues a run's results and provider attempts for the group commit at the start of
+    the next loop iteration.
+
+    It holds its run, as a bound method would: the run counts as owned by this process
+    while the engine holds its recorder (see _ownership.LIVE).
+    """
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: StoredRun) -> None:
+        self._run = run
+
+    def __call__(self, dimension: str, section_index: int | None,
+                 result: DimensionResult) -> None:
+        run = self._run
+        timing = run._answered.pop((dimension, section_index), _NO_REQUEST)
+        run._writer.enqueue(_INSERT_RESULT, run.process_id, (
+            run.process_id, dimension, GLOBAL_INDEX if section_index is None else section_index,
+            int(result.error is None), result_json(result), time.time(), *timing))
+
+    def attempt(self, dimension: str, section_index: int | None, attempt: int, provider: str,
+                model: str | None, started_at: float, sent_at: float, ended_at: float,
+                status: int | None, error: BaseException | None) -> None:
+        """One provider request of a call ended (`error` None: answered and accepted)."""
+        run = self._run
+        if error is None:  # the call's result follows: its row takes the timing
+            run._answered[(dimension, section_index)] = (started_at, sent_at, ended_at)
+            return
+        row = failed_row(run.process_id, dimension, section_index, attempt, provider, model,
+                         (started_at, sent_at, ended_at), status, error)
+        # The result's own record raises the same error where it can fail the run; an
+        # attempt may end while a cancelled run unwinds, where raising would hide why.
+        with contextlib.suppress(StoreError):
+            run._writer.enqueue(INSERT_FAILED, run.process_id, row)
+
+
+_NO_REQUEST = (None, None, None)
 
 
 RUN_QUERY = """

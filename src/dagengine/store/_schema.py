@@ -13,7 +13,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x64616731  # "dag1": lets `file(1)` and our own check recognise the file
 GLOBAL_INDEX = -1  # section_index stored for a global dimension's result
 
@@ -81,6 +81,32 @@ CREATE TABLE cache (
 PRAGMA application_id = {APPLICATION_ID};
 """
 
+# What each version adds to the one before; a store is upgraded in place when it is opened.
+# Version 2 keeps the provider requests of each call, for the run report's timeline,
+# latencies and retries: when it began (before the rate limiter), was sent and ended. The
+# request that produced a result is in the result's row; those that failed (a 429, a 5xx,
+# an invalid answer...) are rows of their own, with their HTTP status and cause.
+_MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE results ADD COLUMN request_started_at REAL;
+ALTER TABLE results ADD COLUMN request_sent_at REAL;
+ALTER TABLE results ADD COLUMN request_ended_at REAL;
+CREATE TABLE failed_attempts (
+    process_id     TEXT NOT NULL,
+    dimension      TEXT NOT NULL,
+    section_index  INTEGER NOT NULL,
+    attempt        INTEGER NOT NULL,
+    provider       TEXT NOT NULL,
+    model          TEXT,
+    started_at     REAL NOT NULL,
+    sent_at        REAL NOT NULL,
+    ended_at       REAL NOT NULL,
+    status         INTEGER,
+    error          TEXT NOT NULL
+);
+""",
+}
+
 
 def open_connection(path: Path) -> sqlite3.Connection:
     """A connection to the store at `path`, creating the schema in a new file."""
@@ -122,9 +148,9 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 if not _tables(conn):  # another process may have just created it
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    _execute_script(conn, _SCHEMA)
+                    for version in sorted(_MIGRATIONS):
+                        _execute_script(conn, _MIGRATIONS[version])
                     conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
                                  (SCHEMA_VERSION, f"dagengine {__version__}", time.time()))
                 conn.execute("COMMIT")
@@ -138,12 +164,10 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
                 f"{path} is an SQLite database but not a dagengine run store "
                 f"(its tables: {', '.join(sorted(tables))}); pass a new file path as store="
             )
-        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        version = row[0] if row else None
-        if not isinstance(version, int):
-            raise StoreError(f"{path} is not a valid dagengine run store "
-                             "(its schema_version table is empty)")
-        if version > SCHEMA_VERSION:
+        version = _stored_version(conn, path)
+        if version < SCHEMA_VERSION:
+            _upgrade(conn, path, version)
+        elif version > SCHEMA_VERSION:
             raise StoreError(
                 f"{path} uses run store schema version {version}, written by a newer "
                 f"dagengine; this dagengine ({__version__}) reads up to version "
@@ -155,6 +179,45 @@ def _check_or_create_schema(conn: sqlite3.Connection, path: Path) -> None:
             f"{path} is not a dagengine run store (SQLite says: {exc}); "
             "pass the path of a store or of a new file as store="
         ) from exc
+
+
+def _stored_version(conn: sqlite3.Connection, path: Path) -> int:
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    version = row[0] if row else None
+    if not isinstance(version, int):
+        raise StoreError(f"{path} is not a valid dagengine run store "
+                         "(its schema_version table is empty)")
+    return version
+
+
+def _upgrade(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Bring an older store up to SCHEMA_VERSION in one transaction; what it holds stays."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = _stored_version(conn, path)  # another process may have just upgraded it
+            for target in range(current + 1, SCHEMA_VERSION + 1):
+                _execute_script(conn, _MIGRATIONS[target])
+                conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
+                             (target, f"dagengine {__version__} (upgraded)", time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"{path} uses run store schema version {version}, which this dagengine upgrades "
+            f"in place to {SCHEMA_VERSION}, but the upgrade failed (SQLite says: {exc}); "
+            "make the file and its folder writable, then open it again"
+        ) from exc
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the open transaction first.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:

@@ -19,8 +19,10 @@ from ..errors import StoreError
 from ..graph import Plan
 from ..types import DimensionResult, ProcessResult, Section
 from ._cache import INSERT_CACHE, ResponseCache
+from ._calls import SELECT_CALLS, SELECT_FAILED, Attempt, CallRecord, all_attempts, attempt_from_row
 from ._codec import input_hash, result_from_json, sections_json
 from ._ownership import LIVE, Claim, Owned, Release, lost_runs, outcome, renew_heartbeats
+from ._rows import StoredRows
 from ._runs import RUN_QUERY, ResultKey, RunInfo, StoredRun, reusable, run_info
 from ._schema import GLOBAL_INDEX, Writer, checkpoint, open_connection
 
@@ -174,6 +176,30 @@ class RunStore:
         return {(d, None if i == GLOBAL_INDEX else i): result_from_json(text)
                 for d, i, text in rows}
 
+    def result(self, process_id: str, dimension: str,
+               section_index: int | None) -> DimensionResult | None:
+        """One stored result (section_index None: a global dimension's), or None."""
+        row = self._read_one(
+            "SELECT result FROM results WHERE process_id = ? AND dimension = ? "
+            "AND section_index = ?",
+            (process_id, dimension, GLOBAL_INDEX if section_index is None else section_index))
+        return None if row is None else result_from_json(row[0])
+
+    def calls(self, process_id: str) -> list[CallRecord]:
+        """Every stored result of a run as a CallRecord (what it cost, how it went, when),
+        in the order they were recorded."""
+        rows = self._read_all(SELECT_CALLS, (GLOBAL_INDEX, process_id))
+        return [CallRecord._make(row) for row in rows]
+
+    def failed_attempts(self, process_id: str) -> list[Attempt]:
+        """The provider requests of a run that failed, in the order they ended."""
+        return [attempt_from_row(row) for row in self._read_all(SELECT_FAILED, (process_id,))]
+
+    def attempts(self, process_id: str) -> list[Attempt]:
+        """Every provider request the run's calls made, in the order they ended (none for
+        results written by a dagengine before store schema version 2)."""
+        return all_attempts(self.calls(process_id), self.failed_attempts(process_id))
+
     def sections(self, process_id: str, *, transformed: bool = False) -> list[Section]:
         """The run's input sections (or, if it transformed them, the final list)."""
         rows = self._read_all(
@@ -181,6 +207,14 @@ class RunStore:
             (process_id, "transformed" if transformed else "input"))
         return [Section(content=content, metadata=metadata)
                 for (text,) in rows for content, metadata in json.loads(text)]
+
+    def rows(self, process_id: str) -> StoredRows:
+        """The run's section rows, streamed in section order (close it, or use `with`)."""
+        run = self.run(process_id)
+        self.flush()  # what this connection queued must be visible to the reader
+        dimensions = [name for name, scope in run.plan.get("dimensions", [])
+                      if scope != "global"]
+        return StoredRows(self.path, process_id, dimensions)
 
     # -- writing -----------------------------------------------------------------------------
 

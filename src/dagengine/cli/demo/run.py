@@ -64,6 +64,8 @@ async def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoRun:
             execution={"concurrency": options.concurrency, **EXECUTION},
             pricing=PRICING,
             progress_display=None if options.display in (None, "none") else options.display,
+            # A walkthrough of live calls: a re-run must not be answered from the cache.
+            store=False,
         )
         line = None if options.display is not None else _ProgressLine(report)
         completed_after: list[float] = []
