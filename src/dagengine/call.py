@@ -4,7 +4,6 @@ within the dimension's time limit."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -240,7 +239,7 @@ class Caller:
         options: dict[str, Any], attempt: int, outcome: Outcome, started: float,
     ) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
-        scope = _cache_name(provider)
+        scope = provider.cache_name
         cached = await self.cache.lookup(scope, request) if self.cache else None
         if cached is not None and _is_empty(cached.data):
             cached = None  # stored before empty answers were refused: ask again
@@ -334,15 +333,6 @@ class Caller:
         self.on_attempt(site.name, site.section_index, outcome.attempts, outcome.provider,
                         model, began, outcome.sent_at, time.time(), status, error)
 
-
-
-def _cache_name(provider: BaseProvider) -> str:
-    """The provider as the response cache keys it: its name, and a digest of its scope (which
-    may name hosts that should not be written out)."""
-    scope = provider.cache_scope
-    if not scope:
-        return provider.name
-    return f"{provider.name}@{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
 
 
 def _report_failure(permit: Any, exc: ProviderError) -> None:

@@ -800,7 +800,7 @@ class _Job:
             return False
         request = ProviderRequest(input=prompt, options=dict(selection.options), dimension=name,
                                   is_global=index is None)
-        return cache_key(provider.name, request) in self.history.cache_keys
+        return cache_key(provider.cache_name, request) in self.history.cache_keys
 
     async def _skip(self, name: str, sections: list[Section], index: int | None,
                     deps: dict[str, DimensionResult]) -> bool | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -52,6 +53,15 @@ class BaseProvider(abc.ABC):
         it sends to), as text; part of the response cache's key, so the same request sent to
         a simulator and to the real API are different entries. Never include secrets."""
         return ""
+
+    @property
+    def cache_name(self) -> str:
+        """The provider as the response cache keys it: its name, and a digest of its scope
+        (which may name hosts that should not be written out)."""
+        scope = self.cache_scope
+        if not scope:
+            return self.name
+        return f"{self.name}@{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
