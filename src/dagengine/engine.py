@@ -14,7 +14,7 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ._callbacks import Callback, Callbacks, progress_emitter
 from ._coerce import apply_finalized
@@ -84,7 +84,7 @@ class DagEngine:
         self.last_result: ProcessResult | None = None
         self._progress: ProgressTracker | None = None
         self._limiter: RateLimiter | None = None
-        self._active_runs = 0
+        self._active_runs = 0  # process() calls of this engine under way
         self._call_times = CallTimes()  # what calls take, learned across this engine's runs
 
     @property
@@ -113,6 +113,24 @@ class DagEngine:
     def __repr__(self) -> str:
         return (f"DagEngine(plugin={self.plugin!r}, providers={self.registry.list()}, "
                 f"concurrency={self.execution.concurrency})")
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the providers' HTTP sessions. They are opened on first use and kept across
+        runs on one event loop; a later run opens them again. A session left open is closed
+        when its event loop shuts down (asyncio.run does that)."""
+        for provider in self.registry:
+            try:
+                await provider.aclose()
+            except Exception as exc:  # closing must not hide the run's own outcome
+                log.warning("closing provider %r failed: %s", provider.name, exc)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     # -- graph -----------------------------------------------------------------------------
 
@@ -211,7 +229,10 @@ class DagEngine:
         # asyncio.run's main task must not hold the result: on exit, Python 3.11 restores the
         # SIGINT handler through a path that formats the task's repr, result included, which
         # takes seconds for a result of 100k sections.
-        self.last_result = await self.process(sections, **kwargs)
+        try:
+            self.last_result = await self.process(sections, **kwargs)
+        finally:
+            await self.close()  # the loop ends here: its sessions cannot serve another run
 
     async def process(
         self,
@@ -322,8 +343,6 @@ class DagEngine:
             if display is not None:
                 display.stop(self._snapshot(progress))
             self._active_runs -= 1
-            if self._active_runs == 0:  # runs sharing this engine share its provider clients
-                await self._close_providers()
 
         # 4. finalize
         result = scheduler.run_state.process_result(self.pricing, metadata)
@@ -339,13 +358,6 @@ class DagEngine:
         if isinstance(after, ProcessResult):
             result = after
         return result, None
-
-    async def _close_providers(self) -> None:
-        for provider in self.registry:
-            try:
-                await provider.aclose()
-            except Exception as exc:  # closing must not hide the run's own outcome
-                log.warning("closing provider %r failed: %s", provider.name, exc)
 
     def report(self, result: ProcessResult, path: str | os.PathLike[str]) -> Path:
         """Write the run report of `result`, one self-contained HTML page, to `path`.

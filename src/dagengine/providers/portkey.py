@@ -1,12 +1,12 @@
 """Routing a built-in provider through the Portkey gateway.
 
-With `gateway="portkey"` a provider sends OpenAI-format chat completions (openai SDK) to the
-gateway, which translates them for the real provider named in `x-portkey-provider` and
-retries as `gateway_config` says (`DEFAULT_RETRY` when it has no `retry` section, see
-`with_default_retry`). Portkey's own pools pass through: a config with `strategy`
-(`loadbalance`, `fallback`, ...) and `targets`, each target with its own key or host. The
-hosted gateway needs a Portkey API key; a local open-source gateway
-(`dagengine.gateway.LocalGateway`) needs none.
+With `gateway="portkey"` a provider sends OpenAI-format chat completions (over plain HTTP, or
+with the openai SDK when `transport="sdk"`) to the gateway, which translates them for the
+real provider named in `x-portkey-provider` and retries as `gateway_config` says
+(`DEFAULT_RETRY` when it has no `retry` section, see `with_default_retry`). Portkey's own
+pools pass through: a config with `strategy` (`loadbalance`, `fallback`, ...) and `targets`,
+each target with its own key or host. The hosted gateway needs a Portkey API key; a local
+open-source gateway (`dagengine.gateway.LocalGateway`) needs none.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigurationError
 from ._sdk import Backend
 from ._settings import Settings
-from .openai import OpenAIChatBackend
+from .openai import OpenAIChatBackend, OpenAIHTTPBackend
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -58,8 +58,9 @@ def portkey_backend(provider: str, portkey_provider: str, settings: Settings) ->
     headers = portkey_headers(portkey_provider, settings)
     # The gateway turns response_format into Gemini's response schema but drops it on the way to
     # Anthropic; tools it translates for both, so Anthropic gets the schema as a forced tool.
-    return OpenAIChatBackend(provider, settings, base_url=url, headers=headers,
-                             schema_as_tool=portkey_provider == "anthropic")
+    backend = OpenAIChatBackend if settings.transport == "sdk" else OpenAIHTTPBackend
+    return backend(provider, settings, base_url=url, headers=headers,
+                   schema_as_tool=portkey_provider == "anthropic")
 
 
 def is_hosted(url: str) -> bool:
@@ -68,7 +69,7 @@ def is_hosted(url: str) -> bool:
 
 
 def portkey_headers(portkey_provider: str, settings: Settings) -> dict[str, str]:
-    """The x-portkey-* headers; the provider's own key goes in Authorization (openai SDK)."""
+    """The x-portkey-* headers; the provider's own key goes in Authorization."""
     headers = {"x-portkey-provider": portkey_provider}
     if settings.gateway_api_key:
         headers["x-portkey-api-key"] = settings.gateway_api_key

@@ -67,7 +67,7 @@ class _ApiEndpoint:
             return self._error(401, "invalid API key (simulated)")
         try:
             body = json.loads(await request.read())
-            core.stats.logged(dialect.name, request.path, body)
+            core.stats.logged(dialect.name, request.path, body, request.headers)
             prompt = dialect.parse(body, request.match_info.get("model"))
         except (ValueError, BadRequest) as exc:
             return self._error(400, f"invalid request: {exc}")

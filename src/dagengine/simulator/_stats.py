@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any
 
 from ._answers import prompt_key
@@ -10,6 +11,8 @@ from ._keys import KeyCounts
 from ._wire import Reply
 
 RECENT_REQUESTS = 50  # request bodies kept for GET /requests, newest last
+# Headers that carry keys: GET /requests shows their scheme ("Bearer") but not the key.
+_KEY_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "x-portkey-api-key"})
 
 
 class Stats:
@@ -34,9 +37,11 @@ class Stats:
         self.requests += 1
         self.apis[api] += 1
 
-    def logged(self, api: str, path: str, body: Any) -> None:
-        """Keep the body as it came: tests read what a client put on the wire."""
-        self.recent.append({"api": api, "path": path, "body": body})
+    def logged(self, api: str, path: str, body: Any, headers: Mapping[str, str]) -> None:
+        """Keep the body as it came, and the headers with their keys hidden: tests read what
+        a client put on the wire."""
+        self.recent.append({"api": api, "path": path, "body": body,
+                            "headers": {k.lower(): _hidden(k, v) for k, v in headers.items()}})
 
     def parsed(self, model: str, text: str) -> None:
         self.prompts[prompt_key(text)] += 1
@@ -112,3 +117,10 @@ class Stats:
             ),
             "keys": {name: counts.to_json() for name, counts in self.keys.items()},
         }
+
+
+def _hidden(name: str, value: str) -> str:
+    if name.lower() not in _KEY_HEADERS:
+        return value
+    scheme, _, key = value.partition(" ")
+    return f"{scheme} [redacted]" if key else "[redacted]"
