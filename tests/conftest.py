@@ -66,6 +66,13 @@ def fake() -> FakeProvider:
     return FakeProvider()
 
 
+@pytest.fixture(params=["http", "sdk"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """The built-in providers' two transports: the documented wire format over aiohttp (the
+    default) and the official SDK. A test taking this fixture runs on both."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def portkey_gateway() -> Iterator[LocalGateway]:
     """One open-source Portkey gateway on 127.0.0.1 for the whole test session."""

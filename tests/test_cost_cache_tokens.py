@@ -73,9 +73,12 @@ def results(result: ProcessResult, dimension: str = "summary") -> list[Any]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_cache_tokens_reach_token_usage_and_cost_at_the_cache_rates(kind: str) -> None:
+async def test_cache_tokens_reach_token_usage_and_cost_at_the_cache_rates(
+    kind: str, transport: str
+) -> None:
     async with Simulator(cache_read_tokens=READ, cache_write_tokens=WRITE) as sim:
-        result = await engine_for(kind, {"base_url": base_url(kind, sim)}).process(SECTIONS)
+        config = {"base_url": base_url(kind, sim), "transport": transport}
+        result = await engine_for(kind, config).process(SECTIONS)
         stats = await sim.stats()
 
     write = WRITE if kind == "anthropic" else 0
@@ -121,13 +124,13 @@ async def test_the_users_cache_rates_win_over_the_library(kind: str) -> None:
 @pytest.mark.gateway
 @pytest.mark.parametrize("kind", KINDS)
 async def test_cache_tokens_come_through_the_portkey_gateway(
-    kind: str, portkey_gateway: LocalGateway
+    kind: str, transport: str, portkey_gateway: LocalGateway
 ) -> None:
     """Portkey turns every API into OpenAI's format; its Anthropic translation keeps
     Anthropic's meaning of prompt_tokens (cache tokens apart), which must still add up."""
     async with Simulator(cache_read_tokens=READ, cache_write_tokens=WRITE) as sim:
         engine = engine_for(kind, {"base_url": base_url(kind, sim), "gateway": "portkey",
-                                   "gateway_url": portkey_gateway.url})
+                                   "gateway_url": portkey_gateway.url, "transport": transport})
         result = await engine.process(SECTIONS[:2])
         stats = await sim.stats()
     write = WRITE if kind == "anthropic" else 0

@@ -236,6 +236,8 @@ async def test_cancellation_leaves_no_task_running() -> None:
         await task
     assert asyncio.all_tasks() - before == set()
     assert provider.in_flight == 0
+    assert provider.closed == 0  # the engine's sessions outlive a run, cancelled or not
+    await engine.close()
     assert provider.closed == 1
 
 
@@ -303,9 +305,20 @@ def test_graph_analytics_and_exports() -> None:
     assert len(graph["nodes"]) == 5
 
 
-async def test_two_runs_on_one_engine_share_its_providers_until_both_end() -> None:
+async def test_runs_on_one_engine_share_its_providers_until_the_engine_closes() -> None:
     provider = FakeProvider(latency=lambda r: 0.2 if r.input.endswith("slow") else 0.01)
-    engine = engine_for(SimplePlugin(["a"]), provider)
-    fast, slow = await asyncio.gather(engine.process(["fast"]), engine.process(["slow"]))
+    async with engine_for(SimplePlugin(["a"]), provider) as engine:
+        fast, slow = await asyncio.gather(engine.process(["fast"]), engine.process(["slow"]))
+        again = await engine.process(["again"])
+        assert provider.closed == 0  # not under a run, nor between runs
     assert fast.sections[0].results["a"].ok and slow.sections[0].results["a"].ok
-    assert provider.closed == 1  # closed once, after the second run, not under it
+    assert again.sections[0].results["a"].ok
+    assert provider.closed == 1  # once, by the engine's close
+
+
+def test_run_closes_the_providers_as_its_event_loop_ends() -> None:
+    provider = FakeProvider()
+    engine = engine_for(SimplePlugin(["a"]), provider)
+    engine.run(["x"])
+    engine.run(["y"])
+    assert provider.closed == 2  # each run() has its own loop, whose sessions end with it

@@ -1,4 +1,5 @@
-"""The built-in providers (anthropic, openai, gemini) on their official SDKs, and Portkey routing.
+"""The built-in providers (anthropic, openai, gemini) on both transports (the documented wire
+format over aiohttp, and the official SDKs), and Portkey routing.
 
 Most tests run against dagengine.simulator; wire details (where the system prompt goes, which
 headers the gateway mode sends, how answer text becomes `data`) are checked against a small
@@ -85,12 +86,13 @@ def sim_url(sim: Simulator, kind: str) -> str:
 
 
 @pytest.fixture
-async def make() -> AsyncIterator[Callable[..., BaseProvider]]:
-    """Build providers from config dicts; every one is closed at the end of the test."""
+async def make(transport: str) -> AsyncIterator[Callable[..., BaseProvider]]:
+    """Build providers from config dicts, on each transport in turn (a test using this runs
+    twice); every one is closed at the end of the test."""
     built: list[BaseProvider] = []
 
     def build(kind: str, **config: Any) -> BaseProvider:
-        provider = build_provider(kind, config)
+        provider = build_provider(kind, {"transport": transport, **config})
         built.append(provider)
         return provider
 
@@ -833,12 +835,17 @@ def test_importing_dagengine_its_providers_and_the_demo_imports_no_sdk() -> None
 
 
 @pytest.mark.parametrize(("config", "sdks"), [
-    ({"type": "anthropic"}, ["anthropic"]),
-    ({"type": "openai"}, ["openai"]),
-    ({"type": "gemini"}, ["google.genai"]),
+    ({"type": "anthropic", "transport": "sdk"}, ["anthropic"]),
+    ({"type": "openai", "transport": "sdk"}, ["openai"]),
+    ({"type": "gemini", "transport": "sdk"}, ["google.genai"]),
     # Through the gateway every provider speaks the OpenAI format.
-    ({"type": "anthropic", "gateway": "portkey", "gateway_url": "http://127.0.0.1:1/v1"},
-     ["openai"]),
+    ({"type": "anthropic", "gateway": "portkey", "gateway_url": "http://127.0.0.1:1/v1",
+      "transport": "sdk"}, ["openai"]),
+    # The http transport (the default) needs none.
+    ({"type": "anthropic"}, []),
+    ({"type": "openai"}, []),
+    ({"type": "gemini"}, []),
+    ({"type": "anthropic", "gateway": "portkey", "gateway_url": "http://127.0.0.1:1/v1"}, []),
 ])
 def test_building_a_provider_imports_the_one_sdk_it_uses(
     config: dict[str, Any], sdks: list[str]

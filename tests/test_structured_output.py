@@ -102,9 +102,10 @@ def assert_is_email_schema(schema: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_the_schema_goes_to_each_provider_in_its_native_form(kind: str) -> None:
+async def test_the_schema_goes_to_each_provider_in_its_native_form(
+        kind: str, transport: str) -> None:
     async with Simulator() as sim:
-        result = await engine_for(kind, sim).process(EMAILS)
+        result = await engine_for(kind, sim, transport=transport).process(EMAILS)
         sent = await bodies(sim)
     assert len(sent) == len(EMAILS)
     for body in sent:
@@ -117,9 +118,9 @@ async def test_the_schema_goes_to_each_provider_in_its_native_form(kind: str) ->
         assert res.data["category"] == "work"
 
 
-async def test_openai_gets_a_strict_schema_when_every_field_is_required() -> None:
+async def test_openai_gets_a_strict_schema_when_every_field_is_required(transport: str) -> None:
     async with Simulator() as sim:
-        await engine_for("openai", sim).process(EMAILS[:1])
+        await engine_for("openai", sim, transport=transport).process(EMAILS[:1])
         [body] = await bodies(sim)
     spec = body["response_format"]["json_schema"]
     assert spec["name"] == "EmailCategory" and spec["strict"] is True
@@ -176,9 +177,10 @@ async def test_the_simulator_refuses_a_strict_schema_openai_would_refuse() -> No
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_reask_carries_the_validation_error_and_the_schema(kind: str) -> None:
+async def test_a_reask_carries_the_validation_error_and_the_schema(
+        kind: str, transport: str) -> None:
     async with Simulator(script=["schema"]) as sim:
-        result = await engine_for(kind, sim).process(EMAILS[:1])
+        result = await engine_for(kind, sim, transport=transport).process(EMAILS[:1])
         first, second = await bodies(sim)
     res = result.sections[0].results["analyze_email"]
     assert res.ok and res.metadata["attempts"] == 2
@@ -197,16 +199,17 @@ async def test_a_reask_carries_the_validation_error_and_the_schema(kind: str) ->
 # -- the user's own options --------------------------------------------------------------------
 
 
-async def test_the_users_own_response_format_wins_on_openai() -> None:
+async def test_the_users_own_response_format_wins_on_openai(transport: str) -> None:
     plugin = Emails("openai", response_format={"type": "json_object"})
     async with Simulator() as sim:
-        result = await engine_for("openai", sim, plugin).process(EMAILS[:1])
+        result = await engine_for("openai", sim, plugin, transport=transport).process(EMAILS[:1])
         [body] = await bodies(sim)
     assert body["response_format"] == {"type": "json_object"}
     assert isinstance(result.sections[0].results["analyze_email"].parsed, EmailCategory)
 
 
-async def test_the_users_own_forced_tool_wins_on_anthropic_and_its_input_is_the_answer() -> None:
+async def test_the_users_own_forced_tool_wins_on_anthropic_and_its_input_is_the_answer(
+        transport: str) -> None:
     schema = {"type": "object", "properties": {"category": {"type": "string", "enum": CATEGORIES},
                                                "confidence": {"type": "number"},
                                                "summary": {"type": "string"}},
@@ -214,7 +217,8 @@ async def test_the_users_own_forced_tool_wins_on_anthropic_and_its_input_is_the_
     tools = [{"name": "record", "description": "Record it.", "input_schema": schema}]
     plugin = Emails("anthropic", tools=tools, tool_choice={"type": "tool", "name": "record"})
     async with Simulator() as sim:
-        result = await engine_for("anthropic", sim, plugin).process(EMAILS[:1])
+        result = await engine_for("anthropic", sim, plugin, transport=transport).process(
+            EMAILS[:1])
         [body] = await bodies(sim)
     assert body["tools"] == tools
     assert body["tool_choice"] == {"type": "tool", "name": "record"}
@@ -222,10 +226,10 @@ async def test_the_users_own_forced_tool_wins_on_anthropic_and_its_input_is_the_
     assert res.ok and isinstance(res.parsed, EmailCategory)
 
 
-async def test_the_users_own_response_mime_type_wins_on_gemini() -> None:
+async def test_the_users_own_response_mime_type_wins_on_gemini(transport: str) -> None:
     plugin = Emails("gemini", response_mime_type="application/json")
     async with Simulator() as sim:
-        result = await engine_for("gemini", sim, plugin).process(EMAILS[:1])
+        result = await engine_for("gemini", sim, plugin, transport=transport).process(EMAILS[:1])
         [body] = await bodies(sim)
     config = body["generationConfig"]
     assert config["responseMimeType"] == "application/json"
@@ -239,9 +243,10 @@ async def test_the_users_own_response_mime_type_wins_on_gemini() -> None:
 @pytest.mark.gateway
 @pytest.mark.parametrize("kind", KINDS)
 async def test_the_schema_reaches_each_provider_through_the_gateway(
-        kind: str, portkey_gateway: LocalGateway) -> None:
+        kind: str, transport: str, portkey_gateway: LocalGateway) -> None:
     async with Simulator() as sim:
-        engine = engine_for(kind, sim, gateway="portkey", gateway_url=portkey_gateway.url)
+        engine = engine_for(kind, sim, gateway="portkey", gateway_url=portkey_gateway.url,
+                            transport=transport)
         result = await engine.process(EMAILS[:1])
         [body] = await bodies(sim)
     # The gateway writes Anthropic's tools and Gemini's responseSchema from what we sent.

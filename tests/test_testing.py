@@ -29,7 +29,8 @@ async def test_answers_come_from_the_function_and_calls_are_recorded_in_loop_tim
     provider = FunctionProvider(lambda r: {"echo": r.input}, latency=lambda r: 2.0,
                                 name="echo", tokens=(7, 3))
 
-    result = await engine_for(provider, concurrency=1).process(["x", "y"])
+    async with engine_for(provider, concurrency=1) as engine:  # closing it closes providers
+        result = await engine.process(["x", "y"])
 
     assert [s.results["a"].data for s in result.sections] == [{"echo": "a: x"},
                                                                {"echo": "a: y"}]

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ._preflight import preflight
 from ._run import Run, RunState
@@ -98,7 +98,7 @@ class DagEngine:
                 "store=False or DAGENGINE_STORE=off)")
         self._plan: Plan | None = None
         self._current: _RunHandle | None = None  # the current (or last) run
-        self._active_runs = 0  # runs sharing this engine share its provider clients
+        self._active_runs = 0  # process() calls of this engine under way
         self._call_times = CallTimes()  # what calls take, learned across this engine's runs
 
     @property
@@ -127,6 +127,24 @@ class DagEngine:
     def __repr__(self) -> str:
         return (f"DagEngine(plugin={self.plugin!r}, providers={self.registry.list()}, "
                 f"concurrency={self.execution.concurrency})")
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the providers' HTTP sessions. They are opened on first use and kept across
+        runs on one event loop; a later run opens them again. A session left open is closed
+        when its event loop shuts down (asyncio.run does that)."""
+        for provider in self.registry:
+            try:
+                await provider.aclose()
+            except Exception as exc:  # closing must not hide the run's own outcome
+                log.warning("closing provider %r failed: %s", provider.name, exc)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     # -- graph -----------------------------------------------------------------------------
 
@@ -225,7 +243,10 @@ class DagEngine:
         # asyncio.run's main task must not hold the result: on exit, Python 3.11 restores the
         # SIGINT handler through a path that formats the task's repr, result included, which
         # takes seconds for a result of 100k sections. process() leaves it in last_result.
-        await self.process(sections, **kwargs)
+        try:
+            await self.process(sections, **kwargs)
+        finally:
+            await self.close()  # the loop ends here: its sessions cannot serve another run
 
     async def process(
         self,
@@ -336,16 +357,7 @@ class DagEngine:
         finally:
             await observers.call("run_done")
             self._active_runs -= 1
-            if self._active_runs == 0:
-                await self._close_providers()
         return run.process_result(state), None
-
-    async def _close_providers(self) -> None:
-        for provider in self.registry:
-            try:
-                await provider.aclose()
-            except Exception as exc:  # closing must not hide the run's own outcome
-                log.warning("closing provider %r failed: %s", provider.name, exc)
 
     # -- durable runs (the store) ------------------------------------------------------------
 

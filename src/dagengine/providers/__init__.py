@@ -1,4 +1,5 @@
-"""Providers: the interface, the registry, and the built-ins on the official SDKs."""
+"""Providers: the interface, the registry, and the built-ins (their wire formats over aiohttp,
+or their official SDKs)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def build_provider(name: str, config: Mapping[str, Any]) -> BaseProvider:
     A config may name its built-in with `type` (e.g. {"type": "openai", "base_url": ...})
     so that several providers of one kind can be configured under different names. With
     `gateway` set, the provider's backend goes through that gateway (portkey.py), else
-    straight to its API on its own SDK.
+    straight to its API; either way over HTTP with its wire format, or on the official SDK
+    with `transport="sdk"`.
     """
     kind = str(config.get("type", name))
     target = BUILTIN_PROVIDERS.get(kind)
@@ -51,7 +53,7 @@ def build_provider(name: str, config: Mapping[str, Any]) -> BaseProvider:
     settings = read_settings(name, {k: v for k, v in config.items() if k != "type"},
                              cls.env_vars)
     if settings.gateway:
-        from .portkey import portkey_backend  # loads the openai SDK: only when asked for
+        from .portkey import portkey_backend
 
         backend = portkey_backend(name, cls.portkey_provider, settings)
     else:

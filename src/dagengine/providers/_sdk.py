@@ -1,21 +1,23 @@
 """What the built-in providers share: the call, the backend that makes it, and the answer.
 
 A built-in provider is an `SDKProvider` with a `Backend`: the backend speaks one wire
-format through its official SDK (`anthropic.py`, `openai.py`, `gemini.py`), or the OpenAI
-format through the Portkey gateway (`portkey.py`); `build_provider` (in `__init__.py`)
-chooses which and hands it in. Everything that does not depend on the
-wire format lives here, once, with its config in `_settings.py` and the reading of headers
-and errors in `_http.py`.
+format (`anthropic.py`, `openai.py`, `gemini.py`), or the OpenAI format through the Portkey
+gateway (`portkey.py`), either as plain HTTP over aiohttp (`_transport.py`, the default) or
+through the official SDK (`transport="sdk"`); `build_provider` (in `__init__.py`) chooses
+which and hands it in. Everything that does not depend on the wire format lives here, once,
+with its config in `_settings.py` and the reading of headers and errors in `_http.py`.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,6 +30,8 @@ from .base import BaseProvider, ProviderError
 
 # Options the provider consumes itself; every other option is passed on to the SDK call.
 _OWN_OPTIONS = frozenset({"model", "max_tokens", "system", "json", "stream"})
+
+log = logging.getLogger("dagengine")
 
 
 @dataclass(slots=True)
@@ -58,29 +62,34 @@ class Completion:
 
 
 class Backend(abc.ABC):
-    """One wire format through one SDK client, created lazily inside the running loop."""
+    """One wire format through one client (an SDK's, or an aiohttp session), created lazily
+    inside the running loop and kept until `aclose()` or the end of that loop."""
 
     def __init__(self, provider: str, settings: Settings) -> None:
         self.provider = provider
         self.settings = settings
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closer: AsyncGenerator[None, None] | None = None
 
     @abc.abstractmethod
     def new_client(self) -> Any:
-        """The SDK client; called on first use in each event loop."""
+        """The client; called on first use in each event loop."""
 
     @abc.abstractmethod
     async def complete(self, call: Call) -> Completion:
         """One attempt; SDK failures come out as ProviderError."""
 
+    @staticmethod
     @abc.abstractmethod
-    async def close_client(self, client: Any) -> None:
-        """Release the client's connections."""
+    async def close_client(client: Any) -> None:
+        """Release the client's connections. A static method: the closer that
+        `_closed_with_loop` keeps must not refer back to the backend (see there)."""
 
     @property
     def open_client(self) -> Any:
-        """The SDK client made for the current (or last) event loop; None before the first
+        """The client (SDK client or aiohttp session) made for the current (or last) event
+        loop; None before the first
         call and after aclose()."""
         return self._client
 
@@ -89,13 +98,45 @@ class Backend(abc.ABC):
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             self._client, self._loop = self.new_client(), loop
+            self._closer = _closed_with_loop(self.close_client, self._client)
         return self._client
 
     async def aclose(self) -> None:
-        client, loop = self._client, self._loop
-        self._client = self._loop = None
-        if client is not None and loop is asyncio.get_running_loop():
-            await self.close_client(client)
+        closer, loop = self._closer, self._loop
+        self._client = self._loop = self._closer = None
+        if closer is not None and loop is asyncio.get_running_loop():
+            await closer.aclose()  # a client of another loop is closed when that loop ends
+
+
+async def _closing(close: Callable[[Any], Awaitable[None]], client: Any) -> AsyncGenerator[None]:
+    try:
+        yield
+    finally:
+        try:
+            await close(client)
+        except Exception as exc:  # closing must not hide what the caller is doing
+            log.debug("closing a provider client failed: %s", exc)
+
+
+def _closed_with_loop(
+    close: Callable[[Any], Awaitable[None]], client: Any
+) -> AsyncGenerator[None]:
+    """A started async generator whose `aclose()` closes the client.
+
+    Clients live as long as their engine, across runs, so a user who never calls
+    `engine.close()` would leave open sessions behind when the loop ends, and aiohttp's
+    "Unclosed client session" warnings at exit. The event loop finalises every live async
+    generator when it shuts down (`loop.shutdown_asyncgens()`, which asyncio.run and
+    asyncio.Runner call), so the client is closed while its loop still runs; no task is left
+    waiting for that. A backend dropped earlier drops the generator with it, which the loop
+    then closes at once. The generator holds the client and `close` but never the backend:
+    a reference cycle would leave them all to the cyclic collector, which finalises the
+    client (aiohttp warns there) before the generator can close it.
+    """
+    closer = _closing(close, client)
+    with contextlib.suppress(StopIteration):  # run to its `yield`: the loop now tracks it
+        closer.asend(None).send(None)
+    return closer
 
 
 class SDKProvider(BaseProvider):
@@ -115,7 +156,8 @@ class SDKProvider(BaseProvider):
     @classmethod
     @abc.abstractmethod
     def direct_backend(cls, name: str, settings: Settings) -> Backend:
-        """The backend that calls the provider's API directly, on its own SDK."""
+        """The backend that calls the provider's API directly (not through a gateway), over
+        the transport `settings.transport` names."""
 
     async def execute(self, request: ProviderRequest) -> ProviderResponse:
         call = self._call(request)

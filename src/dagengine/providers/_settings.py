@@ -23,8 +23,11 @@ CONFIG_KEYS = (
     "gateway_custom_host",
     "default_model",
     "max_tokens",
+    "transport",
 )
 GATEWAYS = ("portkey",)
+# "http": the documented wire format over one aiohttp session (fast); "sdk": the official SDK.
+TRANSPORTS = ("http", "sdk")
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -42,6 +45,7 @@ class Settings:
     gateway_custom_host: str | None = None
     default_model: str | None = None
     max_tokens: int | None = None
+    transport: str = "http"
     # The values of the key-like fields of gateway_config (see config_secrets).
     config_secrets: tuple[str, ...] = field(default=(), repr=False)
 
@@ -114,6 +118,12 @@ def read_settings(name: str, config: Mapping[str, Any], env_vars: tuple[str, ...
             f"providers[{name!r}].gateway must be one of {', '.join(GATEWAYS)} or None, "
             f"got {gateway!r}"
         )
+    transport = _optional_str(name, config, "transport") or "http"
+    if transport not in TRANSPORTS:
+        raise ConfigurationError(
+            f"providers[{name!r}].transport must be one of {', '.join(map(repr, TRANSPORTS))} "
+            f"('http': the wire format over aiohttp, 'sdk': the official SDK), got {transport!r}"
+        )
     gateway_config = _gateway_config(name, config.get("gateway_config"))
     return Settings(
         api_key=api_key,
@@ -129,6 +139,7 @@ def read_settings(name: str, config: Mapping[str, Any], env_vars: tuple[str, ...
         gateway_custom_host=_optional_str(name, config, "gateway_custom_host"),
         default_model=_optional_str(name, config, "default_model"),
         max_tokens=_positive(name, config, "max_tokens", integer=True),
+        transport=transport,
     )
 
 

@@ -1,24 +1,32 @@
-"""Anthropic Messages API on the official `anthropic` SDK.
+"""Anthropic Messages API: over plain HTTP (the default), or on the official `anthropic` SDK.
 
-The SDK is imported when the first backend is built, not with this module: it takes seconds,
-and a provider in gateway mode speaks the OpenAI format and never needs it.
+The SDK is imported when the first SDK backend is built, not with this module: it takes
+seconds, its objects make every full garbage collection of the process slower, and the http
+transport never needs it.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._structured import schema_name
 from ._http import malformed_error, stainless_error
 from ._sdk import Backend, Call, Completion, SDKProvider, sdk_kwargs, sdk_parameters
 from ._settings import Settings
+from ._transport import HTTPBackend, request_options
 
 if TYPE_CHECKING:
     import anthropic
 
-__all__ = ["AnthropicProvider"]
+__all__ = ["AnthropicHTTPBackend", "AnthropicProvider"]
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"  # the anthropic-version the Messages API documents
+_ANSWER_TOOL_DESCRIPTION = "Give your answer as this tool's input."
 
 
 @functools.cache
@@ -26,8 +34,6 @@ def _create_parameters() -> frozenset[str]:
     from anthropic.resources.messages import AsyncMessages
 
     return sdk_parameters(AsyncMessages.create)
-
-_ANSWER_TOOL_DESCRIPTION = "Give your answer as this tool's input."
 
 
 class AnthropicBackend(Backend):
@@ -47,20 +53,15 @@ class AnthropicBackend(Backend):
             http_client=anthropic.DefaultAioHttpClient(),
         )
 
-    async def close_client(self, client: anthropic.AsyncAnthropic) -> None:
+    @staticmethod
+    async def close_client(client: anthropic.AsyncAnthropic) -> None:
         await client.close()
 
     async def complete(self, call: Call) -> Completion:
         import anthropic
 
-        params = dict(call.params)
-        if "stop" in params:
-            stop = params.pop("stop")
-            params["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop or ())
-        kwargs: dict[str, Any] = sdk_kwargs(params, _create_parameters())
-        kwargs.update(model=call.model, messages=call.messages, max_tokens=call.max_tokens)
-        if call.system is not None:
-            kwargs["system"] = call.system
+        kwargs: dict[str, Any] = sdk_kwargs(_stop_sequences(call.params), _create_parameters())
+        _add_call(kwargs, call)
         tool = _answer_tool(call, kwargs)
         client: anthropic.AsyncAnthropic = self.client()
         try:
@@ -70,25 +71,62 @@ class AnthropicBackend(Backend):
             if (error := stainless_error(self.provider, exc, anthropic, self.settings)) is None:
                 raise
             raise error from None
-        try:
-            usage = body.get("usage") or {}
-            # Anthropic's input_tokens leaves out the cache tokens; ours counts them too.
-            cache_read = int(usage.get("cache_read_input_tokens") or 0)
-            cache_write = int(usage.get("cache_creation_input_tokens") or 0)
-            return Completion(
-                text=_answer_text(body["content"], tool),
-                model=body.get("model") or call.model,
-                input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
-                output_tokens=int(usage.get("output_tokens") or 0),
-                finish_reason=body.get("stop_reason"),
-                headers=raw.headers,
-                cache_read_tokens=cache_read,
-                cache_write_tokens=cache_write,
-            )
-        except (KeyError, TypeError, AttributeError, ValueError):
-            raise malformed_error(
-                self.provider, "the answer has no content list", self.settings
-            ) from None
+        return _completion(self, body, raw.headers, call, tool)
+
+
+class AnthropicHTTPBackend(HTTPBackend):
+    """POST {base_url}/v1/messages with x-api-key and anthropic-version, no SDK."""
+
+    def __init__(self, provider: str, settings: Settings) -> None:
+        base_url = settings.base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
+        super().__init__(provider, settings, base_url=base_url, headers={
+            "x-api-key": settings.api_key, "anthropic-version": API_VERSION})
+
+    async def complete(self, call: Call) -> Completion:
+        body, options = request_options(_stop_sequences(call.params))
+        _add_call(body, call)
+        tool = _answer_tool(call, body)
+        answer, headers = await self.post("/v1/messages", body, options)
+        return _completion(self, answer, headers, call, tool)
+
+
+def _stop_sequences(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`stop` (a string or a list, as OpenAI takes it) as Anthropic's stop_sequences list."""
+    if "stop" not in params:
+        return params
+    renamed = {k: v for k, v in params.items() if k != "stop"}
+    stop = params["stop"]
+    renamed["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop or ())
+    return renamed
+
+
+def _add_call(body: dict[str, Any], call: Call) -> None:
+    body.update(model=call.model, messages=call.messages, max_tokens=call.max_tokens)
+    if call.system is not None:
+        body["system"] = call.system
+
+
+def _completion(backend: Backend, body: Any, headers: Mapping[str, str], call: Call,
+                tool: str | None) -> Completion:
+    try:
+        usage = body.get("usage") or {}
+        # Anthropic's input_tokens leaves out the cache tokens; ours counts them too.
+        cache_read = int(usage.get("cache_read_input_tokens") or 0)
+        cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+        return Completion(
+            text=_answer_text(body["content"], tool),
+            model=body.get("model") or call.model,
+            input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
+            output_tokens=int(usage.get("output_tokens") or 0),
+            finish_reason=body.get("stop_reason"),
+            headers=headers,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+        )
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise malformed_error(
+            backend.provider, "the answer has no content list", backend.settings
+        ) from None
 
 
 def _answer_tool(call: Call, kwargs: dict[str, Any]) -> str | None:
@@ -134,4 +172,6 @@ class AnthropicProvider(SDKProvider):
 
     @classmethod
     def direct_backend(cls, name: str, settings: Settings) -> Backend:
-        return AnthropicBackend(name, settings)
+        if settings.transport == "sdk":
+            return AnthropicBackend(name, settings)
+        return AnthropicHTTPBackend(name, settings)

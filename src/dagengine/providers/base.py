@@ -41,7 +41,8 @@ class BaseProvider(abc.ABC):
         """Answer one request."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook for providers with clients
-        """Release connections. Called once when the engine's run ends."""
+        """Release connections. Called by `engine.close()` (and at the end of `engine.run()`);
+        a provider used again afterwards opens them again."""
 
     def check_options(self, options: Mapping[str, Any]) -> None:  # noqa: B027 - optional
         """Raise ConfigurationError if no request with these options could ever be sent (no

@@ -1,18 +1,24 @@
-"""Gemini generateContent on the official `google-genai` SDK (its aiohttp transport).
+"""Gemini generateContent, over plain HTTP (the default) or on the official `google-genai`
+SDK (its aiohttp transport).
 
-The SDK is imported when the first backend is built, not with this module (see anthropic.py).
+The SDK is imported when the first SDK backend is built, not with this module (see
+anthropic.py).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
+import os
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+import aiohttp
 
 from ._http import connection_error, malformed_error, status_error
 from ._sdk import Backend, Call, Completion, SDKProvider
 from ._settings import Settings
+from ._transport import HTTPBackend
 from .base import ProviderError
 
 if TYPE_CHECKING:
@@ -20,7 +26,9 @@ if TYPE_CHECKING:
     from google.genai import errors as genai_errors
     from google.genai import types as genai_types
 
-__all__ = ["GeminiProvider"]
+__all__ = ["GeminiHTTPBackend", "GeminiProvider"]
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
 # Options named differently in GenerateContentConfig; other options pass through as its fields.
 _CONFIG_NAMES = {"stop": "stop_sequences", "max_tokens": "max_output_tokens"}
@@ -42,7 +50,7 @@ def _schema_field() -> str:
 class GeminiBackend(Backend):
     def __init__(self, provider: str, settings: Settings) -> None:
         super().__init__(provider, settings)
-        importlib.import_module("google.genai")  # the SDK now, while the engine is built
+        _schema_field()  # imports the SDK now, while the engine is built
 
     def new_client(self) -> genai.Client:
         from google import genai
@@ -60,11 +68,11 @@ class GeminiBackend(Backend):
             ),
         )
 
-    async def close_client(self, client: genai.Client) -> None:
+    @staticmethod
+    async def close_client(client: genai.Client) -> None:
         await client.aio.aclose()
 
     async def complete(self, call: Call) -> Completion:
-        import aiohttp
         from google.genai import errors as genai_errors
 
         config = self._config(call)
@@ -131,6 +139,139 @@ class GeminiBackend(Backend):
         return error
 
 
+class GeminiHTTPBackend(HTTPBackend):
+    """POST {base_url}/v1beta/models/{model}:generateContent with x-goog-api-key, no SDK.
+
+    Options are GenerateContentConfig's fields (snake_case, or camelCase as the SDK also takes
+    them), checked by name only: the API checks their values.
+    """
+
+    def __init__(self, provider: str, settings: Settings) -> None:
+        base_url = (settings.base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL")
+                    or DEFAULT_BASE_URL)
+        super().__init__(provider, settings, base_url=base_url,
+                         headers={"x-goog-api-key": settings.api_key.strip()})
+
+    async def complete(self, call: Call) -> Completion:
+        model = call.model if "/" in call.model else f"models/{call.model}"
+        answer, headers = await self.post(f"/v1beta/{model}:generateContent", self._body(call))
+        return self._completion(answer, headers, call)
+
+    def _body(self, call: Call) -> dict[str, Any]:
+        fields = self._fields(call.params)
+        if isinstance(fields.get("stop_sequences"), str):
+            fields["stop_sequences"] = [fields["stop_sequences"]]
+        if call.max_tokens is not None:
+            fields.setdefault("max_output_tokens", call.max_tokens)
+        if call.system is not None:
+            fields["system_instruction"] = call.system
+        if call.schema is not None and not _USER_SCHEMA_FIELDS & fields.keys():
+            fields["response_mime_type"] = "application/json"
+            fields["response_json_schema"] = call.schema
+        body: dict[str, Any] = {"contents": _contents(call.messages)}
+        generation: dict[str, Any] = {}
+        for name, value in fields.items():
+            if value is None or name in _SDK_ONLY_FIELDS:
+                continue
+            if name == "system_instruction":
+                body["systemInstruction"] = _system_content(value)
+            elif name in _REQUEST_FIELDS:
+                body[_camel(name)] = value
+            else:
+                generation[_camel(name)] = value
+        if generation:
+            body["generationConfig"] = generation
+        return body
+
+    def _fields(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The options by their GenerateContentConfig field names; unknown ones refused, as
+        GenerateContentConfig(**options) refuses them on the SDK transport."""
+        fields: dict[str, Any] = {}
+        unknown = []
+        for key, value in params.items():
+            name = _CONFIG_NAMES.get(key, key)
+            name = name if name in CONFIG_FIELDS else _FIELDS_BY_ALIAS.get(name, "")
+            if not name or name in _VERTEX_ONLY_FIELDS:
+                unknown.append(key)
+            else:
+                fields[name] = value
+        if unknown:
+            raise ProviderError(
+                f"{self.provider}: options not accepted by GenerateContentConfig (or not by the "
+                f"Gemini Developer API): {', '.join(map(repr, unknown))}",
+                provider=self.provider, retryable=False)
+        return fields
+
+    def _completion(self, body: Any, headers: Mapping[str, str], call: Call) -> Completion:
+        try:
+            candidates = body.get("candidates") or ()
+            candidate = candidates[0] if candidates else {}
+            parts = (candidate.get("content") or {}).get("parts") or ()
+            usage = body.get("usageMetadata") or {}
+            return Completion(
+                # Thought summaries are not the answer; no text parts make an empty answer.
+                text="".join(part["text"] for part in parts if isinstance(part.get("text"), str)
+                             and part.get("thought") is not True),
+                model=body.get("modelVersion") or call.model,
+                input_tokens=int(usage.get("promptTokenCount") or 0),
+                output_tokens=int(usage.get("candidatesTokenCount") or 0)
+                + int(usage.get("thoughtsTokenCount") or 0),
+                finish_reason=candidate.get("finishReason"),
+                headers=headers,
+                cache_read_tokens=int(usage.get("cachedContentTokenCount") or 0),
+            )
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            raise malformed_error(
+                self.provider, "the answer has no candidates list", self.settings
+            ) from None
+
+    def status_error(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
+        error = super().status_error(status, body, headers)
+        if error.retry_after is None:
+            error.retry_after = _retry_delay(body)
+        return error
+
+
+# GenerateContentConfig's fields (google-genai 3.6): the http transport takes the same
+# options without importing the SDK. tests/test_http_transport.py checks them against the SDK.
+CONFIG_FIELDS = frozenset({
+    "audio_timestamp", "audio_transcription_config", "automatic_continuation",
+    "automatic_function_calling", "cached_content", "candidate_count", "continuation_token",
+    "enable_enhanced_civic_answers", "frequency_penalty", "generation_output_config",
+    "http_options", "image_config", "labels", "logprobs", "max_output_tokens",
+    "media_resolution", "model_armor_config", "model_selection_config", "presence_penalty",
+    "response_json_schema", "response_logprobs", "response_mime_type", "response_modalities",
+    "response_schema", "routing_config", "safety_settings", "seed", "service_tier",
+    "should_return_http_response", "speech_config", "stop_sequences", "store",
+    "system_instruction", "temperature", "thinking_config", "tool_config", "tools", "top_k",
+    "top_p",
+})
+_CAMEL_PART = re.compile(r"_([a-z0-9])")
+# GenerateContentConfig's fields that the request takes beside generationConfig, not in it.
+_REQUEST_FIELDS = frozenset({"safety_settings", "tools", "tool_config", "labels",
+                             "cached_content", "service_tier", "continuation_token", "store"})
+# Fields that steer the SDK itself and are never sent.
+_SDK_ONLY_FIELDS = frozenset({"http_options", "automatic_function_calling",
+                              "automatic_continuation", "should_return_http_response"})
+# Fields the SDK refuses for the Gemini Developer API (Vertex AI only).
+_VERTEX_ONLY_FIELDS = frozenset({"audio_timestamp", "model_armor_config",
+                                 "generation_output_config"})
+
+
+def _camel(name: str) -> str:
+    return _CAMEL_PART.sub(lambda match: match.group(1).upper(), name)
+
+
+_FIELDS_BY_ALIAS = {_camel(name): name for name in CONFIG_FIELDS}
+
+
+def _system_content(value: Any) -> Any:
+    """The system instruction as the Content the SDK makes of it: a string is one text part."""
+    if isinstance(value, str):
+        return {"role": "user", "parts": [{"text": value}]}
+    return value
+
+
 def _contents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Chat messages as Gemini contents: roles user/model, text in parts."""
     contents = []
@@ -162,4 +303,6 @@ class GeminiProvider(SDKProvider):
 
     @classmethod
     def direct_backend(cls, name: str, settings: Settings) -> Backend:
-        return GeminiBackend(name, settings)
+        if settings.transport == "sdk":
+            return GeminiBackend(name, settings)
+        return GeminiHTTPBackend(name, settings)

@@ -1,13 +1,16 @@
-"""OpenAI Chat Completions on the official `openai` SDK; also any OpenAI-compatible endpoint.
+"""OpenAI Chat Completions, over plain HTTP (the default) or on the official `openai` SDK;
+also any OpenAI-compatible endpoint.
 
-`OpenAIChatBackend` is also what the Portkey gateway mode sends through (see portkey.py).
-The SDK is imported when the first backend is built, not with this module (see anthropic.py).
+`OpenAIHTTPBackend` and `OpenAIChatBackend` are also what the Portkey gateway mode sends
+through (see portkey.py). The SDK is imported when the first SDK backend is built, not with
+this module (see anthropic.py).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +26,14 @@ from ._sdk import (
     sdk_parameters,
 )
 from ._settings import Settings
+from ._transport import HTTPBackend, request_options
 
 if TYPE_CHECKING:
     import openai
 
-__all__ = ["OpenAIChatBackend", "OpenAIProvider"]
+__all__ = ["OpenAIChatBackend", "OpenAIHTTPBackend", "OpenAIProvider"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 @functools.cache
@@ -71,17 +77,15 @@ class OpenAIChatBackend(Backend):
             http_client=openai.DefaultAioHttpClient(),
         )
 
-    async def close_client(self, client: openai.AsyncOpenAI) -> None:
+    @staticmethod
+    async def close_client(client: openai.AsyncOpenAI) -> None:
         await client.close()
 
     async def complete(self, call: Call) -> Completion:
         import openai
 
         kwargs: dict[str, Any] = sdk_kwargs(call.params, _create_parameters())
-        kwargs.update(model=call.model, messages=openai_messages(call))
-        if call.max_tokens is not None and "max_completion_tokens" not in kwargs:
-            kwargs["max_tokens"] = call.max_tokens
-        tool = self._ask_for_schema(call, kwargs)
+        tool = _add_call(kwargs, call, self.schema_as_tool)
         client: openai.AsyncOpenAI = self.client()
         try:
             raw = await client.chat.completions.with_raw_response.create(**kwargs)
@@ -90,44 +94,95 @@ class OpenAIChatBackend(Backend):
             if (error := stainless_error(self.provider, exc, openai, self.settings)) is None:
                 raise
             raise error from None
-        try:
-            choice = body["choices"][0]
-            input_tokens, output_tokens, cache_read, cache_write = _usage(body.get("usage") or {})
-            return Completion(
-                text=_answer_text(choice["message"], tool),
-                model=body.get("model") or call.model,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                finish_reason=choice.get("finish_reason"),
-                headers=raw.headers,
-                cache_read_tokens=cache_read,
-                cache_write_tokens=cache_write,
-            )
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
-            raise malformed_error(
-                self.provider, "the answer has no choices[0].message", self.settings
-            ) from None
+        return _completion(self, body, raw.headers, call, tool)
 
-    def _ask_for_schema(self, call: Call, kwargs: dict[str, Any]) -> str | None:
-        """Put the output schema in the request; the name of the function carrying the answer
-        when it goes as a tool. The user's own response_format (or tools) win."""
-        if call.schema is None:
-            return None
-        name = schema_name(call.schema)
-        if self.schema_as_tool:
-            if "tools" in call.params or "tool_choice" in call.params:
-                return None
-            kwargs["tools"] = [{"type": "function", "function": {
-                "name": name, "description": "Give your answer as this function's arguments.",
-                "parameters": call.schema}}]
-            kwargs["tool_choice"] = {"type": "function", "function": {"name": name}}
-            return name
-        if "response_format" not in call.params:
-            strict = strict_schema(call.schema)
-            kwargs["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": name, "schema": call.schema if strict is None else strict,
-                "strict": strict is not None}}
+
+class OpenAIHTTPBackend(HTTPBackend):
+    """POST {base_url}/chat/completions with a Bearer key, no SDK; the same options as
+    OpenAIChatBackend (the Portkey gateway mode sends through either)."""
+
+    def __init__(
+        self,
+        provider: str,
+        settings: Settings,
+        *,
+        base_url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        schema_as_tool: bool = False,
+    ) -> None:
+        sent = {"Authorization": f"Bearer {settings.api_key}", **_account_headers(),
+                **(headers or {})}
+        super().__init__(provider, settings, headers=sent, base_url=base_url
+                         or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+        self.schema_as_tool = schema_as_tool
+
+    async def complete(self, call: Call) -> Completion:
+        body, options = request_options(call.params)
+        tool = _add_call(body, call, self.schema_as_tool)
+        answer, headers = await self.post("/chat/completions", body, options)
+        return _completion(self, answer, headers, call, tool)
+
+
+def _account_headers() -> dict[str, str]:
+    """The organization and project the openai SDK sends from its environment variables."""
+    headers = {}
+    if organization := os.environ.get("OPENAI_ORG_ID"):
+        headers["OpenAI-Organization"] = organization
+    if project := os.environ.get("OPENAI_PROJECT_ID"):
+        headers["OpenAI-Project"] = project
+    return headers
+
+
+def _add_call(body: dict[str, Any], call: Call, schema_as_tool: bool) -> str | None:
+    """Model, messages, max_tokens and the output schema; the name of the function carrying
+    the answer when the schema goes as a tool."""
+    body.update(model=call.model, messages=openai_messages(call))
+    if call.max_tokens is not None and "max_completion_tokens" not in body:
+        body["max_tokens"] = call.max_tokens
+    return _ask_for_schema(call, body, schema_as_tool)
+
+
+def _completion(backend: Backend, body: Any, headers: Mapping[str, str], call: Call,
+                tool: str | None) -> Completion:
+    try:
+        choice = body["choices"][0]
+        input_tokens, output_tokens, cache_read, cache_write = _usage(body.get("usage") or {})
+        return Completion(
+            text=_answer_text(choice["message"], tool),
+            model=body.get("model") or call.model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            finish_reason=choice.get("finish_reason"),
+            headers=headers,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise malformed_error(
+            backend.provider, "the answer has no choices[0].message", backend.settings
+        ) from None
+
+
+def _ask_for_schema(call: Call, kwargs: dict[str, Any], schema_as_tool: bool) -> str | None:
+    """Put the output schema in the request; the name of the function carrying the answer
+    when it goes as a tool. The user's own response_format (or tools) win."""
+    if call.schema is None:
         return None
+    name = schema_name(call.schema)
+    if schema_as_tool:
+        if "tools" in call.params or "tool_choice" in call.params:
+            return None
+        kwargs["tools"] = [{"type": "function", "function": {
+            "name": name, "description": "Give your answer as this function's arguments.",
+            "parameters": call.schema}}]
+        kwargs["tool_choice"] = {"type": "function", "function": {"name": name}}
+        return name
+    if "response_format" not in call.params:
+        strict = strict_schema(call.schema)
+        kwargs["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": name, "schema": call.schema if strict is None else strict,
+            "strict": strict is not None}}
+    return None
 
 
 def _answer_text(message: dict[str, Any], tool: str | None) -> str:
@@ -174,4 +229,6 @@ class OpenAIProvider(SDKProvider):
 
     @classmethod
     def direct_backend(cls, name: str, settings: Settings) -> Backend:
-        return OpenAIChatBackend(name, settings, base_url=settings.base_url)
+        if settings.transport == "sdk":
+            return OpenAIChatBackend(name, settings, base_url=settings.base_url)
+        return OpenAIHTTPBackend(name, settings, base_url=settings.base_url)

@@ -11,6 +11,7 @@ from ._answers import prompt_key
 from ._base import BaseSimulator
 from ._cli import main
 from ._config import ScriptStep, SimulatorConfig
+from ._keys import key_fingerprint
 from ._process import SimulatorProcess
 from ._server import Simulator
 
@@ -20,6 +21,7 @@ __all__ = [
     "Simulator",
     "SimulatorConfig",
     "SimulatorProcess",
+    "key_fingerprint",
     "main",
     "prompt_key",
 ]

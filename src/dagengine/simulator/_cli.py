@@ -9,13 +9,14 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
 import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ValidationError
-from ._config import SimulatorConfig, parse_script
+from ._config import LATENCY_DRAWS, SimulatorConfig, parse_script
 from ._server import Simulator
 
 DEFAULT_PORT = 8787
@@ -33,7 +34,12 @@ def config_to_argv(config: SimulatorConfig) -> list[str]:
         value = getattr(config, field.name)
         if value == field.default:
             continue
-        text = ",".join(map(str, value)) if field.name == "script" else str(value)
+        if field.name == "script":
+            text = ",".join(map(str, value))
+        elif field.name == "key_limits":
+            text = json.dumps(value)
+        else:
+            text = str(value)
         argv += [flag(field.name), text]
     return argv
 
@@ -137,7 +143,28 @@ def _script(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _key_limits(text: str) -> Any:
+    if text.lower() in ("none", ""):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            'expected a JSON object, e.g. {"key-a": {"requests_per_minute": 60}}'
+        ) from None
+
+
+def _latency_draw(text: str) -> str:
+    if text not in LATENCY_DRAWS:
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(LATENCY_DRAWS)}, got {text!r}")
+    return text
+
+
 def _metavar(name: str) -> str:
+    if name == "key_limits":
+        return "JSON"
+    if name == "latency_draw":
+        return "|".join(LATENCY_DRAWS).upper()
     if name.endswith("_rate"):
         return "P"
     if name == "script":
@@ -165,4 +192,6 @@ _ARG_TYPES: dict[str, Callable[[str], Any]] = {
     "int | None": _optional_int,
     "str | None": _optional_str,
     "tuple[ScriptStep, ...]": _script,
+    "KeyLimitsConfig | None": _key_limits,
+    "Literal['prompt', 'request']": _latency_draw,
 }

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import ValidationError
+from ._keys import KeyLimitsConfig, check_key_limits
 
 Fault = Literal["hang", "reset", "malformed", "truncated", "schema", "empty"]
 ScriptStep = int | Fault
@@ -33,7 +34,10 @@ FAULT_RATES: dict[str, int | Fault] = {
     "schema_violation_rate": "schema",
     "empty_rate": "empty",
 }
-LIMIT_FIELDS = frozenset({"requests_per_minute", "tokens_per_minute", "burst_seconds"})
+LIMIT_FIELDS = frozenset(
+    {"requests_per_minute", "tokens_per_minute", "burst_seconds", "key_limits"}
+)
+LATENCY_DRAWS = ("prompt", "request")
 
 
 def _opt(default: Any, help: str, *aliases: str) -> Any:
@@ -101,6 +105,19 @@ class SimulatorConfig:
         "bytes per batch body or file; none: each API's own "
         "(Anthropic 256 MB, OpenAI 200 MB, Gemini 20 MB inline)",
     )
+    key_limits: KeyLimitsConfig | None = _opt(  # noqa: RUF009 (the default, None, is shared safely)
+        None,
+        'limits per API key, as JSON: {"key-a": {"requests_per_minute": 1500}, "*": {}}; '
+        "an entry's missing fields take the top-level limits ({} = a copy of them); \"*\" "
+        "gives each unlisted key a copy of its own, else unlisted keys share the top-level "
+        "limits; /stats counts each key under its fingerprint",
+    )
+    latency_draw: Literal["prompt", "request"] = _opt(
+        "prompt",
+        "prompt: a latency is a function of the prompt and how often it was sent, so every "
+        "client meets the same latency for the same call; request: each request draws the "
+        "next latency from the seeded RNG in arrival order",
+    )
 
     def __post_init__(self) -> None:
         _check("latency", self.latency, 0, 3600)
@@ -133,6 +150,11 @@ class SimulatorConfig:
         if self.api_key is not None and not isinstance(self.api_key, str):
             raise ValidationError("simulator.api_key", "a string or None", self.api_key)
         _check_batch_fields(self)
+        object.__setattr__(self, "key_limits", check_key_limits(self.key_limits))
+        if self.latency_draw not in LATENCY_DRAWS:
+            raise ValidationError(
+                "simulator.latency_draw", " or ".join(LATENCY_DRAWS), self.latency_draw
+            )
 
     def replace(self, changes: Mapping[str, Any]) -> SimulatorConfig:
         """A copy with `changes` applied; unknown names are refused with the valid ones listed."""

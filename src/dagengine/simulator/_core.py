@@ -17,6 +17,7 @@ from typing import Any
 from ._answers import count_tokens, input_tokens, prompt_key
 from ._batch import Batches
 from ._config import FAULT_RATES, LIMIT_FIELDS, ScriptStep, SimulatorConfig
+from ._keys import KEY_LIMIT_FIELDS, KeyedLimits
 from ._limits import RateLimits
 from ._stats import Stats
 from ._wire import Prompt, Reply
@@ -55,26 +56,44 @@ class Core:
         self._reseed()
         self._rebuild_limits()
 
-    def decide(self, token_cost: int) -> tuple[ScriptStep, float | None]:
-        """The outcome of the next request and, for a 429, the seconds to wait."""
+    def decide(
+        self, token_cost: int, *, api_key: str | None = None
+    ) -> tuple[ScriptStep, float | None]:
+        """The outcome of the next request sent with `api_key` and, for a 429, the seconds to
+        wait."""
         if self.script:
             step = self.script.popleft()
             return step, self.config.error_429_retry_after if step == 429 else None
-        wait = self.limits.admit(token_cost, time.monotonic())
+        wait = self.limits_for(api_key).admit(token_cost, time.monotonic())
         if wait:
             return 429, wait
         step = self._draw_fault()
         return step, self.config.error_429_retry_after if step == 429 else None
 
+    def limits_for(self, api_key: str | None) -> RateLimits:
+        """The buckets a request sent with `api_key` is admitted by (see `_keys`)."""
+        return self.keyed_limits.for_key(api_key)
+
+    def accepts(self, api_key: str | None) -> bool:
+        """With `api_key` configured, that key and the keys of `key_limits` get in."""
+        config = self.config
+        return config.api_key is None or api_key == config.api_key or (
+            api_key is not None and api_key in (config.key_limits or {})
+        )
+
     def latency(self, text: str) -> float:
-        """The delay of an answer: a function of the prompt and how often it was asked.
+        """The delay of an answer: by default a function of the prompt and how often it was
+        asked.
 
         Tied to the request rather than to arrival order, so every client (the engine, a
-        baseline, a resumed run) meets the same latency for the same call.
+        baseline, a resumed run) meets the same latency for the same call. With
+        `latency_draw="request"` each request takes the next draw of the seeded RNG instead.
         """
         median = self.config.latency_median
         if median is None:
             return self.config.latency
+        if self.config.latency_draw == "request":
+            return self._latency_rng.lognormvariate(math.log(median), self.config.latency_sigma)
         key = prompt_key(text)
         draw = random.Random(f"latency:{self.config.seed}:{key}:{self.stats.prompts[key]}")
         return draw.lognormvariate(math.log(median), self.config.latency_sigma)
@@ -103,9 +122,11 @@ class Core:
         return 200
 
     def _reseed(self) -> None:
-        # Latencies come from the prompt (see latency()), so faults never shift them.
+        # Latencies come from the prompt (see latency()) or an RNG of their own, so faults
+        # never shift them.
         seed = self.config.seed
         self._fault_rng = random.Random(f"faults:{seed}")
+        self._latency_rng = random.Random(f"latency:{seed}")
 
     def _rebuild_limits(self) -> None:
         config = self.config
@@ -115,6 +136,8 @@ class Core:
             config.burst_seconds,
             time.monotonic(),
         )
+        defaults = {name: getattr(config, name) for name in KEY_LIMIT_FIELDS}
+        self.keyed_limits = KeyedLimits(config.key_limits, defaults, self.limits)
 
 
 def reply_to(prompt: Prompt, text: str) -> Reply:

@@ -18,11 +18,13 @@ from ._base import HOST, BaseSimulator, merged_config
 from ._batch_wire import CLIENT_MAX_SIZE, batch_routes, batch_stats
 from ._config import ScriptStep, SimulatorConfig
 from ._core import Core
+from ._keys import key_fingerprint
 from ._wire import DIALECTS, BadRequest, Dialect, Prompt, Reply
 
 MALFORMED_BODY = b'{"id": "sim", "content": [<html><body>upstream hiccup (simulated)</body></html>'
 _HEADERS = {"Content-Type": "application/json", "x-simulated": "true"}
 _SHUTDOWN_GRACE = 0.25  # seconds in-flight requests get when the simulator stops
+_DROPPED = 499  # the status of a response never sent because the connection was dropped
 
 
 def build_app(core: Core) -> web.Application:
@@ -47,14 +49,25 @@ class _ApiEndpoint:
         self.dialect = dialect
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        api_key = self.dialect.api_key(request.headers, request.query)
+        caller = key_fingerprint(api_key)
+        counts = self.core.stats.key(caller)
+        counts.requests += 1
+        response = await self._respond(request, api_key, caller)
+        if response.status != _DROPPED:
+            counts.statuses[response.status] += 1
+        return response
+
+    async def _respond(
+        self, request: web.Request, api_key: str | None, caller: str
+    ) -> web.StreamResponse:
         core, dialect = self.core, self.dialect
         core.stats.received(dialect.name)
-        key = core.config.api_key
-        if key is not None and dialect.api_key(request.headers, request.query) != key:
+        if not core.accepts(api_key):
             return self._error(401, "invalid API key (simulated)")
         try:
             body = json.loads(await request.read())
-            core.stats.logged(dialect.name, request.path, body)
+            core.stats.logged(dialect.name, request.path, body, request.headers)
             prompt = dialect.parse(body, request.match_info.get("model"))
         except (ValueError, BadRequest) as exc:
             return self._error(400, f"invalid request: {exc}")
@@ -63,26 +76,32 @@ class _ApiEndpoint:
                            cache_writes=dialect.reports_cache_writes)
         # Admission charges input + max_tokens, as Anthropic does.
         step, retry_after = core.decide(
-            reply.input_tokens + (prompt.max_tokens or reply.output_tokens)
+            reply.input_tokens + (prompt.max_tokens or reply.output_tokens), api_key=api_key
         )
         if isinstance(step, str):
             core.stats.faults[step] += 1
-        headers = dialect.limit_headers(core.limits.states())
+        headers = dialect.limit_headers(core.limits_for(api_key).states())
         if step == "reset":
             return _drop_connection(request)
         if step == "hang":
             # Held until the client gives up (aiohttp then cancels this handler) or
             # hang_seconds pass, so a hung request never outlives its bound.
-            await asyncio.sleep(core.config.hang_seconds)
+            await _work(core, core.config.hang_seconds, prompt, reply, caller)
             return _drop_connection(request)
-        if _takes_latency(step):
-            await _delay(core, prompt.text)
+        if _takes_latency(step) and (seconds := core.latency(prompt.text)) > 0:
+            headers["x-simulated-latency-ms"] = f"{seconds * 1000:.3f}"
+            await _work(core, seconds, prompt, reply, caller)
         if isinstance(step, int) and step != 200:
             return self._error(step, _message(step, retry_after), retry_after, headers)
-        return self._answer(prompt, reply, step, headers)
+        return self._answer(prompt, reply, step, headers, caller)
 
     def _answer(
-        self, prompt: Prompt, reply: Reply, step: ScriptStep, headers: dict[str, str]
+        self,
+        prompt: Prompt,
+        reply: Reply,
+        step: ScriptStep,
+        headers: dict[str, str],
+        caller: str,
     ) -> web.Response:
         """A 200: the answer, or on purpose a wrong-schema, empty, malformed or truncated one."""
         if step == "malformed":
@@ -95,7 +114,7 @@ class _ApiEndpoint:
         body = _encode(self.dialect.success(prompt, reply, self.core.next_serial()))
         if step == "truncated":
             return self._send(200, body[: len(body) // 2], headers)
-        self.core.stats.answered(prompt.model, reply)
+        self.core.stats.answered(prompt.model, reply, caller)
         return self._send(200, body, headers)
 
     def _error(
@@ -124,10 +143,15 @@ def _takes_latency(step: ScriptStep) -> bool:
     return not isinstance(step, int) or step == 200 or step == 408 or step >= 500
 
 
-async def _delay(core: Core, text: str) -> None:
-    seconds = core.latency(text)
-    if seconds > 0:
+async def _work(core: Core, seconds: float, prompt: Prompt, reply: Reply, caller: str) -> None:
+    """Wait while the "model" works on the request. A client that closes the connection
+    meanwhile (a hedged request's loser, a timeout) cancels this handler, since
+    handler_cancellation is on: it is counted, and billed for its input as providers do."""
+    try:
         await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        core.stats.cancelled(prompt.model, reply, caller)
+        raise
 
 
 def _message(status: int, retry_after: float | None) -> str:
@@ -147,7 +171,7 @@ def _drop_connection(request: web.Request) -> web.Response:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
     # aiohttp discards a response whose transport is already closed.
-    return web.Response(status=499)
+    return web.Response(status=_DROPPED)
 
 
 def _control_routes(core: Core) -> list[web.RouteDef]:
