@@ -37,11 +37,13 @@ from .plugin import HookContext, Plugin, PromptContext
 from .providers.base import BaseProvider, ProviderRegistry
 from .store import RunStore
 from .types import (
+    CallInfo,
     CostSummary,
     Dimension,
     DimensionCost,
     DimensionProgress,
     DimensionResult,
+    FallbackDecision,
     ModelCost,
     ProcessResult,
     ProgressUpdate,
@@ -50,6 +52,7 @@ from .types import (
     ProviderRequest,
     ProviderResponse,
     ProviderSelection,
+    RetryDecision,
     Section,
     SectionResult,
     SkipWithResult,
@@ -58,6 +61,7 @@ from .types import (
 
 __all__ = [
     "BaseProvider",
+    "CallInfo",
     "CircularDependencyError",
     "ConfigurationError",
     "CostSummary",
@@ -74,6 +78,7 @@ __all__ = [
     "EngineUsageError",
     "Estimate",
     "ExecutionConfig",
+    "FallbackDecision",
     "HookContext",
     "HookError",
     "HookResultError",
@@ -94,6 +99,7 @@ __all__ = [
     "ProviderRequest",
     "ProviderResponse",
     "ProviderSelection",
+    "RetryDecision",
     "RunStore",
     "Section",
     "SectionResult",

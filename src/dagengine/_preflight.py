@@ -17,12 +17,11 @@ Only these two hooks are called, each at most once per dimension, and no provide
 
 from __future__ import annotations
 
-from ._coerce import as_prompt, as_selection
 from .errors import DagEngineError, PreflightError
 from .graph import Plan
 from .plugin import Plugin, PromptContext, call_required, implements, with_arity
 from .providers.base import ProviderRegistry
-from .types import ProviderFallback, ProviderSelection, Section
+from .types import ProviderFallback, ProviderSelection, Section, to_prompt
 
 
 async def preflight(
@@ -50,7 +49,7 @@ async def preflight(
             implements(plugin, hook)
             for hook in (f"should_skip_{scope}_dimension", "transform_dependencies"))
         try:
-            selection = as_selection(await call_required(
+            selection = ProviderSelection.from_value(await call_required(
                 "select_provider", select, name, site,
                 {"is_global": dimension.is_global, "section_index": index,
                  "total_sections": len(sections)}), dimension=name)
@@ -58,7 +57,7 @@ async def preflight(
             _check_providers(selection, registry,
                              options_final=not implements(plugin, "before_provider_execute"))
             if renders:
-                as_prompt(await call_required(
+                to_prompt(await call_required(
                     "create_prompt", plugin.create_prompt, PromptContext(
                         sections=site, dimension=name, dependencies={},
                         is_global=dimension.is_global, section_index=index,

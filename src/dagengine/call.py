@@ -1,31 +1,27 @@
-"""One call: prompt -> provider chain -> retries -> parse and validate -> DimensionResult,
-within the dimension's time limit."""
+"""One call: the prompt, then the provider chain, within the dimension's time limit.
+
+A call is a stack of layers, each handling one concern (as httpx's `send` stack):
+
+    send                       prompt and provider selection; the time limit
+    _send_handling_fallbacks   the selection's providers in turn, and handle_provider_fallback
+    _send_handling_retries     attempts on one provider: backoff, handle_retry, re-asking
+    _send_one_attempt          the response cache, the rate-limit permit, the provider,
+                               output validation, after_provider_execute
+
+`CallRunner` is shared by a run's calls; each call's own state is a `_Call`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import random
 import time
-from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
-from ._coerce import (
-    as_call_error,
-    as_prompt,
-    as_request,
-    as_response,
-    as_selection,
-    reask,
-    unpack_request,
-    validated,
-)
-from ._outcome import Outcome, cached_metadata
-from ._site import CallSite, Slot
+from ._run import Run
 from ._structured import request_schema
-from .config import ExecutionConfig
-from .cost import Pricing
 from .errors import (
+    ConfigurationError,
     DagEngineError,
     DimensionTimeoutError,
     EmptyResponseError,
@@ -33,250 +29,359 @@ from .errors import (
     ProviderError,
     UnknownProviderError,
 )
-from .plugin import HookContext, Hooks, Plugin, PromptContext, call_required, with_arity
-from .progress import ProgressTracker
-from .providers.base import BaseProvider, ProviderRegistry
-from .ratelimit import RateLimiter
+from .parsing import reask, validated
+from .plugin import Attempt, HookContext, Observers, PromptContext, call_required, with_arity
+from .providers.base import BaseProvider
+from .ratelimit import Permit
 from .retry import backoff_delay, is_retryable
 from .types import (
+    CallInfo,
+    Dimension,
     DimensionResult,
+    FallbackDecision,
+    Prompt,
     ProviderFallback,
     ProviderRequest,
     ProviderResponse,
     ProviderSelection,
+    RetryDecision,
+    Section,
     TokenUsage,
+    to_prompt,
 )
 
 
-class Caller:
-    """Runs single calls for one run; shared by all of its work items."""
+class Slot:
+    """The concurrency slot a work item holds; given back while the item waits to retry."""
 
-    def __init__(
-        self,
-        *,
-        plugin: Plugin,
-        hooks: Hooks,
-        registry: ProviderRegistry,
-        config: ExecutionConfig,
-        limiter: RateLimiter,
-        pricing: Pricing,
-        progress: ProgressTracker,
-        process_id: str,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.plugin = plugin
-        self.hooks = hooks
-        self.registry = registry
-        self.config = config
-        self.limiter = limiter
-        self.pricing = pricing
-        self.progress = progress
-        self.process_id = process_id
-        self.rng = rng or random.Random()
-        # A store's response cache when the run has one: `await lookup(provider, request)`
-        # -> ProviderResponse | None, and `await store(provider, request, response)`.
-        self.cache: Any = None
-        # The store's attempt recorder when the run has a store (StoredRun.record.attempt).
-        self.on_attempt: Callable[..., None] | None = None
-        self._select_provider = with_arity(plugin.select_provider, 3)
+    __slots__ = ("_semaphore", "held")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self.held = False
+
+    async def acquire(self) -> None:
+        await self._semaphore.acquire()
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._semaphore.release()
+
+    async def pause(self, seconds: float) -> None:
+        self.release()
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+        await self.acquire()
+
+
+@dataclass(slots=True)
+class CallSite:
+    """Where a call belongs: one dimension over one section (or over all, for a global one)."""
+
+    dimension: Dimension
+    sections: list[Section]
+    section_index: int | None
+    total_sections: int
+    dependencies: dict[str, DimensionResult]
+
+    @property
+    def name(self) -> str:
+        return self.dimension.name
+
+    @property
+    def is_global(self) -> bool:
+        return self.dimension.is_global
+
+    def context(self, process_id: str, **fields: Any) -> HookContext:
+        """The hook context of this call, with `fields` added."""
+        return HookContext(
+            process_id=process_id, dimension=self.name, is_global=self.is_global,
+            sections=self.sections, section=None if self.is_global else self.sections[0],
+            section_index=self.section_index, total_sections=self.total_sections,
+            dependencies=self.dependencies, **fields,
+        )
+
+
+@dataclass(slots=True)
+class Usage:
+    """What a call's attempts so far used: tokens and cost add up over every attempt,
+    including those whose answer failed validation."""
+
+    tokens: TokenUsage = field(default_factory=TokenUsage)
+    cost: float = 0.0
+    attempts: int = 0
+    model: str | None = None
+    provider: str | None = None
+
+    def add(self, response: ProviderResponse, run: Run, model: str | None) -> None:
+        tokens = _tokens(response)
+        answered_model = response.metadata.get("model") or model
+        if tokens is not None:
+            self.tokens += tokens
+            self.cost += run.pricing.cost(answered_model, tokens)
+        self.model = answered_model
+
+    def info(self, started: float) -> CallInfo:
+        return CallInfo(model=self.model, provider=self.provider, tokens=self.tokens,
+                        cost=self.cost, attempts=self.attempts,
+                        duration=time.monotonic() - started)
+
+
+class CallRunner:
+    """Runs one run's calls; shared by all of its work items."""
+
+    def __init__(self, run: Run, observers: Observers) -> None:
+        self.run = run
+        self.observers = observers
+        self.select_provider = with_arity(run.plugin.select_provider, 3)
 
     async def execute(
         self, site: CallSite, slot: Slot
     ) -> tuple[DimensionResult, BaseException | None]:
         """The result of one call under its dimension's time limit and, if it failed, the error
         behind it."""
-        started = time.monotonic()
-        limit = self.config.timeout_for(site.name)
+        return await _Call(self, site, slot).send()
+
+
+class _Call:
+    """One call in flight: where it belongs, what it sends next, what it has used so far."""
+
+    __slots__ = ("attempt", "backoff_step", "error", "history", "input", "max_attempts",
+                 "observers", "options", "provider", "run", "runner", "sent_at", "site", "slot",
+                 "started", "usage")
+
+    def __init__(self, runner: CallRunner, site: CallSite, slot: Slot) -> None:
+        self.runner = runner
+        self.run = runner.run
+        self.observers = runner.observers
+        self.site = site
+        self.slot = slot
+        self.started = time.monotonic()
+        self.usage = Usage()
+        self.history: list[dict[str, Any]] = []
+        # What the current provider's next attempt sends, and where it stands.
+        self.input: Prompt = ""
+        self.options: dict[str, Any] = {}
+        self.provider: BaseProvider | None = None
+        self.attempt = 0
+        self.max_attempts = 0
+        self.backoff_step = 0  # failures on this provider that came without a wait
+        self.sent_at: float | None = None  # Unix time this attempt's request left the limiter
+        self.error: BaseException | None = None  # what ended the last provider's attempts
+
+    async def send(self) -> tuple[DimensionResult, BaseException | None]:
+        """The call's result within its dimension's time limit, and the error behind it."""
+        limit = self.run.config.timeout_for(self.site.name)
         try:
             if limit is None:
-                return await self._call(site, slot)
+                return await self._send_handling_fallbacks()
             async with asyncio.timeout(limit):
-                return await self._call(site, slot)
+                return await self._send_handling_fallbacks()
         except TimeoutError:
-            error = DimensionTimeoutError(site.name, limit or 0.0)
+            error = DimensionTimeoutError(self.site.name, limit or 0.0)
             result = DimensionResult(
-                error=str(error), metadata={"duration": time.monotonic() - started}
+                error=str(error), metadata={"duration": time.monotonic() - self.started}
             )
             return result, error
 
-    async def _call(
-        self, site: CallSite, slot: Slot
-    ) -> tuple[DimensionResult, BaseException | None]:
-        started = time.monotonic()
+    async def _send_handling_fallbacks(self) -> tuple[DimensionResult, BaseException | None]:
         try:
-            prompt = as_prompt(await call_required("create_prompt", self.plugin.create_prompt,
-                                                PromptContext(
-                sections=site.sections, dimension=site.name, dependencies=site.dependencies,
-                is_global=site.is_global, section_index=site.section_index,
-                process_id=self.process_id,
-            )), site.name)
-            selection = as_selection(await call_required(
-                "select_provider", self._select_provider, site.name, site.sections,
-                {"is_global": site.is_global, "section_index": site.section_index,
-                 "total_sections": site.total_sections},
-            ), dimension=site.name)
-        except DagEngineError as error:
-            return DimensionResult(error=str(error), metadata={"duration": 0.0}), error
-        return await self._run_chain(site, slot, prompt, selection, started)
-
-    async def _run_chain(
-        self, site: CallSite, slot: Slot, prompt: Any, selection: ProviderSelection,
-        started: float,
-    ) -> tuple[DimensionResult, BaseException | None]:
+            prompt, selection = await self._prompt_and_selection()
+        except DagEngineError as exc:
+            return DimensionResult(error=str(exc), metadata={"duration": 0.0}), exc
         chain = [ProviderFallback(provider=selection.provider, options=selection.options),
                  *selection.fallbacks]
-        outcome = Outcome()
-        history: list[dict[str, Any]] = []
-        last_error: BaseException = ProviderError("no provider was tried")
-        request_input: Any = prompt
         for position, entry in enumerate(chain):
-            options = dict(entry.options)
+            self.input, self.options = prompt, dict(entry.options)
             if position > 0:
-                decision = await self.hooks.call("handle_provider_fallback", self._context(
-                    site, provider=entry.provider, provider_options=options, error=last_error,
-                    previous_attempts=history,
-                    extra={"failed_provider": chain[position - 1].provider},
-                ), None) or {}
-                if decision.get("should_fallback") is False:
+                decision = await self._fallback_decision(entry, chain[position - 1])
+                if not decision.should_fallback:
                     continue
-                if decision.get("modified_request") is not None:
-                    request_input, options = unpack_request(decision["modified_request"],
-                                                            request_input, options)
-                wait = decision.get("delay", entry.retry_after)
+                # A changed request carries on to the providers after this one.
+                prompt, self.options = decision.changed_request(prompt, self.options)
+                self.input = prompt
+                wait = decision.wait(entry.retry_after)
                 if wait:
-                    await slot.pause(float(wait))
-            result = await self._run_provider(site, slot, entry.provider, request_input, options,
-                                              outcome, history, started)
-            if isinstance(result, DimensionResult):
-                return result, None
-            last_error = result
-        return await self._failed(site, last_error, outcome, history, started), last_error
+                    await self.slot.pause(wait)
+            answer = await self._send_handling_retries(entry.provider)
+            if isinstance(answer, DimensionResult):
+                return answer, None
+            self.error = answer
+        error = self.error or ProviderError("no provider was tried")
+        return await self._failed(error), error
 
-    async def _run_provider(
-        self, site: CallSite, slot: Slot, provider_name: str, request_input: Any,
-        options: dict[str, Any], outcome: Outcome, history: list[dict[str, Any]],
-        started: float,
-    ) -> DimensionResult | BaseException:
+    async def _prompt_and_selection(self) -> tuple[Prompt, ProviderSelection]:
+        site = self.site
+        prompt = to_prompt(await call_required("create_prompt", self.run.plugin.create_prompt,
+                                               PromptContext(
+            sections=site.sections, dimension=site.name, dependencies=site.dependencies,
+            is_global=site.is_global, section_index=site.section_index,
+            process_id=self.run.process_id,
+        )), site.name)
+        selection = ProviderSelection.from_value(await call_required(
+            "select_provider", self.runner.select_provider, site.name, site.sections,
+            {"is_global": site.is_global, "section_index": site.section_index,
+             "total_sections": site.total_sections},
+        ), dimension=site.name)
+        return prompt, selection
+
+    async def _fallback_decision(self, entry: ProviderFallback,
+                                 failed: ProviderFallback) -> FallbackDecision:
+        decision: FallbackDecision = await self.run.hooks.call(
+            "handle_provider_fallback", self._context(
+                provider=entry.provider, provider_options=self.options, error=self.error,
+                previous_attempts=self.history, extra={"failed_provider": failed.provider}),
+            FallbackDecision(), FallbackDecision.from_value)
+        return decision
+
+    async def _send_handling_retries(self, provider_name: str) -> DimensionResult | BaseException:
         """Attempts on one provider: a result, or the error that ended them."""
         try:
-            provider = self.registry.get(provider_name)
+            self.provider = provider = self.run.registry.get(provider_name)
         except UnknownProviderError as exc:
-            history.append({"provider": provider_name, "attempt": 0, "error": str(exc)})
+            self.history.append({"provider": provider_name, "attempt": 0, "error": str(exc)})
             return exc
-        max_attempts = 1 if provider.handles_retries else self.config.max_retries + 1
-        attempt = 1
-        backoff_step = 0
-        schema = site.dimension.output_schema
+        self.max_attempts = 1 if provider.handles_retries else self.run.config.max_retries + 1
+        self.attempt, self.backoff_step = 1, 0
         while True:
-            request = ProviderRequest(
-                input=request_input, options=options, dimension=site.name,
-                is_global=site.is_global,
-                metadata={"section_index": site.section_index,
-                          "total_sections": site.total_sections},
-                output_schema=request_schema(schema) if schema is not None else None,
-            )
-            if self.hooks.has("before_provider_execute"):
-                request = await self.hooks.call(
-                    "before_provider_execute", self._context(
-                        site, request=request, provider=provider.name, provider_options=options,
-                        attempt=attempt, max_attempts=max_attempts),
-                    request, partial(as_request, current=request))
-            outcome.attempts += 1
-            outcome.provider = provider.name
-            began, outcome.sent_at = time.time(), None
-            try:
-                answer = await self._answer(site, provider, request, options, attempt, outcome,
-                                            started)
-            except asyncio.CancelledError as exc:
-                self._attempt_ended(site, outcome, began, options, None, exc)
-                raise
-            except Exception as exc:
-                error = as_call_error(exc, provider.name)
-            else:
-                self._attempt_ended(site, outcome, began, options, answer, None)
+            request = await self._request()
+            answer = await self._timed_attempt(request)
+            if isinstance(answer, DimensionResult):
                 return answer
-            self._attempt_ended(site, outcome, began, options, None, error)
-            history.append({
-                "provider": provider.name, "attempt": attempt, "error": str(error),
+            error = answer
+            self.history.append({
+                "provider": self.provider_name, "attempt": self.attempt, "error": str(error),
                 "status_code": getattr(error, "status_code", None),
             })
-            if not is_retryable(error) or attempt >= max_attempts:
+            if not is_retryable(error) or self.attempt >= self.max_attempts:
                 return error
-            retry_after = getattr(error, "retry_after", None)
-            if not retry_after:
-                # Only failures the provider gave no wait for climb the exponential ladder:
-                # a 500 after two paced 429s is a first server error, not a third.
-                backoff_step += 1
-            delay = backoff_delay(backoff_step, self.config.retry_delay,
-                                  self.config.max_retry_delay, retry_after, self.rng)
-            if self.hooks.has("handle_retry"):
-                decision = await self.hooks.call("handle_retry", self._context(
-                    site, request=request, provider=provider.name, provider_options=options,
-                    error=error, attempt=attempt, max_attempts=max_attempts,
-                    previous_attempts=history), None) or {}
-                if decision.get("should_retry") is False:
-                    return error
-                if decision.get("delay") is not None:
-                    delay = max(float(decision["delay"]), retry_after or 0)
-                if decision.get("modified_request") is not None:
-                    request_input, options = unpack_request(decision["modified_request"],
-                                                            request_input, options)
-                if decision.get("modified_provider") is not None:
-                    switched = as_selection(decision["modified_provider"])
-                    try:
-                        provider = self.registry.get(switched.provider)
-                    except UnknownProviderError as exc:
-                        return exc
-                    options = {**options, **switched.options}
-            if isinstance(error, OutputValidationError):
-                request_input = reask(request_input, error, schema)
-            self.progress.retries += 1
-            await slot.pause(delay)
-            attempt += 1
+            wait = await self._retry(request, error)
+            if isinstance(wait, BaseException):
+                return wait
+            await self.observers.call("retry", self.site.name, error)
+            await self.slot.pause(wait)
+            self.attempt += 1
 
-    async def _answer(
-        self, site: CallSite, provider: BaseProvider, request: ProviderRequest,
-        options: dict[str, Any], attempt: int, outcome: Outcome, started: float,
-    ) -> DimensionResult:
+    async def _retry(self, request: ProviderRequest,
+                     error: BaseException) -> float | BaseException:
+        """The backoff, and what handle_retry decides, applied: the wait before the next
+        attempt, or the error that ends the attempts on this provider."""
+        retry_after = getattr(error, "retry_after", None)
+        if not retry_after:
+            # Only failures the provider gave no wait for climb the exponential ladder:
+            # a 500 after two paced 429s is a first server error, not a third.
+            self.backoff_step += 1
+        config = self.run.config
+        delay = backoff_delay(self.backoff_step, config.retry_delay, config.max_retry_delay,
+                              retry_after, self.run.rng)
+        if self.run.hooks.has("handle_retry"):
+            decision: RetryDecision = await self.run.hooks.call("handle_retry", self._context(
+                request=request, provider=self.provider_name, provider_options=self.options,
+                error=error, attempt=self.attempt, max_attempts=self.max_attempts,
+                previous_attempts=self.history), RetryDecision(), RetryDecision.from_value)
+            if not decision.should_retry:
+                return error
+            if decision.delay is not None:
+                delay = max(decision.delay, retry_after or 0)
+            self.input, self.options = decision.changed_request(self.input, self.options)
+            if decision.modified_provider is not None:
+                try:
+                    self.provider = self.run.registry.get(decision.modified_provider.provider)
+                except UnknownProviderError as exc:
+                    return exc
+                self.options = {**self.options, **decision.modified_provider.options}
+        if isinstance(error, OutputValidationError):
+            self.input = reask(self.input, error, self.site.dimension.output_schema)
+        return delay
+
+    async def _request(self) -> ProviderRequest:
+        """The next attempt's request, as before_provider_execute leaves it."""
+        site, schema = self.site, self.site.dimension.output_schema
+        request = ProviderRequest(
+            input=self.input, options=self.options, dimension=site.name,
+            is_global=site.is_global,
+            metadata={"section_index": site.section_index, "total_sections": site.total_sections},
+            output_schema=request_schema(schema) if schema is not None else None,
+        )
+        if self.run.hooks.has("before_provider_execute"):
+            current = request
+            request = await self.run.hooks.call(
+                "before_provider_execute", self._context(
+                    request=request, provider=self.provider_name, provider_options=self.options,
+                    attempt=self.attempt, max_attempts=self.max_attempts),
+                request, lambda value: ProviderRequest.from_value(value, current))
+        self.usage.attempts += 1
+        self.usage.provider = self.provider_name
+        return request
+
+    async def _timed_attempt(self, request: ProviderRequest) -> DimensionResult | Exception:
+        """One attempt: its result, or the error it ended in; the observers hear of it when
+        its request was sent."""
+        began, self.sent_at = time.time(), None
+        try:
+            answer = await self._send_one_attempt(request)
+        except asyncio.CancelledError as exc:
+            await self._attempt_done(began, None, exc)
+            raise
+        except Exception as exc:
+            error = _as_call_error(exc, self.provider_name)
+            await self._attempt_done(began, None, error)
+            return error
+        await self._attempt_done(began, answer, None)
+        return answer
+
+    async def _attempt_done(self, began: float, answer: DimensionResult | None,
+                            error: BaseException | None) -> None:
+        """Tell the observers of an attempt whose request was sent (a cache hit sent none)."""
+        if self.sent_at is None or not self.observers.has("attempt_done"):
+            return
+        call = answer.call if answer is not None else None
+        await self.observers.call("attempt_done", Attempt(
+            dimension=self.site.name, section_index=self.site.section_index,
+            number=self.usage.attempts, provider=self.usage.provider or self.provider_name,
+            model=call.model if call is not None else self.options.get("model"),
+            started_at=began, sent_at=self.sent_at, ended_at=time.time(),
+            status=call.status_code if call is not None else None, error=error))
+
+    async def _send_one_attempt(self, request: ProviderRequest) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
-        scope = provider.cache_name
-        cached = await self.cache.lookup(scope, request) if self.cache else None
+        name, cache = self.provider_name, self.run.cache
+        assert self.provider is not None  # set by _send_handling_retries before any attempt
+        scope = self.provider.cache_name
+        cached = await cache.lookup(scope, request) if cache is not None else None
         if cached is not None and _is_empty(cached.data):
             cached = None  # stored before empty answers were refused: ask again
-        response = cached or await self._send(provider, request, outcome)
+        response = cached or await self._send_to_provider(request)
         if _is_empty(response.data):
-            raise EmptyResponseError(provider.name, response.metadata.get("finish_reason"))
-        data, parsed = validated(site.dimension, response.data)
-        if self.cache is not None and cached is None:
-            await self.cache.store(scope, request, response)
-        if self.hooks.has("after_provider_execute"):
+            raise EmptyResponseError(name, response.metadata.get("finish_reason"))
+        data, parsed = validated(self.site.dimension, response.data)
+        if cache is not None and cached is None:
+            await cache.store(scope, request, response)
+        if self.run.hooks.has("after_provider_execute"):
             answered = response.model_copy(update={"data": data})
-            response = await self.hooks.call(
+            response = await self.run.hooks.call(
                 "after_provider_execute", self._context(
-                    site, request=request, response=answered, provider=provider.name,
-                    provider_options=options, attempt=attempt,
-                    duration=time.monotonic() - started),
-                answered, partial(as_response, current=answered))
+                    request=request, response=answered, provider=name,
+                    provider_options=self.options, attempt=self.attempt,
+                    duration=time.monotonic() - self.started),
+                answered, lambda value: ProviderResponse.from_value(value, answered))
             data = response.data
             if parsed is not None and data != parsed.model_dump(mode="json"):
                 parsed = None  # the hook changed the answer: the scheduler rebuilds it from data
-        metadata = outcome.metadata(started)
-        if cached is not None:
-            metadata.update(cached_metadata(cached, self.pricing, options.get("model")))
-        for key in ("finish_reason", "status_code"):
-            if key in response.metadata:
-                metadata[key] = response.metadata[key]
-        return DimensionResult(data=data, metadata=metadata, parsed=parsed)
+        info = self._answered(response, cached, self.options.get("model"))
+        return DimensionResult(data=data, metadata=_metadata(info), call=info, parsed=parsed)
 
-    async def _send(
-        self, provider: BaseProvider, request: ProviderRequest, outcome: Outcome
-    ) -> ProviderResponse:
+    async def _send_to_provider(self, request: ProviderRequest) -> ProviderResponse:
+        """The provider's answer to `request`, within the rate limits."""
+        provider, dimension = self.provider, self.site.name
+        assert provider is not None  # set by _send_handling_retries before any attempt
         model = request.options.get("model")
-        permit = await self.limiter.group(provider.name, model).acquire(_estimate_tokens(request))
-        outcome.sent_at = time.time()
-        progress = self.progress
-        progress.in_flight += 1
-        progress.requests += 1
+        permit = await self.run.limiter.group(provider.name, model).acquire(
+            _estimate_tokens(request))
+        self.sent_at = time.time()
+        await self.observers.call("request_sent", dimension, provider.name)
         try:
             response = await provider.execute(request)
         except ProviderError as exc:
@@ -286,7 +391,7 @@ class Caller:
             permit.failed()
             raise
         finally:
-            progress.in_flight -= 1
+            await self.observers.call("request_done", dimension, provider.name)
         if response.error is not None:
             meta = response.metadata
             failure = ProviderError(response.error, meta.get("status_code"),
@@ -294,48 +399,83 @@ class Caller:
                                     rate_limit=meta.get("rate_limit"))
             _report_failure(permit, failure)
             raise failure
-        tokens = response.metadata.get("tokens")
-        permit.success(tokens.total_tokens if isinstance(tokens, TokenUsage) else None,
+        tokens = _tokens(response)
+        permit.success(tokens.total_tokens if tokens is not None else None,
                        response.metadata.get("rate_limit"))
-        outcome.add_usage(response, self.pricing, model)
+        self.usage.add(response, self.run, model)
         return response
 
-    async def _failed(
-        self, site: CallSite, error: BaseException, outcome: Outcome,
-        history: list[dict[str, Any]], started: float,
-    ) -> DimensionResult:
-        if self.hooks.has("handle_dimension_failure"):
-            replacement = await self.hooks.call("handle_dimension_failure", self._context(
-                site, error=error, previous_attempts=history,
-                duration=time.monotonic() - started), None)
+    def _answered(self, response: ProviderResponse, cached: ProviderResponse | None,
+                  model: str | None) -> CallInfo:
+        """The call information of an answer: a cache hit costs nothing, and what it would
+        have cost is reported as saved."""
+        info = self.usage.info(self.started)
+        if cached is not None:
+            tokens = _tokens(cached)
+            info.model = cached.metadata.get("model") or model
+            info.tokens = tokens or TokenUsage()
+            info.cost = 0.0
+            info.cached = True
+            info.saved_cost = self.run.pricing.cost(info.model, tokens)
+        finish_reason, status_code = (response.metadata.get(key)
+                                      for key in ("finish_reason", "status_code"))
+        info.finish_reason = finish_reason if isinstance(finish_reason, str) else None
+        info.status_code = status_code if type(status_code) is int else None
+        return info
+
+    async def _failed(self, error: BaseException) -> DimensionResult:
+        """The result of a call every provider failed: handle_dimension_failure's, or the
+        last error."""
+        hooks = self.run.hooks
+        if hooks.has("handle_dimension_failure"):
+            replacement = await hooks.call("handle_dimension_failure", self._context(
+                error=error, previous_attempts=self.history,
+                duration=time.monotonic() - self.started), None)
             if replacement is not None:
                 result = (replacement if isinstance(replacement, DimensionResult)
                           else DimensionResult.model_validate(replacement))
                 result.metadata.setdefault("recovered_from", str(error))
+                if result.call is None:
+                    result.call = CallInfo.from_metadata(result.metadata)
                 return result
         message = str(error)
-        if outcome.attempts > 1:
-            message += f" (after {outcome.attempts} attempts)"
-        return DimensionResult(error=message, metadata=outcome.metadata(started))
+        if self.usage.attempts > 1:
+            message += f" (after {self.usage.attempts} attempts)"
+        info = self.usage.info(self.started)
+        return DimensionResult(error=message, metadata=_metadata(info), call=info)
 
-    def _context(self, site: CallSite, **fields: Any) -> HookContext:
-        return site.context(self.process_id, **fields)
+    @property
+    def provider_name(self) -> str:
+        return self.provider.name if self.provider is not None else ""
 
-    def _attempt_ended(self, site: CallSite, outcome: Outcome, began: float,
-                       options: dict[str, Any], answer: DimensionResult | None,
-                       error: BaseException | None) -> None:
-        """Report a provider request that ended to the run's store (the run report's
-        timeline); a cache hit or an attempt that never left the rate limiter sent none."""
-        if self.on_attempt is None or outcome.sent_at is None:
-            return
-        model = answer.metadata.get("model") if answer is not None else options.get("model")
-        status = answer.metadata.get("status_code") if answer is not None else None
-        self.on_attempt(site.name, site.section_index, outcome.attempts, outcome.provider,
-                        model, began, outcome.sent_at, time.time(), status, error)
+    def _context(self, **fields: Any) -> HookContext:
+        return self.site.context(self.run.process_id, **fields)
 
 
+def _metadata(info: CallInfo) -> dict[str, Any]:
+    """The documented metadata keys of a call, kept beside `DimensionResult.call` for code
+    that reads them."""
+    metadata: dict[str, Any] = {
+        "model": info.model, "provider": info.provider, "tokens": info.tokens,
+        "cost": info.cost, "cached": info.cached, "attempts": info.attempts,
+        "duration": info.duration,
+    }
+    if info.cached:
+        metadata["saved_cost"] = info.saved_cost
+    if info.finish_reason is not None:
+        metadata["finish_reason"] = info.finish_reason
+    if info.status_code is not None:
+        metadata["status_code"] = info.status_code
+    return metadata
 
-def _report_failure(permit: Any, exc: ProviderError) -> None:
+
+def _tokens(response: ProviderResponse) -> TokenUsage | None:
+    """The tokens a provider reported; its metadata is the provider's own, so checked."""
+    tokens = response.metadata.get("tokens")
+    return tokens if isinstance(tokens, TokenUsage) else None
+
+
+def _report_failure(permit: Permit, exc: ProviderError) -> None:
     if exc.status_code == 429:
         permit.rate_limited(exc.retry_after, exc.rate_limit)
     else:
@@ -356,3 +496,13 @@ def _estimate_tokens(request: ProviderRequest) -> int:
     chars = len(text) if isinstance(text, str) else sum(len(str(m.get("content", "")))
                                                        for m in text)
     return chars // 4 + int(request.options.get("max_tokens") or 1024)
+
+
+def _as_call_error(exc: Exception, provider: str) -> Exception:
+    """What provider code raised, as the engine's error (a foreign one is not retried)."""
+    if isinstance(exc, (ProviderError, OutputValidationError, ConfigurationError)):
+        return exc
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return ProviderError(f"{provider}: {type(exc).__name__}: {exc}", provider=provider)
+    return ProviderError(f"{provider}: provider raised {type(exc).__name__}: {exc}",
+                         provider=provider, retryable=False)

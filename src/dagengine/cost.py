@@ -334,18 +334,19 @@ def summarize_costs(
     """Add up tokens and cost of (dimension, result) pairs by dimension, provider and model."""
     summary = CostSummary()
     for dimension, result in results:
-        meta = result.metadata
-        tokens = meta.get("tokens")
-        if meta.get("cached") and meta.get("saved_cost"):
-            summary.cached_calls += 1
-            summary.cache_savings += float(meta["saved_cost"])
-        if not isinstance(tokens, TokenUsage) or meta.get("cached"):
+        call = result.call
+        if call is None:
             continue
-        cost = float(meta.get("cost") or 0.0)
+        if call.cached and call.saved_cost:
+            summary.cached_calls += 1
+            summary.cache_savings += call.saved_cost
+        if call.cached or call.skipped:
+            continue
+        cost, tokens = call.cost, call.tokens
         # A call that failed before a provider or model answered has neither: it counts for
         # its dimension, and is listed under no made-up provider or model name.
-        model = str(meta.get("model") or "")
-        provider = str(meta.get("provider") or "")
+        model = call.model or ""
+        provider = call.provider or ""
         summary.total_cost += cost
         summary.input_tokens += tokens.input_tokens
         summary.output_tokens += tokens.output_tokens

@@ -13,27 +13,44 @@ import logging
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from ._callbacks import Callback, Callbacks, progress_emitter
-from ._coerce import apply_finalized
 from ._preflight import preflight
+from ._run import Run, RunState
 from ._sync import exit_130_on, in_running_loop, run_sync
-from .call import Caller
 from .config import ExecutionConfig
 from .cost import Pricing
 from .display import ProgressDisplay, make_display
 from .errors import ConfigurationError, EngineUsageError, ProcessInterrupted, ValidationError
 from .estimate import Estimate, estimate_run
 from .graph import Plan
-from .plugin import HookContext, Hooks, Plugin, resolve
-from .progress import ProgressTracker
+from .plugin import (
+    Attempt,
+    Callback,
+    Callbacks,
+    HookContext,
+    Hooks,
+    Observer,
+    Observers,
+    Plugin,
+    maybe_await,
+)
+from .progress import ProgressReporter, ProgressTracker
 from .providers import ProvidersArg, build_registry
 from .ratelimit import RateLimiter
 from .ready import CallTimes
 from .scheduler import RunFailed, Scheduler
-from .types import ProcessResult, ProgressUpdate, Section, SectionLike, to_sections
+from .types import (
+    DimensionResult,
+    ProcessResult,
+    ProgressUpdate,
+    Section,
+    SectionLike,
+    SectionResult,
+    to_sections,
+)
 
 if TYPE_CHECKING:
     from .store import ResponseCache, StoredRun
@@ -80,10 +97,7 @@ class DagEngine:
                 "cache=True needs a store: pass store='runs.db' (the default store is off: "
                 "store=False or DAGENGINE_STORE=off)")
         self._plan: Plan | None = None
-        # What the last run had finished when it stopped early (cancelled or failed).
-        self.last_result: ProcessResult | None = None
-        self._progress: ProgressTracker | None = None
-        self._limiter: RateLimiter | None = None
+        self._current: _RunHandle | None = None  # the current (or last) run
         self._active_runs = 0  # process() calls of this engine under way
         self._call_times = CallTimes()  # what calls take, learned across this engine's runs
 
@@ -137,7 +151,7 @@ class DagEngine:
     async def plan(self) -> Plan:
         """Check the dimension graph (unknown names, self-dependencies, cycles) and order it."""
         with _define_dependencies_errors():
-            deps = await resolve(self.plugin.define_dependencies(self._dependencies_context()))
+            deps = await maybe_await(self.plugin.define_dependencies(self._dependencies_context()))
         return self._planned(deps)
 
     def _plan_now(self) -> Plan:
@@ -152,7 +166,7 @@ class DagEngine:
             deps = self.plugin.define_dependencies(self._dependencies_context())
             if inspect.isawaitable(deps):
                 pending = deps
-                deps = run_sync(lambda: resolve(pending))
+                deps = run_sync(lambda: maybe_await(pending))
         return self._planned(deps)
 
     def _dependencies_context(self) -> HookContext:
@@ -176,21 +190,21 @@ class DagEngine:
     def get_available_providers(self) -> list[str]:
         return self.registry.list()
 
+    # -- the current (or last) run ---------------------------------------------------------
+
     def get_progress(self) -> ProgressUpdate | None:
         """The progress of the current (or last) run; None before the first."""
-        if self._progress is None:
-            return None
-        return self._snapshot(self._progress)
+        return self._current.progress.snapshot() if self._current is not None else None
 
     def get_rate_limits(self) -> dict[str, dict[str, float | None]]:
         """Per limit group of the current (or last) run: configured, learned and allowed rates."""
-        return self._limiter.snapshot() if self._limiter is not None else {}
+        return self._current.run.limiter.snapshot() if self._current is not None else {}
 
-    def _snapshot(self, progress: ProgressTracker) -> ProgressUpdate:
-        if self._limiter is not None:
-            progress.rate_limited = self._limiter.rate_limited
-            progress.waiting_for_capacity = self._limiter.waiting
-        return progress.snapshot()
+    @property
+    def last_result(self) -> ProcessResult | None:
+        """The result of the last run, or what it had finished when it stopped early
+        (cancelled or failed); None while a run has none yet."""
+        return self._current.result if self._current is not None else None
 
     # -- estimating ------------------------------------------------------------------------
 
@@ -215,7 +229,7 @@ class DagEngine:
                 "DagEngine.run() was called inside a running event loop while a process() "
                 "of this engine runs in it; use `await engine.process(...)` instead"
             )
-        self.last_result = None
+        self._current = None
         try:
             run_sync(lambda: self._process_into_last_result(sections, **kwargs))
         except KeyboardInterrupt:
@@ -228,9 +242,9 @@ class DagEngine:
                                         **kwargs: Any) -> None:
         # asyncio.run's main task must not hold the result: on exit, Python 3.11 restores the
         # SIGINT handler through a path that formats the task's repr, result included, which
-        # takes seconds for a result of 100k sections.
+        # takes seconds for a result of 100k sections. process() leaves it in last_result.
         try:
-            self.last_result = await self.process(sections, **kwargs)
+            await self.process(sections, **kwargs)
         finally:
             await self.close()  # the loop ends here: its sessions cannot serve another run
 
@@ -255,8 +269,6 @@ class DagEngine:
         """Run every dimension over `sections`; every input section appears in the result."""
         if not isinstance(update_every, int) or update_every < 1:
             raise ConfigurationError(f"update_every must be an integer >= 1, got {update_every!r}")
-        items = to_sections(sections)
-        pid = process_id or self._default_process_id(items)
         callbacks = Callbacks({
             "on_dimension_start": on_dimension_start,
             "on_dimension_complete": on_dimension_complete,
@@ -265,99 +277,89 @@ class DagEngine:
             "on_error": on_error,
             "on_progress": on_progress,
         })
+        display = make_display(progress_display if progress_display is not None
+                               else self.progress_display)
         hooks = Hooks(self.plugin, callbacks.hook_failed,
                       strict=not self.execution.continue_on_error)
+        items = to_sections(sections)
+        pid = process_id or self._default_process_id(items)
 
-        # 1. pre-process
+        items, metadata = await self._pre_process(hooks, pid, items, metadata)
+        plan = await self._plan_for(items, pid)
+        run, stored = await self._open(self._new_run(pid, plan, hooks, metadata), items,
+                                       resume=resume, retry_failed=retry_failed,
+                                       restart=restart, chosen_id=bool(process_id))
+        state = RunState(plan, items)
+        self._current = handle = _RunHandle(run, ProgressTracker(state, run.limiter))
+        observers = handle.observers(callbacks, display, update_every, stored)
+        # From here on the store's run is open: whatever happens, it is closed once.
+        try:
+            result, error = await self._execute(handle, state, observers)
+            if error is None:  # not a failure handle_process_failure made into a result
+                result = await _finalize(run, result)
+                result = await _post_process(run, result)
+        except BaseException as failure:
+            handle.result = handle.result or run.process_result(state)
+            await self._close(stored, handle.result, failed=failure)
+            raise
+        handle.result = result
+        await self._close(stored, result, failed=error)
+        return result
+
+    # -- the five phases -------------------------------------------------------------------
+
+    async def _pre_process(self, hooks: Hooks, process_id: str, items: list[Section],
+                           metadata: Any) -> tuple[list[Section], Any]:
+        """1. before_process_start may replace the sections and the metadata."""
         started = await hooks.call("before_process_start", HookContext(
-            process_id=pid, sections=items, metadata=metadata,
+            process_id=process_id, sections=items, metadata=metadata,
             dimensions=[_name(d) for d in self.plugin.dimensions]), None)
         if isinstance(started, Mapping):
             if started.get("sections") is not None:
                 items = to_sections(started["sections"], "before_process_start(ctx)['sections']")
             metadata = started.get("metadata", metadata)
+        return items, metadata
 
-        # 2. plan, and check that each dimension can build its first request
+    async def _plan_for(self, sections: list[Section], process_id: str) -> Plan:
+        """2. The checked graph, and a check that each dimension can build its first request."""
         plan = await self.plan()
-        await preflight(self.plugin, plan, items, self.registry, pid)
+        await preflight(self.plugin, plan, sections, self.registry, process_id)
+        return plan
 
-        progress = ProgressTracker()
-        self._progress = progress
-        limiter = RateLimiter(self.execution.rate_limits)
-        self._limiter = limiter
-        display = make_display(progress_display if progress_display is not None
-                               else self.progress_display)
-        emit_progress = progress_emitter(callbacks, progress, update_every, display,
-                                         lambda: self._snapshot(progress))
-        caller = Caller(plugin=self.plugin, hooks=hooks, registry=self.registry,
-                        config=self.execution, limiter=limiter, pricing=self.pricing,
-                        progress=progress, process_id=pid)
-        stored, caller.cache = await self._open_run(
-            pid, items, plan, resume=resume, retry_failed=retry_failed, restart=restart,
-            chosen_id=bool(process_id))
-        scheduler = Scheduler(
-            plan=plan, caller=caller, hooks=hooks, config=self.execution, progress=progress,
-            emit=callbacks.emit, process_id=pid, sections=items,
-            preloaded=stored.preloaded if stored is not None else None,
-            recorder=stored.record if stored is not None else None,
-            on_progress=emit_progress, times=self._call_times,
-        )
-        # From here on the store's run is open: whatever happens, it is closed once.
-        try:
-            result, error = await self._run_phases(scheduler, hooks, display, progress, pid,
-                                                   metadata, plan)
-        except BaseException as failure:
-            partial = self.last_result or scheduler.run_state.process_result(self.pricing, metadata)
-            await self._close_run(stored, partial, failed=failure)
-            raise
-        await self._close_run(stored, result, failed=error)
-        return result
+    def _new_run(self, process_id: str, plan: Plan, hooks: Hooks, metadata: Any) -> Run:
+        return Run(process_id=process_id, plan=plan, plugin=self.plugin, hooks=hooks,
+                   config=self.execution, registry=self.registry,
+                   limiter=RateLimiter(self.execution.rate_limits), pricing=self.pricing,
+                   call_times=self._call_times, metadata=metadata)
 
-    async def _run_phases(
-        self, scheduler: Scheduler, hooks: Hooks, display: ProgressDisplay | None,
-        progress: ProgressTracker, pid: str, metadata: Any, plan: Plan,
-    ) -> tuple[ProcessResult, BaseException | None]:
-        """Execute, finalize, post-process: the result, and the failure it recovered from."""
-        # 3. execute
-        if display is not None:
-            display.start(plan)
+    async def _execute(self, handle: _RunHandle, state: RunState,
+                       observers: Observers) -> tuple[ProcessResult, BaseException | None]:
+        """3. The scheduler: the run's result, or what handle_process_failure made of a
+        failure, with the failure."""
+        run = handle.run
+        await observers.call("run_started", run.plan)
         self._active_runs += 1
         try:
-            await scheduler.run()
+            await Scheduler(run, state, observers).execute()
         except (RunFailed, Exception) as failure:
             error = failure.error if isinstance(failure, RunFailed) else failure
-            partial = scheduler.run_state.process_result(self.pricing, metadata)
-            self.last_result = partial
-            recovered = await hooks.call("handle_process_failure", HookContext(
-                process_id=pid, error=error,
-                sections=[s.section for s in scheduler.run_state.current],
-                results=partial, global_results=partial.global_results, metadata=metadata),
-                None)
+            handle.result = partial = run.process_result(state)
+            recovered = await run.hooks.call("handle_process_failure", HookContext(
+                process_id=run.process_id, error=error,
+                sections=[s.section for s in state.current], results=partial,
+                global_results=partial.global_results, metadata=run.metadata), None)
             if isinstance(recovered, ProcessResult):
                 return recovered, error
             raise error from None
         except asyncio.CancelledError:
-            self.last_result = scheduler.run_state.process_result(self.pricing, metadata)
+            handle.result = run.process_result(state)
             raise
         finally:
-            if display is not None:
-                display.stop(self._snapshot(progress))
+            await observers.call("run_done")
             self._active_runs -= 1
+        return run.process_result(state), None
 
-        # 4. finalize
-        result = scheduler.run_state.process_result(self.pricing, metadata)
-        if hooks.has("finalize_results"):
-            final = await hooks.call("finalize_results", HookContext(
-                process_id=pid, results=result.sections, global_results=result.global_results,
-                sections=[s.section for s in result.sections], metadata=metadata), None)
-            apply_finalized(result, final)
-
-        # 5. post-process
-        after = await hooks.call("after_process_complete", HookContext(
-            process_id=pid, result=result, results=result, metadata=metadata), None)
-        if isinstance(after, ProcessResult):
-            result = after
-        return result, None
+    # -- durable runs (the store) ------------------------------------------------------------
 
     def report(self, result: ProcessResult, path: str | os.PathLike[str]) -> Path:
         """Write the run report of `result`, one self-contained HTML page, to `path`.
@@ -370,8 +372,6 @@ class DagEngine:
         return write_report(result, path, graph=graph, store=self.store,
                             title=self.plugin.name)
 
-    # -- durable runs (the store) ------------------------------------------------------------
-
     def _default_process_id(self, sections: list[Section]) -> str:
         if self.store is None:
             return uuid.uuid4().hex
@@ -379,11 +379,11 @@ class DagEngine:
 
         return default_process_id(self.plugin, sections)
 
-    async def _open_run(
-        self, process_id: str, sections: list[Section], plan: Plan, *, resume: bool,
-        retry_failed: bool, restart: bool, chosen_id: bool,
-    ) -> tuple[StoredRun | None, ResponseCache | None]:
-        """The run opened in the store (or None) and the response cache (or None).
+    async def _open(self, run: Run, sections: list[Section], *, resume: bool,
+                    retry_failed: bool, restart: bool,
+                    chosen_id: bool) -> tuple[Run, StoredRun | None]:
+        """`run` with the results and the response cache the store (if any) has for it, and
+        the run opened in the store (or None).
 
         A run whose id and store the user both chose keeps the store's strict rules: an
         existing id needs resume=True or restart=True, and one another process is writing
@@ -398,47 +398,118 @@ class DagEngine:
                 raise ConfigurationError(
                     "resume=True needs a store: the default store is off (store=False or "
                     "DAGENGINE_STORE=off); pass DagEngine(store='runs.db')")
-            return None, None
+            return run, None
         from .store import RunInUseError
 
         strict = chosen_id and self._store_chosen
-        cache = store.cache(self.pricing) if self.cache else None
+        cache: ResponseCache | None = store.cache(self.pricing) if self.cache else None
         try:
-            run = await store.open_run(
-                process_id, sections=sections, plan=plan, plugin=self.plugin, resume=resume,
-                retry_failed=retry_failed, restart=restart or not (strict or resume))
+            stored: StoredRun = await store.open_run(
+                run.process_id, sections=sections, plan=run.plan, plugin=self.plugin,
+                resume=resume, retry_failed=retry_failed,
+                restart=restart or not (strict or resume))
         except RunInUseError as exc:
             if strict or resume:
                 raise
             log.warning("%s; this run is not recorded (its calls still use the response "
                         "cache), and it pays for what that run has not finished yet", exc)
-            return None, cache
-        if run.resumed:
+            return replace(run, cache=cache), None
+        if stored.resumed:
+            plan = run.plan
             expected = sum(1 if plan.is_global(n) else len(sections) for n in plan.order)
             log.info("resumed run %s from %s: %d of %d results from the store",
-                     process_id, store.path, len(run.preloaded), expected)
-        return run, cache
+                     run.process_id, store.path, len(stored.preloaded), expected)
+        return replace(run, cache=cache, preloaded=stored.preloaded), stored
 
-    async def _close_run(self, run: StoredRun | None, result: ProcessResult,
-                         failed: BaseException | None) -> None:
-        if run is None:
+    async def _close(self, stored: StoredRun | None, result: ProcessResult,
+                     failed: BaseException | None) -> None:
+        if stored is None:
             return
         store = self.store
-        await store.close_run(run.process_id, result, failed=failed)
-        results = [r for s in (*result.sections, *result.dropped_sections)
-                   for r in s.results.values()] + list(result.global_results.values())
-        hits = [r for r in results if "saved_cost" in r.metadata]  # what cached_metadata sets
+        await store.close_run(stored.process_id, result, failed=failed)
+        calls = [r.call for s in (*result.sections, *result.dropped_sections)
+                 for r in s.results.values()]
+        calls += [r.call for r in result.global_results.values()]
+        hits = [c for c in calls if c is not None and c.saved_cost is not None]
         if not hits:
             return
-        calls = sum(1 for r in results if r.metadata.get("attempts"))
-        saved = sum(float(r.metadata.get("saved_cost") or 0.0) for r in hits)
+        made = sum(1 for c in calls if c is not None and c.attempts)
+        saved = sum(c.saved_cost or 0.0 for c in hits)
         # Loud when nobody asked for the store nor the cache: replayed answers must not pass
         # for fresh ones.
         quiet = self._store_chosen or self._cache is not None
         log.log(logging.INFO if quiet else logging.WARNING,
                 "run %s: %d of %d calls answered from the response cache in %s (saved $%.4f); "
                 "pass cache=False for fresh calls, or store=False for no store",
-                run.process_id, len(hits), max(calls, len(hits)), store.path, saved)
+                stored.process_id, len(hits), max(made, len(hits)), store.path, saved)
+
+
+@dataclass(slots=True, eq=False)
+class _RunHandle:
+    """What the engine keeps of its current (or last) run: get_progress(), get_rate_limits()
+    and last_result read it. Not the run's state: a finished run's results live on in its
+    result alone."""
+
+    run: Run
+    progress: ProgressTracker
+    result: ProcessResult | None = None  # once it ended, or what it had when it stopped
+
+    def observers(self, callbacks: Callbacks, display: ProgressDisplay | None,
+                  update_every: int, stored: StoredRun | None) -> Observers:
+        """Progress counts first (what the others show includes them), then the store."""
+        reporter = None
+        if display is not None or callbacks.get("on_progress") is not None:
+            reporter = ProgressReporter(self.progress, display, callbacks, update_every)
+        recorder = _StoreRecorder(stored) if stored is not None else None
+        return Observers([self.progress, recorder, reporter,
+                          callbacks if callbacks.given else None])
+
+
+class _StoreRecorder(Observer):
+    """Records in the store each result this run produces (not those it restored), and
+    each provider request its calls made (the run report's timeline)."""
+
+    def __init__(self, stored: StoredRun) -> None:
+        self._record = stored.record
+
+    def attempt_done(self, attempt: Attempt) -> None:
+        self._record.attempt(attempt.dimension, attempt.section_index, attempt.number,
+                             attempt.provider, attempt.model, attempt.started_at,
+                             attempt.sent_at, attempt.ended_at, attempt.status, attempt.error)
+
+    def result(self, dimension: str, index: int | None, result: DimensionResult) -> None:
+        self._record(dimension, index, result)
+
+
+async def _finalize(run: Run, result: ProcessResult) -> ProcessResult:
+    """4. finalize_results may replace the section results and the global results."""
+    if run.hooks.has("finalize_results"):
+        final = await run.hooks.call("finalize_results", HookContext(
+            process_id=run.process_id, results=result.sections,
+            global_results=result.global_results,
+            sections=[s.section for s in result.sections], metadata=run.metadata), None)
+        _apply_finalized(result, final)
+    return result
+
+
+async def _post_process(run: Run, result: ProcessResult) -> ProcessResult:
+    """5. after_process_complete may replace the result."""
+    after = await run.hooks.call("after_process_complete", HookContext(
+        process_id=run.process_id, result=result, results=result, metadata=run.metadata), None)
+    return after if isinstance(after, ProcessResult) else result
+
+
+def _apply_finalized(result: ProcessResult, final: Any) -> None:
+    if final is None:
+        return
+    if isinstance(final, list):
+        result.sections = [s if isinstance(s, SectionResult) else SectionResult.model_validate(s)
+                           for s in final]
+    elif isinstance(final, Mapping):
+        if "sections" in final:
+            _apply_finalized(result, list(final["sections"]))
+        if "global_results" in final:
+            result.global_results = dict(final["global_results"])
 
 
 def _check_initialised(plugin: Plugin) -> None:

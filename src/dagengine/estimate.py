@@ -62,7 +62,6 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import Field
 
-from ._coerce import as_prompt, as_selection
 from ._preflight import preflight
 from .config import ExecutionConfig
 from .cost import Pricing
@@ -88,6 +87,7 @@ from .types import (
     Section,
     TokenUsage,
     _Data,
+    to_prompt,
     to_sections,
 )
 
@@ -712,7 +712,7 @@ class _Job:
         """(counted prompt tokens, selection, prompt) of one call, or None if a hook failed."""
         is_global = self.plan.is_global(name)
         try:
-            prompt = as_prompt(await call_required(
+            prompt = to_prompt(await call_required(
                 "create_prompt", self.engine.plugin.create_prompt, PromptContext(
                     sections=sections, dimension=name, dependencies=deps, is_global=is_global,
                     section_index=index, process_id="estimate")), name)
@@ -724,7 +724,7 @@ class _Job:
     async def _selection(self, name: str, sections: list[Section], index: int | None,
                          total: int) -> ProviderSelection:
         is_global = self.plan.is_global(name)
-        return as_selection(await call_required(
+        return ProviderSelection.from_value(await call_required(
             "select_provider", self._select, name, sections,
             {"is_global": is_global, "section_index": index, "total_sections": total}),
             dimension=name)

@@ -1,22 +1,28 @@
-"""Lenient JSON: find the JSON in a model's answer and repair small damage.
+"""From a model's answer to a result's data: lenient JSON, the output schema, the re-ask.
 
 Models wrap JSON in code fences, put prose around it, leave trailing commas, quote with
 single quotes or stop mid-object. `parse_json_lenient` accepts all of that; it raises
 `OutputValidationError` only when there is no JSON in the text or what is there is too broken
-to mean anything, so that the engine can ask again.
+to mean anything, so that the engine can ask again. `validated` fits an answer to its
+dimension's `output_schema`, and `reask` is the request again with what was wrong with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
 
 import json_repair
+import pydantic
 
+from ._structured import compact_schema, request_schema
 from .errors import OutputValidationError
+from .types import Dimension, DimensionResult, Prompt
 
-__all__ = ["looks_like_json", "parse_answer", "parse_json_lenient"]
+__all__ = ["looks_like_json", "parse_answer", "parse_json_lenient", "reask", "validated",
+           "with_parsed"]
 
 _DECODER = json.JSONDecoder()
 _FENCE = re.compile(r"```[\w+-]*[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
@@ -119,3 +125,56 @@ def _letters(text: str) -> int:
 def _preview(text: str) -> str:
     text = " ".join(text.split())
     return repr(text if len(text) <= _PREVIEW else text[:_PREVIEW] + "...")
+
+
+def validated(dimension: Dimension, data: Any) -> tuple[Any, pydantic.BaseModel | None]:
+    """The answer as JSON-able data, and the output_schema instance it is the dict of (None
+    when the dimension has no schema). Raises OutputValidationError when it does not fit."""
+    schema = dimension.output_schema
+    if schema is None:
+        return data, None
+    if isinstance(data, str):
+        data = parse_json_lenient(data)
+    try:
+        instance = schema.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        raise OutputValidationError(
+            f"answer does not match {schema.__name__}: {problems}"
+        ) from None
+    return instance.model_dump(mode="json"), instance
+
+
+def with_parsed(dimension: Dimension, result: DimensionResult) -> DimensionResult:
+    """`result` with `parsed` rebuilt from its data when the dimension has a schema the data
+    fits: for results that did not come from a validated answer (the store on resume, a skip
+    hook's result, handle_dimension_failure, an after_provider_execute hook's new data)."""
+    schema = dimension.output_schema
+    if schema is None or result.parsed is not None or result.error is not None:
+        return result
+    if result.data is not None:
+        with contextlib.suppress(pydantic.ValidationError):
+            result.parsed = schema.model_validate(result.data)
+    return result
+
+
+_REJECTED = "\n\nYour previous answer was rejected:"
+
+
+def reask(request_input: Prompt, error: OutputValidationError,
+          schema: type[pydantic.BaseModel] | None = None) -> Prompt:
+    """The request again, with the validation error and the schema the answer must fit."""
+    json_schema = request_schema(schema) if schema is not None else None
+    if json_schema is None:
+        wanted = "Reply again with only a JSON object that matches the requested fields."
+    else:
+        wanted = ("Reply again with only a JSON object that matches this JSON schema: "
+                  + compact_schema(json_schema))
+    note = f"{_REJECTED} {error}. {wanted}"
+    if isinstance(request_input, str):
+        return request_input.split(_REJECTED)[0] + note
+    messages = [dict(m) for m in request_input]
+    return [*messages, {"role": "user", "content": note.strip()}]

@@ -1,15 +1,23 @@
-"""The Plugin base class, the contexts its hooks receive, and the one way hooks are called."""
+"""The Plugin base class, the contexts its hooks receive, and the one way user code and
+observers are called: `Hooks` for the plugin's hooks, `Observers` for what watches a run
+(progress, the live display, the store, the process() callbacks)."""
 
 from __future__ import annotations
 
 import inspect
+import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import DagEngineError, HookError, HookResultError
-from .types import Dimension, DimensionResult, Section
+from .types import Dimension, DimensionResult, Section, SectionResult
+
+if TYPE_CHECKING:
+    from .graph import Plan
+
+log = logging.getLogger("dagengine")
 
 HOOKS = (
     "define_dependencies",
@@ -52,33 +60,75 @@ class PromptContext:
 class HookContext:
     """What every optional hook gets. Fields a hook has no use for are None.
 
+    "Call hooks" below are the hooks around one dimension's call: the skip hooks,
+    before/after_dimension_execute, before/after_provider_execute, handle_retry,
+    handle_provider_fallback and handle_dimension_failure.
+
     Also readable as a mapping (`ctx["dimension"]`) for plugins ported from dict-style code.
     """
 
     process_id: str
+    """The run's id (every hook; "" for define_dependencies, which runs before any run)."""
     timestamp: float = field(default_factory=time.time)
+    """When the context was made (Unix time)."""
     dimension: str | None = None
+    """The dimension concerned: call hooks, transform_dependencies, and transform_sections
+    (the global dimension that just finished)."""
     is_global: bool | None = None
+    """Whether `dimension` is a global one (where `dimension` is set)."""
     sections: list[Section] | None = None
+    """before_process_start: the input; call hooks and transform_dependencies: the call's
+    sections (one, for a section dimension); transform_sections: the current list;
+    finalize_results and handle_process_failure: the run's sections."""
     section: Section | None = None
+    """The call's section (call hooks and transform_dependencies of a section dimension)."""
     section_index: int | None = None
+    """Its index in the current section list (where `section` is set)."""
     total_sections: int | None = None
+    """How many sections the run has now (where `dimension` is set)."""
     dependencies: dict[str, DimensionResult] | None = None
+    """The results the call depends on, by dimension (call hooks; transform_dependencies
+    returns its changed version)."""
     global_results: dict[str, DimensionResult] | None = None
+    """Global results so far: the skip hooks, before/after_dimension_execute,
+    transform_sections, finalize_results, handle_process_failure."""
     results: Any = None
+    """finalize_results: the list of SectionResult; handle_process_failure: what finished
+    (a ProcessResult); after_process_complete: the ProcessResult."""
     result: Any = None
+    """after_dimension_execute: the DimensionResult; transform_sections: the global
+    dimension's DimensionResult; after_process_complete: the ProcessResult."""
     request: Any = None
+    """The ProviderRequest: before/after_provider_execute, handle_retry."""
     response: Any = None
+    """The ProviderResponse (its data validated): after_provider_execute."""
     provider: str | None = None
+    """The provider: before/after_provider_execute and handle_retry (the one asked),
+    handle_provider_fallback (the one about to be tried)."""
     provider_options: dict[str, Any] | None = None
+    """That provider's options (where `provider` is set)."""
     attempt: int | None = None
+    """The attempt number on this provider, from 1: before/after_provider_execute,
+    handle_retry."""
     max_attempts: int | None = None
+    """Attempts allowed on this provider: before_provider_execute, handle_retry."""
     previous_attempts: list[dict[str, Any]] | None = None
+    """The failed attempts so far ({"provider", "attempt", "error", "status_code"}):
+    handle_retry, handle_provider_fallback, handle_dimension_failure."""
     error: BaseException | None = None
+    """What failed: handle_retry, handle_provider_fallback (the last provider's error),
+    handle_dimension_failure, handle_process_failure, after_dimension_execute (a failed
+    call's error, else None)."""
     duration: float | None = None
+    """Seconds the call has taken: after_dimension_execute, after_provider_execute,
+    handle_dimension_failure."""
     metadata: Any = None
+    """process(metadata=...) as before_process_start left it: before_process_start,
+    finalize_results, after_process_complete, handle_process_failure."""
     dimensions: list[str] | None = None
+    """Every dimension's name: define_dependencies, before_process_start."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """Anything else: handle_provider_fallback's {"failed_provider": name}."""
 
     def __getitem__(self, key: str) -> Any:
         if key in self.extra:
@@ -188,7 +238,7 @@ class Plugin:
 ErrorReporter = Callable[[str, BaseException], Awaitable[None]]
 
 
-async def resolve(value: Any) -> Any:
+async def maybe_await(value: Any) -> Any:
     """Await `value` if a hook or callback returned an awaitable."""
     if inspect.isawaitable(value):
         return await value
@@ -199,7 +249,7 @@ async def call_required(hook: str, fn: Callable[..., Any], *args: Any) -> Any:
     """What a required hook (create_prompt, select_provider) answers; what it raises becomes
     a HookError naming it, unless it is already one of the engine's errors."""
     try:
-        return await resolve(fn(*args))
+        return await maybe_await(fn(*args))
     except DagEngineError:
         raise
     except Exception as exc:
@@ -232,7 +282,7 @@ class Hooks:
         if name not in self._present:
             return default
         try:
-            value = await resolve(getattr(self.plugin, name)(ctx))
+            value = await maybe_await(getattr(self.plugin, name)(ctx))
         except Exception as exc:
             await self._report(name, exc)
             if self._strict:
@@ -276,3 +326,211 @@ def _overrides(plugin: Plugin, name: str) -> bool:
         return True
     own = getattr(type(plugin), name, None)
     return own is not None and own is not getattr(Plugin, name)
+
+
+Callback = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One provider request of a call that ended (what `Observer.attempt_done` gets)."""
+
+    dimension: str
+    section_index: int | None
+    number: int
+    """The call's attempt number, over all its providers."""
+    provider: str
+    model: str | None
+    """The model that answered, else the one asked for."""
+    started_at: float
+    """Unix time the attempt began (before the cache and the rate limiter)."""
+    sent_at: float
+    """Unix time its request left the rate limiter."""
+    ended_at: float
+    status: int | None
+    error: BaseException | None
+    """None: answered and accepted."""
+
+
+class Observer:
+    """Something that watches a run: progress, the live display, the store, the callbacks.
+
+    Every method is optional, sync or async; this class mostly documents them. An observer
+    that raises is logged and reported through on_error, and the run goes on. Events come in
+    this order for each result: `result` (or `restored`), then `error` if it failed, then
+    `progressed`; `section_done` and `dimension_done` follow once they apply.
+    """
+
+    def run_started(self, plan: Plan) -> Any:
+        """The run's calls are about to start."""
+
+    def dimension_started(self, dimension: str) -> Any:
+        """The first item of `dimension` started (or it finished with none)."""
+
+    def section_started(self, index: int, section: Section) -> Any:
+        """The first item of section `index` started."""
+
+    def request_sent(self, dimension: str, provider: str) -> Any:
+        """A request left the rate limiter for `provider`."""
+
+    def request_done(self, dimension: str, provider: str) -> Any:
+        """That request ended: answered, failed or cancelled."""
+
+    def attempt_done(self, attempt: Attempt) -> Any:
+        """An attempt whose request was sent ended: answered, refused or failed (a cache hit
+        sends none)."""
+
+    def retry(self, dimension: str, error: BaseException) -> Any:
+        """A failed attempt will be retried after its backoff."""
+
+    def result(self, dimension: str, index: int | None, result: DimensionResult) -> Any:
+        """This run produced `result` (`index` None for a global dimension)."""
+
+    def restored(self, dimension: str, index: int | None, result: DimensionResult) -> Any:
+        """A resumed run took `result` from the store instead of calling."""
+
+    def error(self, error: BaseException, where: dict[str, Any]) -> Any:
+        """Something failed without stopping the run (on_error's arguments)."""
+
+    def progressed(self) -> Any:
+        """An item finished; the progress counts include it."""
+
+    def section_done(self, index: int, result: SectionResult) -> Any:
+        """Every section dimension has a result for section `index`."""
+
+    def dimension_done(self, dimension: str, summary: DimensionResult) -> Any:
+        """Every item of `dimension` finished."""
+
+    def run_done(self) -> Any:
+        """The run's calls are over (finished, failed or cancelled)."""
+
+
+OBSERVER_EVENTS = tuple(name for name in vars(Observer) if not name.startswith("_"))
+
+
+class Observers:
+    """Calls the observers of a run, the way `Hooks` calls hooks: which observer implements
+    which event is worked out once, and one that raises never breaks the run."""
+
+    def __init__(self, observers: Iterable[object | None]) -> None:
+        present = [o for o in observers if o is not None]
+        self._methods: dict[str, tuple[Callable[..., Any], ...]] = {
+            name: tuple(getattr(o, name) for o in present if _observes(o, name))
+            for name in OBSERVER_EVENTS
+        }
+
+    def has(self, name: str) -> bool:
+        return bool(self._methods[name])
+
+    def call(self, name: str, *args: Any) -> Awaitable[None]:
+        """Tell the observers that implement `name`; await the answer.
+
+        Several events come per item, most observers are sync: those run here, and only an
+        observer that answers an awaitable (or raises) makes a coroutine of the rest."""
+        methods = self._methods[name]
+        for position, method in enumerate(methods):
+            try:
+                value = method(*args)
+            except Exception as exc:
+                return self._go_on(name, args, position, exc)
+            if value is not None and inspect.isawaitable(value):
+                return self._go_on(name, args, position, value)
+        return _NOTHING
+
+    async def _go_on(self, name: str, args: tuple[Any, ...], position: int,
+                     answer: Awaitable[Any] | Exception) -> None:
+        """The rest of `call` from the observer at `position`, which raised or is pending."""
+        methods = self._methods[name]
+        try:
+            if isinstance(answer, Exception):
+                raise answer
+            await answer
+        except Exception as exc:
+            await self._failed(name, methods[position], exc)
+        for method in methods[position + 1:]:
+            try:
+                await maybe_await(method(*args))
+            except Exception as exc:
+                await self._failed(name, method, exc)
+
+    async def _failed(self, event: str, method: Callable[..., Any], error: Exception) -> None:
+        owner = type(getattr(method, "__self__", method)).__name__
+        log.warning("observer %s raised in %s: %s: %s", owner, event, type(error).__name__,
+                    error)
+        if event == "error":
+            return
+        for report in self._methods["error"]:
+            try:
+                await maybe_await(report(error, {"observer": owner, "event": event}))
+            except Exception as exc:  # already logged above; a second report would loop
+                log.warning("reporting an observer's error raised %s: %s",
+                            type(exc).__name__, exc)
+
+
+class _Nothing:
+    """An awaitable that is done at once."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+_NOTHING = _Nothing()
+
+
+def _observes(observer: object, name: str) -> bool:
+    impl = getattr(type(observer), name, None)
+    return impl is not None and impl is not getattr(Observer, name)
+
+
+class Callbacks(Observer):
+    """The process() callbacks: sync or async, and one that raises never breaks the run
+    (it is reported through on_error; on_error raising is logged)."""
+
+    _TWO_ARGUMENTS = ("on_dimension_complete", "on_section_start", "on_section_complete",
+                      "on_error")
+
+    def __init__(self, callbacks: Mapping[str, Callback | None]) -> None:
+        self._fns = {
+            name: with_arity(fn, 2) if name in self._TWO_ARGUMENTS else fn
+            for name, fn in callbacks.items() if fn is not None
+        }
+
+    @property
+    def given(self) -> bool:
+        """Whether process() was given any callback."""
+        return bool(self._fns)
+
+    def get(self, name: str) -> Callback | None:
+        return self._fns.get(name)
+
+    async def emit(self, name: str, *args: Any) -> None:
+        fn = self._fns.get(name)
+        if fn is None:
+            return
+        try:
+            await maybe_await(fn(*args))
+        except Exception as exc:
+            if name == "on_error":
+                log.warning("on_error callback raised %s: %s", type(exc).__name__, exc)
+            else:
+                await self.emit("on_error", exc, {"callback": name})
+
+    async def hook_failed(self, hook: str, error: BaseException) -> None:
+        await self.emit("on_error", error, {"hook": hook})
+
+    async def dimension_started(self, dimension: str) -> None:
+        await self.emit("on_dimension_start", dimension)
+
+    async def section_started(self, index: int, section: Section) -> None:
+        await self.emit("on_section_start", index, section)
+
+    async def error(self, error: BaseException, where: dict[str, Any]) -> None:
+        await self.emit("on_error", error, where)
+
+    async def section_done(self, index: int, result: SectionResult) -> None:
+        await self.emit("on_section_complete", index, result)
+
+    async def dimension_done(self, dimension: str, summary: DimensionResult) -> None:
+        await self.emit("on_dimension_complete", dimension, summary)

@@ -1,78 +1,108 @@
-"""Live progress of a run: counters the scheduler and calls bump, snapshots for callbacks."""
+"""Live progress of a run: what the observers count, and the snapshots callbacks and the
+display show.
+
+How many items each dimension has and how many finished is the run state's (`RunState`);
+the rate limiter owns its 429 and waiting counts. The tracker counts the rest: failures,
+skips, cost, retries and requests.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from .plugin import Callbacks, Observer
 from .types import DimensionProgress, DimensionResult, ProgressUpdate
+
+if TYPE_CHECKING:
+    from ._run import RunState
+    from .display import ProgressDisplay
+    from .graph import Plan
+    from .ratelimit import RateLimiter
 
 
 @dataclass(slots=True)
 class _DimCounters:
-    total: int = 0
-    completed: int = 0
     failed: int = 0
     skipped: int = 0
     cost: float = 0.0
 
 
-@dataclass(slots=True)
-class ProgressTracker:
-    """Counts what finished. `total` grows when a dimension is armed over a section list."""
+class ProgressTracker(Observer):
+    """Counts what the run state does not: failures, skips, cost, retries, requests.
 
-    started: float = field(default_factory=time.monotonic)
-    dims: dict[str, _DimCounters] = field(default_factory=dict)
-    retries: int = 0
-    in_flight: int = 0
-    requests: int = 0
-    current_dimension: str | None = None
-    current_section: int | None = None
-    # Read from the rate limiter when a snapshot is taken (it owns these counts).
-    rate_limited: int = 0
-    waiting_for_capacity: int = 0
+    Without a run state (and a limiter) it tracks a run with nothing armed yet."""
 
-    def expect(self, dimension: str, count: int) -> None:
-        self.dims.setdefault(dimension, _DimCounters()).total += count
+    def __init__(self, state: RunState | None = None, limiter: RateLimiter | None = None) -> None:
+        self._expected: dict[str, int] = state.expected if state is not None else {}
+        self._done: dict[str, int] = state.done if state is not None else {}
+        self.limiter = limiter
+        self.started = time.monotonic()
+        self.dims: dict[str, _DimCounters] = {}
+        self.retries = 0
+        self.in_flight = 0
+        self.requests = 0
+        self.current_dimension: str | None = None
+        self.current_section: int | None = None
 
-    def record(self, dimension: str, result: DimensionResult, section_index: int | None) -> None:
-        c = self.dims.setdefault(dimension, _DimCounters())
-        c.completed += 1
-        meta = result.metadata
+    def request_sent(self, dimension: str, provider: str) -> None:
+        self.in_flight += 1
+        self.requests += 1
+
+    def request_done(self, dimension: str, provider: str) -> None:
+        self.in_flight -= 1
+
+    def retry(self, dimension: str, error: BaseException) -> None:
+        self.retries += 1
+
+    def result(self, dimension: str, index: int | None, result: DimensionResult) -> None:
+        counters = self.dims.get(dimension)
+        if counters is None:
+            counters = self.dims[dimension] = _DimCounters()
+        call = result.call
         if result.error is not None:
-            c.failed += 1
-        elif meta.get("skipped"):
-            c.skipped += 1
-        cost = meta.get("cost")
-        if cost and not meta.get("cached"):
-            c.cost += cost
+            counters.failed += 1
+        elif call is not None and call.skipped:
+            counters.skipped += 1
+        if call is not None and call.cost and not call.cached:
+            counters.cost += call.cost
         self.current_dimension = dimension
-        self.current_section = section_index
+        self.current_section = index
+
+    restored = result
 
     @property
     def completed(self) -> int:
-        return sum(c.completed for c in self.dims.values())
+        return sum(self._done.values())
+
+    @property
+    def total(self) -> int:
+        return sum(self._expected.values())
 
     def snapshot(self) -> ProgressUpdate:
         elapsed = time.monotonic() - self.started
         dims: dict[str, DimensionProgress] = {}
         completed = total = failed = skipped = 0
         cost = 0.0
-        for name, c in self.dims.items():
+        none = _DimCounters()
+        for name, expected in self._expected.items():
+            done = self._done.get(name, 0)
+            counters = self.dims.get(name, none)
             dims[name] = DimensionProgress(
-                completed=c.completed,
-                total=c.total,
-                percent=_percent(c.completed, c.total),
-                cost=c.cost,
-                estimated_cost=_extrapolate(c.cost, c.completed, c.total),
-                failed=c.failed,
-                eta_seconds=_eta(elapsed, c.completed, c.total),
+                completed=done,
+                total=expected,
+                percent=_percent(done, expected),
+                cost=counters.cost,
+                estimated_cost=_extrapolate(counters.cost, done, expected),
+                failed=counters.failed,
+                eta_seconds=_eta(elapsed, done, expected),
             )
-            completed += c.completed
-            total += c.total
-            failed += c.failed
-            skipped += c.skipped
-            cost += c.cost
+            completed += done
+            total += expected
+            failed += counters.failed
+            skipped += counters.skipped
+            cost += counters.cost
         return ProgressUpdate(
             completed=completed,
             total=total,
@@ -87,11 +117,38 @@ class ProgressTracker:
             failed=failed,
             skipped=skipped,
             retries=self.retries,
-            rate_limited=self.rate_limited,
-            waiting_for_capacity=self.waiting_for_capacity,
+            rate_limited=self.limiter.rate_limited if self.limiter is not None else 0,
+            waiting_for_capacity=self.limiter.waiting if self.limiter is not None else 0,
             in_flight=self.in_flight,
             requests_per_second=completed / elapsed if elapsed > 0 else 0.0,
         )
+
+
+@dataclass(slots=True, eq=False)
+class ProgressReporter(Observer):
+    """Shows progress as items finish: the live display when it is due, and on_progress
+    every `every` results (and at the last)."""
+
+    progress: ProgressTracker
+    display: ProgressDisplay | None
+    callbacks: Callbacks
+    every: int = field(default=1)
+
+    def run_started(self, plan: Plan) -> None:
+        if self.display is not None:
+            self.display.start(plan)
+
+    async def progressed(self) -> None:
+        if self.display is not None and self.display.due():
+            self.display.update(self.progress.snapshot())
+        if self.callbacks.get("on_progress") is not None:
+            done = self.progress.completed
+            if done % self.every == 0 or done >= self.progress.total:
+                await self.callbacks.emit("on_progress", self.progress.snapshot())
+
+    def run_done(self) -> None:
+        if self.display is not None:
+            self.display.stop(self.progress.snapshot())
 
 
 def _percent(done: int, total: int) -> float:

@@ -5,29 +5,25 @@ its own dependencies are done and goes into the ReadyQueue (ready.py: longest ex
 remaining chain first, so the tail starts early). Whenever a concurrency slot frees, the
 dispatcher starts the item that is first at that moment. An item holds its slot while it
 runs and gives it back while it waits to retry.
+
+What the run has done so far is its RunState; what watches it (progress, the display, the
+store, the callbacks) hears of each step through its Observers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ._coerce import skipped, with_parsed
-from ._run_state import RunState, SectionState
-from ._site import CallSite, Slot
-from .call import Caller
-from .config import ExecutionConfig
+from ._run import Run, RunState, SectionState
+from .call import CallRunner, CallSite, Slot
 from .errors import DagEngineError, HookError, ValidationError
-from .graph import Plan
-from .plugin import HookContext, Hooks, resolve
-from .progress import ProgressTracker
-from .ready import CallTimes, ReadyQueue
-from .types import DimensionResult, Section, to_sections
-
-Emit = Callable[..., Awaitable[None]]
+from .parsing import with_parsed
+from .plugin import HookContext, Observers, maybe_await
+from .ready import ReadyQueue
+from .types import CallInfo, DimensionResult, Section, SkipWithResult, to_sections
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,61 +40,29 @@ class RunFailed(Exception):
         self.error = error
 
 
-# Results the scheduler should take as done instead of calling (a resumed run), and where it
-# reports each finished result (the store). Keys: (dimension, section index or None).
-Preloaded = Mapping[tuple[str, int | None], DimensionResult]
-Recorder = Callable[[str, int | None, DimensionResult], Awaitable[None] | None]
-
-
 class Scheduler:
-    def __init__(
-        self,
-        *,
-        plan: Plan,
-        caller: Caller,
-        hooks: Hooks,
-        config: ExecutionConfig,
-        progress: ProgressTracker,
-        emit: Emit,
-        process_id: str,
-        sections: list[Section],
-        preloaded: Preloaded | None = None,
-        recorder: Recorder | None = None,
-        on_progress: Callable[[], Awaitable[None]] | None = None,
-        times: CallTimes | None = None,
-    ) -> None:
-        self.plan = plan
-        self.caller = caller
-        self.hooks = hooks
-        self.config = config
-        self.progress = progress
-        self.emit = emit
-        self.process_id = process_id
-        self.run_state = RunState(plan, sections)
-        self._preloaded = preloaded or {}
-        self._recorder = recorder
-        # A store's recorder also takes each provider request a call makes (StoredRun.record).
-        caller.on_attempt = getattr(recorder, "attempt", None)
-        self._on_progress = on_progress
-        self._remaining: dict[str, int] = {}
-        self._armed: set[str] = set()
-        self._finished: set[str] = set()
-        self._started_dims: set[str] = set()
-        self._unfinished = set(plan.order)
+    """Runs one run's items, each as soon as what it depends on is done."""
+
+    def __init__(self, run: Run, state: RunState, observers: Observers) -> None:
+        self.run = run
+        self.state = state
+        self.observers = observers
+        self.calls = CallRunner(run, observers)
+        plan = run.plan
         self._section_dependents = {
             n: tuple(d for d in plan.dependents[n] if not plan.is_global(d)) for n in plan.order
         }
-        self._ready: ReadyQueue[_Item] = ReadyQueue(plan, times)
-        self._slots = asyncio.Semaphore(config.concurrency)
+        self._ready: ReadyQueue[_Item] = ReadyQueue(plan, run.call_times)
+        self._slots = asyncio.Semaphore(run.config.concurrency)
 
-    async def run(self) -> None:
+    async def execute(self) -> None:
         """Execute every item; raises RunFailed on the first failure in strict mode."""
-        if not self._unfinished:
+        if self.state.all_finished:
             return
         try:
             async with asyncio.TaskGroup() as group:
-                for name in self.plan.order:
-                    await self._maybe_arm(name)
+                for name in self.run.plan.order:
+                    await self._arm_if_ready(name)
                 while item := await self._next_item(slot := Slot(self._slots)):
                     group.create_task(self._run_item(item, slot))
         except BaseExceptionGroup as group_error:
@@ -106,32 +70,31 @@ class Scheduler:
 
     # -- readiness -------------------------------------------------------------------------
 
-    async def _maybe_arm(self, name: str) -> None:
-        if name in self._armed:
+    async def _arm_if_ready(self, name: str) -> None:
+        """Enqueue the items of `name` whose dependencies are done, once the dimensions it
+        waits for as a whole (its global dependencies) are finished."""
+        state, plan = self.state, self.run.plan
+        if state.armed(name):
             return
-        deps = self.plan.dependencies[name]
-        if self.plan.is_global(name):
-            if all(d in self._finished for d in deps):
-                self._armed.add(name)
-                self._remaining[name] = 1
-                self.progress.expect(name, 1)
+        deps = plan.dependencies[name]
+        if plan.is_global(name):
+            if all(d in state.finished for d in deps):
+                state.arm(name, 1)
                 self._enqueue(_Item(name, None))
             return
-        if not all(d in self._finished for d in deps if self.plan.is_global(d)):
+        if not all(d in state.finished for d in deps if plan.is_global(d)):
             return
-        self._armed.add(name)
-        snapshot = list(self.run_state.current)
-        self.run_state.snapshots[name] = snapshot
-        self._remaining[name] = len(snapshot)
-        self.progress.expect(name, len(snapshot))
-        section_deps = [d for d in deps if not self.plan.is_global(d)]
-        for state in snapshot:
+        snapshot = list(state.current)
+        state.snapshots[name] = snapshot
+        state.arm(name, len(snapshot))
+        section_deps = [d for d in deps if not plan.is_global(d)]
+        for section_state in snapshot:
             missing = sum(1 for d in section_deps
-                          if d not in state.results and d not in self._finished)
+                          if d not in section_state.results and d not in state.finished)
             if missing:
-                state.waiting[name] = missing
+                section_state.waiting[name] = missing
             else:
-                self._enqueue(_Item(name, state))
+                self._enqueue(_Item(name, section_state))
         if not snapshot:
             await self._finish_dimension(name)
 
@@ -148,45 +111,45 @@ class Scheduler:
         await slot.acquire()
         return self._ready.pop()
 
-    def _resolve_waiting(self, dependency: str, state: SectionState) -> None:
+    def _resolve_waiting(self, dependency: str, section_state: SectionState) -> None:
         for dependent in self._section_dependents[dependency]:
-            if dependent in state.waiting:
-                self._resolve_one(dependent, state)
+            if dependent in section_state.waiting:
+                self._resolve_one(dependent, section_state)
 
     async def _finish_dimension(self, name: str) -> None:
-        self._finished.add(name)
-        self._unfinished.discard(name)
-        if name not in self._started_dims:
+        state, plan = self.state, self.run.plan
+        state.finished.add(name)
+        if name not in state.started:
             await self._dimension_started(name)
-        await self.emit("on_dimension_complete", name, self.run_state.dimension_summary(name))
-        for dependent in self.plan.dependents[name]:
-            if dependent in self._armed and not self.plan.is_global(dependent):
-                for state in self.run_state.snapshots[dependent]:
-                    if dependent in state.waiting and name not in state.results:
-                        self._resolve_one(dependent, state)
+        await self.observers.call("dimension_done", name, state.dimension_summary(name))
+        for dependent in plan.dependents[name]:
+            if state.armed(dependent) and not plan.is_global(dependent):
+                for section_state in state.snapshots[dependent]:
+                    if dependent in section_state.waiting and name not in section_state.results:
+                        self._resolve_one(dependent, section_state)
             else:
-                await self._maybe_arm(dependent)
-        if not self._unfinished:
+                await self._arm_if_ready(dependent)
+        if state.all_finished:
             self._ready.close()
 
-    def _resolve_one(self, dependent: str, state: SectionState) -> None:
-        """One dependency of `dependent` is settled for `state`; enqueue it at the last."""
-        count = state.waiting[dependent]
+    def _resolve_one(self, dependent: str, section_state: SectionState) -> None:
+        """One dependency of `dependent` is settled for this section; enqueue it at the last."""
+        count = section_state.waiting[dependent]
         if count > 1:
-            state.waiting[dependent] = count - 1
+            section_state.waiting[dependent] = count - 1
         else:
-            del state.waiting[dependent]
-            self._enqueue(_Item(dependent, state))
+            del section_state.waiting[dependent]
+            self._enqueue(_Item(dependent, section_state))
 
     async def _dimension_started(self, name: str) -> None:
-        self._started_dims.add(name)
-        await self.emit("on_dimension_start", name)
+        self.state.started.add(name)
+        await self.observers.call("dimension_started", name)
 
     # -- execution -------------------------------------------------------------------------
 
     async def _run_item(self, item: _Item, slot: Slot) -> None:
         try:
-            if item.dimension not in self._started_dims:
+            if item.dimension not in self.state.started:
                 await self._dimension_started(item.dimension)
             if item.state is None:
                 await self._run_global(item.dimension, slot)
@@ -195,103 +158,97 @@ class Scheduler:
         finally:
             slot.release()
 
-    async def _run_section(self, name: str, state: SectionState, slot: Slot) -> None:
-        if not state.started:
-            state.started = True
-            await self.emit("on_section_start", state.index, state.section)
-        stored = self._stored(name, state.index)
+    async def _run_section(self, name: str, section_state: SectionState, slot: Slot) -> None:
+        if not section_state.started:
+            section_state.started = True
+            await self.observers.call("section_started", section_state.index,
+                                      section_state.section)
+        stored = self._stored(name, section_state.index)
         if stored is not None:
-            await self._complete_section(name, state, stored, None, record=False)
+            await self._complete_section(name, section_state, stored, None, restored=True)
             return
-        deps = await self._dependencies_for_section(name, state)
-        site = CallSite(self.plan.dimensions[name], [state.section], state.index,
-                        len(self.run_state.current), deps)
+        deps = await self._dependencies_for_section(name, section_state)
+        site = CallSite(self.run.plan.dimensions[name], [section_state.section],
+                        section_state.index, len(self.state.current), deps)
         result, error = await self._execute(site, slot, "should_skip_section_dimension")
-        await self._complete_section(name, state, result, error)
+        await self._complete_section(name, section_state, result, error)
 
     async def _run_global(self, name: str, slot: Slot) -> None:
-        sections = [s.section for s in self.run_state.current]
+        state, hooks = self.state, self.run.hooks
+        sections = [s.section for s in state.current]
         stored = self._stored(name, None)
         if stored is not None:
             result, error = stored, None
         else:
-            deps = self.run_state.dependencies_for_global(name)
-            if self.hooks.has("transform_dependencies"):
-                deps = await self.hooks.call("transform_dependencies", self._context(
+            deps = state.dependencies_for_global(name)
+            if hooks.has("transform_dependencies"):
+                deps = await hooks.call("transform_dependencies", self._context(
                     name, True, sections=sections, dependencies=deps), deps)
-            site = CallSite(self.plan.dimensions[name], sections, None, len(sections), deps)
+            site = CallSite(self.run.plan.dimensions[name], sections, None, len(sections), deps)
             result, error = await self._execute(site, slot, "should_skip_global_dimension")
-        self.run_state.global_results[name] = result
-        self.progress.record(name, result, None)
-        if stored is None:
-            await self._record(name, None, result)
-        await self._after_result(name, None, result, error)
+        state.global_results[name] = result
+        state.count_result(name)
+        await self._report(name, None, result, error, restored=stored is not None)
         if result.ok:
             await self._transform(name, result, sections)
-        self._remaining[name] = 0
         await self._finish_dimension(name)
 
     def _stored(self, name: str, index: int | None) -> DimensionResult | None:
         """The result a resumed run takes from the store, its `parsed` rebuilt from its data."""
-        stored = self._preloaded.get((name, index))
-        return None if stored is None else with_parsed(self.plan.dimensions[name], stored)
+        stored = self.run.preloaded.get((name, index))
+        return None if stored is None else with_parsed(self.run.plan.dimensions[name], stored)
 
     async def _execute(
         self, site: CallSite, slot: Slot, skip_hook: str
     ) -> tuple[DimensionResult, BaseException | None]:
         """Skip check, the before/after hooks, and the call itself."""
-        if self.hooks.has(skip_hook):
-            skip = await self.hooks.call(skip_hook, self._site_context(site), False)
+        hooks, times = self.run.hooks, self.run.call_times
+        if hooks.has(skip_hook):
+            skip = await hooks.call(skip_hook, self._site_context(site), False)
             if skip:
-                return with_parsed(site.dimension, skipped(skip)), None
-        if self.hooks.has("before_dimension_execute"):
-            await self.hooks.call("before_dimension_execute", self._site_context(site))
-        started = self._ready.times.started(site.name)
+                return with_parsed(site.dimension, _skipped(skip)), None
+        if hooks.has("before_dimension_execute"):
+            await hooks.call("before_dimension_execute", self._site_context(site))
+        started = times.started(site.name)
         observed = False  # a cancelled call or a cache hit says nothing about the provider
         try:
-            result, error = await self.caller.execute(site, slot)
-            observed = not result.metadata.get("cached")
+            result, error = await self.calls.execute(site, slot)
+            observed = result.call is None or not result.call.cached
         finally:
-            self._ready.times.finished(site.name, started, observed=observed)
+            times.finished(site.name, started, observed=observed)
         with_parsed(site.dimension, result)
-        if self.hooks.has("after_dimension_execute"):
-            await self.hooks.call("after_dimension_execute", self._site_context(
+        if hooks.has("after_dimension_execute"):
+            await hooks.call("after_dimension_execute", self._site_context(
                 site, result=result, duration=time.monotonic() - started, error=error))
         return result, error
 
     async def _complete_section(
-        self, name: str, state: SectionState, result: DimensionResult,
-        error: BaseException | None, *, record: bool = True,
+        self, name: str, section_state: SectionState, result: DimensionResult,
+        error: BaseException | None, *, restored: bool = False,
     ) -> None:
-        state.results[name] = result
-        self.progress.record(name, result, state.index)
-        if record:
-            await self._record(name, state.index, result)
-        await self._after_result(name, state.index, result, error)
-        self._resolve_waiting(name, state)
-        self._remaining[name] -= 1
-        dims = self.run_state.section_dims
-        if not state.reported_complete and all(d in state.results for d in dims):
-            state.reported_complete = True
-            await self.emit("on_section_complete", state.index,
-                            self.run_state.section_result(state))
-        if self._remaining[name] == 0:
+        state = self.state
+        section_state.results[name] = result
+        last = state.count_result(name)
+        await self._report(name, section_state.index, result, error, restored=restored)
+        self._resolve_waiting(name, section_state)
+        if not section_state.reported_complete and all(
+                d in section_state.results for d in state.section_dims):
+            section_state.reported_complete = True
+            await self.observers.call("section_done", section_state.index,
+                                      state.section_result(section_state))
+        if last:
             await self._finish_dimension(name)
 
-    async def _after_result(
-        self, name: str, index: int | None, result: DimensionResult, error: BaseException | None
-    ) -> None:
+    async def _report(self, name: str, index: int | None, result: DimensionResult,
+                      error: BaseException | None, *, restored: bool) -> None:
+        """Tell the observers of a result; in strict mode a failed one stops the run."""
+        await self.observers.call("restored" if restored else "result", name, index, result)
         if result.error is not None:
-            await self.emit("on_error", error or RuntimeError(result.error),
-                            {"dimension": name, "section_index": index})
-            if not self.config.continue_on_error:
-                raise RunFailed(error or RuntimeError(result.error))
-        if self._on_progress is not None:
-            await self._on_progress()
-
-    async def _record(self, name: str, index: int | None, result: DimensionResult) -> None:
-        if self._recorder is not None:
-            await resolve(self._recorder(name, index, result))
+            failure = error or RuntimeError(result.error)
+            await self.observers.call("error", failure, {"dimension": name, "section_index": index})
+            if not self.run.config.continue_on_error:
+                raise RunFailed(failure)
+        await self.observers.call("progressed")
 
     async def _transform(self, name: str, result: DimensionResult, sections: list[Section]) -> None:
         """Apply the dimension's transform, then the plugin's transform_sections.
@@ -299,52 +256,67 @@ class Scheduler:
         One that raises or returns something other than sections is reported through on_error
         and leaves the list as it was (with continue_on_error=False it stops the run)."""
         replacement: list[Section] | None = None
-        transform = self.plan.dimensions[name].transform
+        transform = self.run.plan.dimensions[name].transform
         if transform is not None:
             try:
-                answer = await resolve(transform(result, sections))
+                answer = await maybe_await(transform(result, sections))
                 if answer is not None:
                     replacement = to_sections(answer, f"{name}.transform(result, sections)")
             except ValidationError as exc:
                 await self._transform_failed(name, exc)
             except Exception as exc:
                 await self._transform_failed(name, HookError(f"{name}.transform", exc))
-        if self.hooks.has("transform_sections"):
-            answer = await self.hooks.call("transform_sections", self._context(
+        if self.run.hooks.has("transform_sections"):
+            answer = await self.run.hooks.call("transform_sections", self._context(
                 name, True, sections=replacement if replacement is not None else sections,
-                result=result, global_results=dict(self.run_state.global_results)), None)
+                result=result, global_results=dict(self.state.global_results)), None)
             if answer is not None:
                 try:
                     replacement = to_sections(answer, "transform_sections(ctx)")
                 except ValidationError as exc:
                     await self._transform_failed(name, exc)
         if replacement is not None:
-            self.run_state.replace_sections(replacement)
+            self.state.replace_sections(replacement)
 
     async def _transform_failed(self, name: str, error: DagEngineError) -> None:
-        await self.emit("on_error", error, {"dimension": name, "section_index": None})
-        if not self.config.continue_on_error:
+        await self.observers.call("error", error, {"dimension": name, "section_index": None})
+        if not self.run.config.continue_on_error:
             raise RunFailed(error)
 
     # -- dependencies ----------------------------------------------------------------------
 
     async def _dependencies_for_section(
-        self, name: str, state: SectionState
+        self, name: str, section_state: SectionState
     ) -> dict[str, DimensionResult]:
-        deps = self.run_state.dependencies_for_section(name, state)
-        if self.hooks.has("transform_dependencies"):
-            deps = await self.hooks.call("transform_dependencies", self._context(
-                name, False, section=state.section, section_index=state.index,
-                sections=[state.section], dependencies=deps), deps)
+        deps = self.state.dependencies_for_section(name, section_state)
+        if self.run.hooks.has("transform_dependencies"):
+            deps = await self.run.hooks.call("transform_dependencies", self._context(
+                name, False, section=section_state.section, section_index=section_state.index,
+                sections=[section_state.section], dependencies=deps), deps)
         return deps
 
     def _context(self, name: str, is_global: bool, **fields: Any) -> HookContext:
-        return HookContext(process_id=self.process_id, dimension=name, is_global=is_global,
-                           total_sections=len(self.run_state.current), **fields)
+        return HookContext(process_id=self.run.process_id, dimension=name, is_global=is_global,
+                           total_sections=len(self.state.current), **fields)
 
     def _site_context(self, site: CallSite, **fields: Any) -> HookContext:
-        global_results = dict(self.run_state.global_results)
-        return site.context(self.process_id, global_results=global_results, **fields)
+        global_results = dict(self.state.global_results)
+        return site.context(self.run.process_id, global_results=global_results, **fields)
+
+
+def _skipped(skip: Any) -> DimensionResult:
+    """The result of a call a skip hook skipped: the hook's own result, or a skip marker."""
+    if isinstance(skip, SkipWithResult):
+        result = skip.result.model_copy(deep=True)
+        result.metadata["cached"] = True
+        result.metadata.setdefault("skipped", True)
+        call = result.call or CallInfo.from_metadata(result.metadata) or CallInfo()
+        result.call = replace(call, cached=True, skipped=bool(result.metadata["skipped"]))
+        return result
+    reason = skip if isinstance(skip, str) else "skipped by should_skip hook"
+    return DimensionResult(data={"skipped": True, "reason": reason},
+                           metadata={"skipped": True, "reason": reason, "cost": 0.0},
+                           call=CallInfo(skipped=True))
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ValidationError
+from .errors import HookResultError, ValidationError
 
 
 class _Data(BaseModel):
@@ -172,26 +175,121 @@ class TokenUsage(_Data):
         )
 
 
+@dataclass(slots=True, kw_only=True)
+class CallInfo:
+    """What the engine knows of the call behind a result: who answered, what it cost.
+
+    The same figures are in `DimensionResult.metadata` under the keys of the same names
+    (kept for code written before `call`); `metadata` is otherwise left to plugins.
+
+    A plain dataclass rather than a model: a run holds one per result, and a model instance
+    weighs ten times as much. Results validate it from JSON all the same.
+    """
+
+    model: str | None = None
+    """The model that answered (the provider's own name for it when it reports one)."""
+    provider: str | None = None
+    """The configured provider of the last attempt."""
+    tokens: TokenUsage = field(default_factory=TokenUsage)
+    """Tokens of every attempt, those whose answer failed validation included."""
+    cost: float = 0.0
+    """USD for `tokens` (0 for a cache hit: see `saved_cost`)."""
+    cached: bool = False
+    """Answered from the store's response cache (or a skip hook's result)."""
+    saved_cost: float | None = None
+    """For a cache hit: what the call would have cost."""
+    skipped: bool = False
+    """A skip hook skipped the call."""
+    attempts: int = 0
+    """Requests made, over all providers of the chain."""
+    duration: float = 0.0
+    """Seconds from the first attempt to the result."""
+    finish_reason: str | None = None
+    """Why the model stopped, as the provider said it ("stop", "end_turn", "length", ...)."""
+    status_code: int | None = None
+    """The HTTP status of the answer, when the provider reports it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """This object as JSON-compatible Python data."""
+        data: dict[str, Any] = _call_info_adapter().dump_python(self, mode="json")
+        return data
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> CallInfo | None:
+        """The call that metadata keys of results made before `call` describe (rows stored
+        by an earlier version, results a hook built); None when they describe none.
+
+        As costs were counted from metadata, a call is described by valid `tokens`, or by
+        `skipped` or `cached`; a value of the wrong type is left out."""
+        fields = {key: metadata[key] for key in _CALL_FIELDS if key in metadata}
+        while True:
+            try:
+                info: CallInfo = _call_info_adapter().validate_python(fields)
+                break
+            except pydantic.ValidationError as exc:
+                for problem in exc.errors():
+                    fields.pop(str(problem["loc"][0]), None)
+        if "tokens" not in fields and not info.skipped and not info.cached:
+            return None
+        return info
+
+
+_CALL_FIELDS = tuple(f.name for f in dataclasses.fields(CallInfo))
+
+
+@functools.cache
+def _call_info_adapter() -> pydantic.TypeAdapter[CallInfo]:
+    return pydantic.TypeAdapter(CallInfo)
+
+
 class DimensionResult(_Data):
     """The outcome of one dimension for one section (or of a global dimension).
 
-    metadata keys: model, provider, tokens (TokenUsage), cost, cached, skipped, reason,
-    attempts, duration.
+    `call` is the typed information of the call behind it (None when there was none to
+    finish: a prompt or provider-selection error, a dimension timeout). `metadata` holds
+    what plugins add, and for now also the same figures under their documented keys:
+    model, provider, tokens (TokenUsage), cost, cached, skipped, reason, attempts, duration.
 
     With a dimension `output_schema`, `data` is the validated answer as JSON-able data and
     `parsed` the model instance itself (None without a schema, or when the data does not fit
     it: a skip, an error). `parsed` is never serialised or stored; a resumed run rebuilds it
-    from `data`.
+    from `data`. `call` is stored with the result but left out of `to_dict()`, whose
+    metadata carries the same figures.
     """
 
     data: Any = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    call: CallInfo | None = Field(default=None, exclude=True)
     parsed: BaseModel | None = Field(default=None, exclude=True, repr=False)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+Prompt = str | list[dict[str, Any]]
+_MESSAGES_FORM = "a str or a list of {'role': ..., 'content': ...} message dicts"
+
+
+def to_prompt(value: Any, dimension: str) -> Prompt:
+    """What create_prompt returned, checked: the text or chat messages of one request."""
+    returned = _returned("create_prompt", dimension)
+    if isinstance(value, str):
+        if not value.strip():
+            raise HookResultError("create_prompt", f"{returned} an empty prompt; it must "
+                                                   f"return {_MESSAGES_FORM}")
+        return value
+    if isinstance(value, (list, tuple)) and value:
+        for position, message in enumerate(value):
+            if not isinstance(message, Mapping) or not {"role", "content"} <= message.keys():
+                raise HookResultError("create_prompt", (
+                    f"{returned} a list whose item {position} is {_shown(message)}, not a "
+                    f"message dict; it must return {_MESSAGES_FORM}"))
+        return [dict(message) for message in value]
+    hint = " (a missing `return`?)" if value is None else ""
+    raise HookResultError("create_prompt", f"{returned} {_shown(value)}{hint}; it must return "
+                                           f"{_MESSAGES_FORM}")
 
 
 class ProviderFallback(_Data):
@@ -200,10 +298,33 @@ class ProviderFallback(_Data):
     retry_after: float | None = None
 
 
+_SELECTION_FORMS = ("a ProviderSelection, a dict like {'provider': 'anthropic', 'options': "
+                    "{'model': ...}} or a provider name")
+
+
 class ProviderSelection(_Data):
     provider: str
     options: dict[str, Any] = Field(default_factory=dict)
     fallbacks: list[ProviderFallback] = Field(default_factory=list)
+
+    @classmethod
+    def from_value(cls, value: Any, hook: str = "select_provider",
+                   dimension: str | None = None) -> ProviderSelection:
+        """A selection, a dict of one, or a provider name; anything else is a HookResultError
+        naming `hook` (and the dimension, when given) and the accepted forms."""
+        if isinstance(value, ProviderSelection):
+            return value
+        if isinstance(value, str) and value:
+            return cls(provider=value)
+        if isinstance(value, Mapping):
+            try:
+                return cls.model_validate(value)
+            except pydantic.ValidationError as exc:
+                raise HookResultError(hook, f"{_returned(hook, dimension)} a dict that is not a "
+                                            f"provider selection ({_problems(exc)}); it must "
+                                            f"return {_SELECTION_FORMS}") from None
+        raise HookResultError(hook, f"{_returned(hook, dimension)} {_shown(value)}; it must "
+                                    f"return {_SELECTION_FORMS}")
 
 
 class ProviderRequest(_Data):
@@ -221,6 +342,13 @@ class ProviderRequest(_Data):
     metadata: dict[str, Any] = Field(default_factory=dict)
     output_schema: dict[str, Any] | None = None
 
+    @classmethod
+    def from_value(cls, value: Any, current: ProviderRequest,
+                   hook: str = "before_provider_execute") -> ProviderRequest:
+        """A hook's request: a ProviderRequest, or a dict of the fields it changes in
+        `current`; anything else is a HookResultError naming `hook`."""
+        return _changed(hook, value, current)
+
 
 class ProviderResponse(_Data):
     """What a provider answers. metadata: model, provider, tokens, status_code, retry_after."""
@@ -228,6 +356,208 @@ class ProviderResponse(_Data):
     data: Any = None
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_value(cls, value: Any, current: ProviderResponse,
+                   hook: str = "after_provider_execute") -> ProviderResponse:
+        """A hook's response: a ProviderResponse, or a dict of the fields it changes in
+        `current`; anything else is a HookResultError naming `hook`."""
+        return _changed(hook, value, current)
+
+
+_Model = TypeVar("_Model", ProviderRequest, ProviderResponse)
+_CONTEXT_FIELD = {ProviderRequest: "request", ProviderResponse: "response"}
+
+
+def _changed(hook: str, value: Any, current: _Model) -> _Model:
+    kind = type(current)
+    if isinstance(value, kind):
+        return value
+    expected = (f"a {kind.__name__} (e.g. ctx.{_CONTEXT_FIELD[kind]}.model_copy(update={{...}}))"
+                f" or a dict of some of its fields ({', '.join(kind.model_fields)})")
+    if not isinstance(value, Mapping):
+        raise HookResultError(hook, f"{hook} returned {_shown(value)}; it must return {expected}")
+    unknown = sorted(str(key) for key in value if key not in kind.model_fields)
+    if unknown:
+        raise HookResultError(hook, f"{hook} returned a dict with unknown key(s) "
+                                    f"{', '.join(map(repr, unknown))}; it must return {expected}")
+    try:
+        return kind.model_validate({**dict(current), **value})
+    except pydantic.ValidationError as exc:
+        raise HookResultError(hook, f"{hook} returned a dict that is not a valid "
+                                    f"{kind.__name__} ({_problems(exc)})") from None
+
+
+RequestChange = dict[str, Any] | ProviderRequest | str | list[dict[str, Any]]
+_CHANGE_FORMS = ("a ProviderRequest, a dict of 'input' and/or 'options', or the new input "
+                 "(a str or a list of message dicts)")
+
+
+class _ChangesRequest(_Data):
+    modified_request: RequestChange | None = Field(default=None, union_mode="left_to_right")
+    """The next request: a ProviderRequest (its input and options), a dict of `input`
+    and/or `options` (what it leaves out stays), or the new input itself."""
+
+    def changed_request(self, input: Prompt, options: dict[str, Any]) -> tuple[Prompt,
+                                                                             dict[str, Any]]:
+        """`input` and `options` as `modified_request` changes them."""
+        change = self.modified_request
+        if change is None:
+            return input, options
+        if isinstance(change, ProviderRequest):
+            return change.input, dict(change.options)
+        if isinstance(change, Mapping):
+            return change.get("input", input), dict(change.get("options", options))
+        return change, options
+
+
+def _request_change(hook: str, value: Any) -> RequestChange | None:
+    """A decision's `modified_request`, checked: its input a prompt, its options a dict."""
+    if value is None or isinstance(value, ProviderRequest):
+        return value
+    if isinstance(value, Mapping):
+        unknown = sorted(str(key) for key in value if key not in ProviderRequest.model_fields)
+        if unknown:
+            raise HookResultError(hook, f"{hook} returned a modified_request with unknown "
+                                        f"key(s) {', '.join(map(repr, unknown))}; it must be "
+                                        f"{_CHANGE_FORMS}")
+        if "input" in value:
+            _request_input(hook, value["input"])
+        if "options" in value and not isinstance(value["options"], Mapping):
+            raise HookResultError(hook, f"{hook} returned a modified_request whose options "
+                                        f"are {_shown(value['options'])}, not a dict")
+        return dict(value)
+    return _request_input(hook, value)
+
+
+def _switched_provider(hook: str, value: Any) -> ProviderSelection | None:
+    if value is None:
+        return None
+    try:
+        return ProviderSelection.from_value(value, hook)
+    except HookResultError:
+        raise HookResultError(hook, f"{hook} returned modified_provider={_shown(value)}; it "
+                                    f"must be {_SELECTION_FORMS}") from None
+
+
+def _request_input(hook: str, value: Any) -> str | list[dict[str, Any]]:
+    if isinstance(value, str) or (isinstance(value, list)
+                                  and all(isinstance(m, Mapping) for m in value)):
+        return value
+    raise HookResultError(hook, f"{hook} returned a modified_request of {_shown(value)}; it "
+                                f"must be {_CHANGE_FORMS}")
+
+
+class RetryDecision(_ChangesRequest):
+    """What `handle_retry` answers about a failed attempt that may be retried.
+
+    `from_value()` also takes the dict form (`{"should_retry": False}`, `{"delay": 2.0}`,
+    ...) and None, which retries as planned.
+    """
+
+    should_retry: bool = True
+    """False: no more attempts on this provider (the selection's fallbacks still run)."""
+    delay: float | None = None
+    """Seconds to wait before the next attempt, never less than the provider's Retry-After;
+    None: the engine's backoff."""
+    modified_provider: ProviderSelection | None = None
+    """Send the next attempts to this provider, its options added to the current ones."""
+
+    @classmethod
+    def from_value(cls, value: Any, hook: str = "handle_retry") -> RetryDecision:
+        if value is None:
+            return cls()
+        if isinstance(value, RetryDecision):
+            return value
+        fields = _decision_fields(hook, value, cls)
+        return cls(
+            should_retry=_flag(hook, fields, "should_retry"),
+            delay=_seconds(hook, fields, "delay"),
+            modified_request=_request_change(hook, fields.get("modified_request")),
+            modified_provider=_switched_provider(hook, fields.get("modified_provider")),
+        )
+
+
+class FallbackDecision(_ChangesRequest):
+    """What `handle_provider_fallback` answers before the next provider of a selection runs.
+
+    `from_value()` also takes the dict form (`{"should_fallback": False}`, ...) and None,
+    which falls back as planned.
+    """
+
+    should_fallback: bool = True
+    """False: skip this provider (the next one, if any, is asked about in turn)."""
+    delay: float | None = None
+    """Seconds to wait before trying it; left out, the fallback's own `retry_after`."""
+
+    @classmethod
+    def from_value(cls, value: Any, hook: str = "handle_provider_fallback") -> FallbackDecision:
+        if value is None:
+            return cls()
+        if isinstance(value, FallbackDecision):
+            return value
+        fields = _decision_fields(hook, value, cls)
+        given: dict[str, Any] = {}
+        if "delay" in fields:  # given, even as None, it replaces the fallback's retry_after
+            given["delay"] = _seconds(hook, fields, "delay")
+        return cls(should_fallback=_flag(hook, fields, "should_fallback"),
+                   modified_request=_request_change(hook, fields.get("modified_request")),
+                   **given)
+
+    def wait(self, planned: float | None) -> float | None:
+        """Seconds to wait before the fallback: `delay` when given, else `planned`."""
+        return self.delay if "delay" in self.model_fields_set else planned
+
+
+def _decision_fields(hook: str, value: Any, kind: type[_Data]) -> Mapping[str, Any]:
+    forms = f"a {kind.__name__}, a dict of some of its fields ({', '.join(kind.model_fields)})"
+    if not isinstance(value, Mapping):
+        raise HookResultError(hook, f"{hook} returned {_shown(value)}; it must return {forms} "
+                                    f"or None")
+    unknown = sorted(str(key) for key in value if key not in kind.model_fields)
+    if unknown:
+        raise HookResultError(hook, f"{hook} returned a dict with unknown key(s) "
+                                    f"{', '.join(map(repr, unknown))}; it must return {forms} "
+                                    f"or None")
+    return value
+
+
+def _flag(hook: str, fields: Mapping[str, Any], key: str) -> bool:
+    value = fields.get(key)
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    raise HookResultError(hook, f"{hook} returned {key}={_shown(value)}; it must be True or "
+                                f"False")
+
+
+def _seconds(hook: str, fields: Mapping[str, Any], key: str) -> float | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise HookResultError(hook, f"{hook} returned {key}={_shown(value)}; it must be a "
+                                    f"number of seconds >= 0 or None")
+    return float(value)
+
+
+def _returned(hook: str, dimension: str | None) -> str:
+    if dimension is None:
+        return f"{hook} returned"
+    return f"{hook} for dimension {dimension!r} returned"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _problems(exc: pydantic.ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+                     for e in exc.errors()[:5])
 
 
 class SkipWithResult(_Data):

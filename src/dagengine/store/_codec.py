@@ -9,7 +9,7 @@ from typing import Any
 
 import pydantic_core
 
-from ..types import DimensionResult, ProviderResponse, Section, TokenUsage
+from ..types import CallInfo, DimensionResult, ProviderResponse, Section, TokenUsage
 
 SECTIONS_PER_ROW = 1000
 
@@ -17,14 +17,19 @@ SECTIONS_PER_ROW = 1000
 def result_json(result: DimensionResult) -> str:
     """A result as stored: JSON; values JSON cannot hold are stored as their str()."""
     return pydantic_core.to_json(
-        {"data": result.data, "error": result.error, "metadata": result.metadata}, fallback=str
+        {"data": result.data, "error": result.error, "metadata": result.metadata,
+         "call": result.call}, fallback=str
     ).decode()
 
 
 def result_from_json(text: str) -> DimensionResult:
-    """A stored result, with metadata["tokens"] a TokenUsage again so costs add up."""
+    """A stored result, its `call` read back (or, for a row stored before results had one,
+    rebuilt from the metadata keys), and metadata["tokens"] that call's TokenUsage again."""
     result = DimensionResult.model_validate_json(text)
-    _restore_tokens(result.metadata)
+    if result.call is None:
+        result.call = CallInfo.from_metadata(result.metadata)
+    if result.call is not None and "tokens" in result.metadata:
+        result.metadata["tokens"] = result.call.tokens
     return result
 
 

@@ -1,17 +1,72 @@
-"""The run state: what a run has produced so far, and what is read from it.
+"""One run: what it works with (`Run`, fixed for its length) and what it has done so far
+(`RunState`: results, and how far each dimension got).
 
-The scheduler writes each result into it; the engine reads the run's results from it, and a
-dimension reads what its dependencies produced.
+The engine builds both once per process() call and hands them, with the run's observers, to
+the scheduler; every call of the run reads its dependencies from the same `Run`.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from .config import ExecutionConfig
 from .cost import Pricing, summarize_costs
 from .graph import Plan
-from .types import DimensionResult, ProcessResult, Section, SectionResult
+from .plugin import Hooks, Plugin
+from .providers.base import ProviderRegistry
+from .ratelimit import RateLimiter
+from .ready import CallTimes
+from .types import (
+    DimensionResult,
+    ProcessResult,
+    ProviderRequest,
+    ProviderResponse,
+    Section,
+    SectionResult,
+)
+
+# Results a resumed run takes as done instead of calling, by (dimension, section index or
+# None for a global dimension).
+Preloaded = Mapping[tuple[str, int | None], DimensionResult]
+
+
+class ResponseCache(Protocol):
+    """Answers identical requests from earlier answers (the store's response cache)."""
+
+    async def lookup(self, provider_name: str,
+                     request: ProviderRequest) -> ProviderResponse | None: ...
+
+    async def store(self, provider_name: str, request: ProviderRequest,
+                    response: ProviderResponse) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    """What one run works with, the same from its first call to its last."""
+
+    process_id: str
+    plan: Plan
+    plugin: Plugin
+    hooks: Hooks
+    config: ExecutionConfig
+    registry: ProviderRegistry
+    limiter: RateLimiter
+    pricing: Pricing
+    call_times: CallTimes
+    """What calls take, learned over the engine's runs (the dispatcher's order)."""
+    metadata: Any = None
+    """process(metadata=...), as before_process_start left it."""
+    cache: ResponseCache | None = None
+    preloaded: Preloaded = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
+    """The jitter of retry backoffs."""
+
+    def process_result(self, state: RunState) -> ProcessResult:
+        """The run's result as `state` stands: finished, stopped early or failed."""
+        return state.process_result(self.pricing, self.metadata)
 
 
 @dataclass(slots=True, eq=False)
@@ -27,9 +82,13 @@ class SectionState:
 
 
 class RunState:
-    """Each section's results and the global results, over a section list transforms may change.
+    """Each section's results and the global results, over a section list transforms may
+    change, and how far each dimension got.
 
     `all_states` keeps the states of sections transformed away: their results still count.
+    A dimension is armed once its items are known (`expected`, over the section list as it
+    was then: `snapshots`); `done` counts its results, and it is finished once their
+    completion is reported.
     """
 
     def __init__(self, plan: Plan, sections: list[Section]) -> None:
@@ -40,6 +99,26 @@ class RunState:
         # The sections each section dimension runs over: the list as it was when it was armed.
         self.snapshots: dict[str, list[SectionState]] = {}
         self.section_dims = [n for n in plan.order if not plan.is_global(n)]
+        self.expected: dict[str, int] = {}  # items of each armed dimension
+        self.done: dict[str, int] = {}  # results of each dimension so far
+        self.started: set[str] = set()  # dimensions whose start was reported
+        self.finished: set[str] = set()  # dimensions whose completion was reported
+
+    def armed(self, name: str) -> bool:
+        return name in self.expected
+
+    def arm(self, name: str, count: int) -> None:
+        self.expected[name] = count
+        self.done.setdefault(name, 0)
+
+    def count_result(self, name: str) -> bool:
+        """One more result of `name`; True when it was the dimension's last."""
+        self.done[name] = done = self.done.get(name, 0) + 1
+        return done == self.expected.get(name)
+
+    @property
+    def all_finished(self) -> bool:
+        return len(self.finished) == len(self.plan.order)
 
     def process_result(self, pricing: Pricing, metadata: Any) -> ProcessResult:
         """The run's result as it stands: finished, stopped early or failed."""
@@ -75,7 +154,7 @@ class RunState:
         snapshot = self.snapshots.get(name, [])
         results = [s.results[name] for s in snapshot if name in s.results]
         failed = sum(1 for r in results if r.error is not None)
-        skipped = sum(1 for r in results if r.metadata.get("skipped"))
+        skipped = sum(1 for r in results if r.call is not None and r.call.skipped)
         data = {"total": len(snapshot), "completed": len(results), "failed": failed,
                 "skipped": skipped}
         error = f"{failed} of {len(snapshot)} sections failed" if failed else None
