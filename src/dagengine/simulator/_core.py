@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +28,7 @@ class Core:
         self.serial = 0
         self.script: deque[ScriptStep] = deque(config.script)
         self._faults = _fault_table(config)
+        self._faults_by_prompt: Counter[str] = Counter()
         self._reseed()
         self._rebuild_limits()
 
@@ -47,11 +48,13 @@ class Core:
         """Back to a fresh start under the current config: counters, script, buckets, RNGs."""
         self.stats.clear()
         self.script.clear()
+        self._faults_by_prompt.clear()
         self._reseed()
         self._rebuild_limits()
 
-    def decide(self, token_cost: int) -> tuple[ScriptStep, float | None]:
-        """The outcome of the next request and, for a 429, the seconds to wait."""
+    def decide(self, token_cost: int, text: str = "") -> tuple[ScriptStep, float | None]:
+        """The outcome of the next request for prompt `text` and, for a 429, the seconds to
+        wait."""
         if self.script:
             step = self.script.popleft()
             return step, self.config.error_429_retry_after if step == 429 else None
@@ -59,6 +62,12 @@ class Core:
         if wait:
             return 429, wait
         step = self._draw_fault()
+        if step != 200 and self.config.max_faults_per_prompt is not None:
+            # The draw happens anyway, so a cap changes which prompts fail, not the sequence.
+            key = prompt_key(text)
+            if self._faults_by_prompt[key] >= self.config.max_faults_per_prompt:
+                return 200, None
+            self._faults_by_prompt[key] += 1
         return step, self.config.error_429_retry_after if step == 429 else None
 
     def latency(self, text: str) -> float:

@@ -59,11 +59,17 @@ class _ApiEndpoint:
         reply = reply_to(prompt, answer(prompt.text, prompt.last_message))
         # Admission charges input + max_tokens, as Anthropic does.
         step, retry_after = core.decide(
-            reply.input_tokens + (prompt.max_tokens or reply.output_tokens)
+            reply.input_tokens + (prompt.max_tokens or reply.output_tokens), prompt.text
         )
         if isinstance(step, str):
             core.stats.faults[step] += 1
-        headers = dialect.limit_headers(core.limits.states())
+        if core.config.rate_limit_headers:
+            headers = dialect.limit_headers(core.limits.states())
+        else:
+            headers = {}
+            if retry_after is not None:
+                # Such servers say only when to come back, in whole seconds (RFC 9110).
+                retry_after = float(max(1, math.ceil(retry_after)))
         if step == "reset":
             return _drop_connection(request)
         if step == "hang":
@@ -101,7 +107,8 @@ class _ApiEndpoint:
         headers = headers if headers is not None else {}
         if retry_after is not None:
             headers["retry-after"] = str(max(1, math.ceil(retry_after)))
-            headers["retry-after-ms"] = str(math.ceil(retry_after * 1000))
+            if self.core.config.rate_limit_headers:  # else it would tell the exact wait
+                headers["retry-after-ms"] = str(math.ceil(retry_after * 1000))
         body = _encode(self.dialect.error(status, message, retry_after))
         return self._send(status, body, headers)
 
