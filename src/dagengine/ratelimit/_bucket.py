@@ -6,18 +6,21 @@ _EPS = 1e-9  # rounding slack when a timer fires exactly at a bucket's refill ti
 
 
 class Bucket:
-    """A continuous token bucket holding at most one second's worth (at least 1)."""
+    """A continuous token bucket holding at most one second's worth (at least 1), or
+    `capacity` when one is given."""
 
-    __slots__ = ("available", "capacity", "rate")
+    __slots__ = ("available", "capacity", "fixed_capacity", "rate")
 
-    def __init__(self, rate: float, available: float) -> None:
+    def __init__(self, rate: float, available: float, capacity: float | None = None) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
+        self.fixed_capacity = capacity
+        self.capacity = capacity if capacity is not None else max(1.0, rate)
         self.available = min(available, self.capacity)
 
     def set_rate(self, rate: float) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
+        if self.fixed_capacity is None:
+            self.capacity = max(1.0, rate)
         self.available = min(self.available, self.capacity)
 
     def add(self, amount: float) -> None:

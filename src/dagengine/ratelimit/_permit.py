@@ -16,13 +16,33 @@ class Permit:
     report, so an exception or cancellation leaks nothing.
     """
 
-    __slots__ = ("_epoch", "_group", "_released", "_request", "_tokens")
+    __slots__ = (
+        "_admitted_at",
+        "_epoch",
+        "_group",
+        "_refused",
+        "_released",
+        "_request",
+        "_seq",
+        "_tokens",
+    )
 
-    def __init__(self, group: LimitGroup, request: bool, tokens: int, epoch: int) -> None:
+    def __init__(
+        self,
+        group: LimitGroup,
+        request: bool,
+        tokens: int,
+        epoch: int,
+        admitted_at: float = 0.0,
+        seq: int = 0,
+    ) -> None:
         self._group = group
         self._request = request  # a request unit was taken from the group's bucket
         self._tokens = tokens  # tokens taken from the group's bucket
         self._epoch = epoch
+        self._admitted_at = admitted_at
+        self._seq = seq  # admission order within the group
+        self._refused = False
         self._released = False
 
     @property
@@ -42,7 +62,8 @@ class Permit:
         retry_after: float | None = None,
         rate_limit: Mapping[str, float | None] | None = None,
     ) -> None:
-        """The call got a 429: pause the whole group and slow it down."""
+        """The call got a 429. When the evidence says it is a limit rather than noise, the
+        group slows down (and pauses, when nothing gets through); else only this call waits."""
         self._release()._refused(self, retry_after, rate_limit)
 
     def failed(self) -> None:
