@@ -150,8 +150,8 @@ class LimitGroup:
         self.in_flight = 0
         self.waiting = 0
         self.rate_limited = 0  # 429s reported
-        self._clock = clock
-        now = clock()
+        self._clock = _resolved(clock)
+        now = self._clock()
         # pacing
         self._queue: deque[tuple[asyncio.Future[Permit], int]] = deque()
         self._timer: asyncio.TimerHandle | None = None
@@ -269,6 +269,9 @@ class LimitGroup:
 
     def _refill(self) -> float:
         now = self._clock()
+        if self._requests is None and self._tokens is None:
+            self._refilled_at = now  # a bucket made later starts from here
+            return now
         elapsed = now - max(self._refilled_at, self._refill_from)
         if elapsed > 0:
             if self._requests is not None:
@@ -402,9 +405,11 @@ class LimitGroup:
         self._dispatch()
 
     def _answered(self, permit: Permit, now: float) -> None:
-        self._refill_from = min(self._refill_from, now)
-        self._first_answer_at = min(self._first_answer_at, now)
-        self._answered_seq = max(self._answered_seq, permit._seq)
+        if self._first_answer_at > now:
+            self._first_answer_at = now
+            self._refill_from = min(self._refill_from, now)
+        if permit._seq > self._answered_seq:
+            self._answered_seq = permit._seq
         test = self._test
         if test is not None and test.start is None and permit._epoch == self._epoch:
             # Calls admitted since the decrease may have queued behind earlier ones and
@@ -739,6 +744,16 @@ class LimitGroup:
 
     def _pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+
+def _resolved(clock: Clock) -> Clock:
+    """loop_time as the running loop's own clock, looked up once."""
+    if clock is not loop_time:
+        return clock
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        return time.monotonic
 
 
 def _rebuilt(bucket: Bucket | None, rate: float | None, start: float) -> Bucket | None:
