@@ -37,6 +37,7 @@ MIN_SCALE = 1 / 64  # a known limit's allowed rate never drops below this share 
 BACKOFF_SECONDS = 1.0  # first pause after a 429 without retry-after; doubles, capped
 MAX_BACKOFF_SECONDS = 60.0
 MIN_RATE_TO_INFER = 2.0  # accepted calls/s below which a 429 is not read as a request limit
+MIN_GUESS_ACCEPTED = 5  # ...nor with fewer calls let through in the window
 MIN_INFERRED_PER_SECOND = 1 / 60  # an inferred limit is never below one request a minute
 
 # What tells a limit from noise (read over the admissions of the last WINDOW_SECONDS).
@@ -50,6 +51,7 @@ NEAR_LIMIT_SHARE = 0.01  # past an inferred limit, 429s since the last decrease 
 #   this much above 1.5 times the noise share say it is lower
 MIN_TEST_ADMISSIONS = 20  # admissions after an inferred decrease before it is confirmed...
 MIN_TEST_REFUSALS = 3  # ...or 429s among them before it can be refuted
+MIN_TEST_BEFORE = 5  # calls still out at the decrease that its test compares with
 SAME_SHARE = 0.75  # a few 429s after it at 3/4 of the share before or more: noise
 MAX_NOISE_SHARE = 0.75  # a share above this is never taken for noise
 CONFIRM_SHARE = 0.05  # a share after it below half the one before and this: confirmed
@@ -58,12 +60,13 @@ MEASURE_SECONDS = 10.0  # ...to this far apart (beyond, a provider's bucket may 
 BURST_GUESS_SECONDS = 1.0  # a first guess takes the provider's burst as this much of its rate
 OVERFLOWED = 0.8  # a measure below this share of the rate refused past a guess reads low
 
-# A group with nothing known starts at a rate that doubles quickly, so that a limit's first
-# 429s come back while a few calls, not all of them, are on their way.
+# A group with nothing known starts at a rate that doubles about once a round trip, so that
+# a limit's first 429s (or its headers) come back while some calls, not all, are on their way.
 RAMP_BURST = 16.0
-RAMP_RATE = 400.0  # calls/s at the start
-RAMP_DOUBLING_SECONDS = 0.05
-RAMP_END_RATE = 100_000.0  # past this the ramp is dropped: the group admits at once
+RAMP_RATE = 100.0  # calls/s at the start
+RAMP_DOUBLING_SECONDS = 0.1
+RAMP_END_RATE = 100_000.0  # past this the ramp is dropped: the group admits at once...
+RAMP_END_ANSWERS = 16  # ...as it is once this many answers are back, quickly
 
 # Past an inferred limit the rate probes upwards, slowly first: 1 + (t / PROBE_SECONDS)**3.
 PROBE_SECONDS_GUESS = 1.5  # the limit was guessed from the first acceptances
@@ -164,6 +167,7 @@ class LimitGroup:
         self._scale = 1.0  # share of a known limit currently allowed
         self._growing_since = 0.0
         self._ramp_from: float | None = now if unknown else None
+        self._ramp_answers = 0
         # what the 429s say
         self._epoch = 0  # bumped at every decrease and limit change
         self._epoch_admitted = 0
@@ -283,6 +287,15 @@ class LimitGroup:
             self._ramp(now)
         return now
 
+    def _ramp_answered(self) -> None:
+        self._ramp_answers += 1
+        quick = self._latency is not None and self._latency < RAMP_DOUBLING_SECONDS / 2
+        if quick and self._ramp_answers >= RAMP_END_ANSWERS:
+            # Answers come back well within the ramp's doubling time: a limit's 429s would
+            # too, before its rate has grown much, so the ramp protects nothing.
+            self._ramp_from = None
+            self._requests = None
+
     def _ramp(self, now: float) -> None:
         assert self._ramp_from is not None and self._requests is not None
         rate = RAMP_RATE * 2 ** ((now - self._ramp_from) / RAMP_DOUBLING_SECONDS)
@@ -362,6 +375,8 @@ class LimitGroup:
             self._tokens.add(permit._tokens - used_tokens)
         if rate_limit:
             self._learn(rate_limit)
+        if self._ramp_from is not None:
+            self._ramp_answered()
         if permit._epoch == self._epoch:
             test = self._test
             if (
@@ -383,6 +398,8 @@ class LimitGroup:
         self.rate_limited += 1
         self._give_back(permit, request=False)  # a refused request used no tokens
         permit._refused = True
+        if self._ramp_from is not None:
+            self._ramp_answered()
         test = self._test
         if test is not None:
             if test.start is not None and permit._admitted_at >= test.start:
@@ -638,9 +655,12 @@ class LimitGroup:
             span = max(MIN_MEASURE_SECONDS, min(WINDOW_SECONDS, now - self._first_answer_at))
             floor = evidence.accepted / span / requests if requests else 0.0
             self._scale = max(MIN_SCALE, self._scale / 2, min(1.0, floor))
-        elif pause or rate <= 0 or (self._inferred_per_second is None and rate < MIN_RATE_TO_INFER):
-            # Nothing gets through, or a trickle of calls says nothing about a request limit
-            # (it may be tokens, or overload): the pause alone answers the 429.
+        elif pause or rate <= 0 or (self._inferred_per_second is None and (
+            rate < MIN_RATE_TO_INFER or evidence.accepted < MIN_GUESS_ACCEPTED
+        )):
+            # Nothing gets through (the pause answers), or a trickle of calls says nothing
+            # about a request limit (it may be tokens, or overload), or too few got through
+            # yet to tell what it is: look again in a window.
             self._next_decrease_at = now + self._window_after(pause_seconds)
             return
         else:
@@ -677,7 +697,12 @@ class LimitGroup:
         if near_limit and self._test is None:
             self._confirmed = self._inferred_per_second  # a correction, not a new limit
             return
-        first = evidence.first_refused or self._seq + 1
+        # Before: the calls whose answers were not back yet (the ones that were decided
+        # this, a run of 429s say, would make any share after it look lower); else those
+        # since the window's first 429.
+        first = self._answered_seq + 1
+        if self._seq - first + 1 < MIN_TEST_BEFORE:
+            first = evidence.first_refused or self._seq + 1
         refused = sum(p._refused for p in self._recent if p._seq >= first)
         self._test = _Test(first, max(first, self._seq), refused, previous, fell_before)
 
