@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py              # all but W4S (about 5 minutes)
     .venv/bin/python benchmarks/run.py W3 W4        # some of them
+    .venv/bin/python benchmarks/run.py WN           # random 429s: 10 % at 200 in flight, 50 %
     .venv/bin/python benchmarks/run.py W4S          # W4 over five more latency seeds
     .venv/bin/python benchmarks/run.py W4H          # a slow step beside a quick chain
     .venv/bin/python benchmarks/run.py W5           # per-call cost, each API format
@@ -34,8 +35,19 @@ from typing import Any
 import aiohttp
 import schedules  # benchmarks/, on sys.path as the script's own folder
 
-from dagengine import BaseProvider, DagEngine, Dimension, Plugin, ProcessResult, ProviderRequest
+from dagengine import (
+    BaseProvider,
+    DagEngine,
+    Dimension,
+    Plugin,
+    ProcessResult,
+    ProviderError,
+    ProviderRequest,
+    ProviderResponse,
+)
 from dagengine.providers import build_provider
+from dagengine.providers._settings import read_settings
+from dagengine.providers.anthropic import AnthropicProvider
 from dagengine.simulator import SimulatorProcess
 from dagengine.testing import FunctionProvider
 
@@ -107,7 +119,7 @@ class Baseline:
     """asyncio.gather + Semaphore + exponential retry (1 s, 2 s, 4 s ...) on any error."""
 
     def __init__(self, sim: SimulatorProcess | str, concurrency: int, retries: int = 5,
-                 delay: float = 1.0) -> None:
+                 delay: float = 1.0, honour_retry_after: bool = False) -> None:
         import anthropic  # here: W5's other runners measure a process without the SDK
 
         self.client = anthropic.AsyncAnthropic(
@@ -116,6 +128,7 @@ class Baseline:
         self.semaphore = asyncio.Semaphore(concurrency)
         self.retries = retries
         self.delay = delay
+        self.honour_retry_after = honour_retry_after
         self.requests = 0
         self.durations: list[float] = []
 
@@ -132,10 +145,13 @@ class Baseline:
                         messages=[{"role": "user", "content": prompt}])
                     self.durations.append(time.monotonic() - started)
                     return message.content[0].text
-                except anthropic.APIError:
+                except anthropic.APIError as exc:
                     if attempt == self.retries:
                         return None
-                    await asyncio.sleep(self.delay * 2 ** attempt)
+                    wait = self.delay * 2 ** attempt
+                    if self.honour_retry_after and isinstance(exc, anthropic.APIStatusError):
+                        wait = float(exc.response.headers.get("retry-after", wait))
+                    await asyncio.sleep(wait)
         return None
 
     async def close(self) -> None:
@@ -199,33 +215,135 @@ async def w1(sim: SimulatorProcess, faults: bool = False) -> list[Row]:
     return rows
 
 
+class TimedAnthropic(AnthropicProvider):
+    """The built-in provider, noting how long each answered request took on the wire and
+    when (from `start`) each answer and each 429 came back."""
+
+    def __init__(self, name: str, settings: Any, backend: Any) -> None:
+        super().__init__(name, settings, backend)
+        self.latencies: dict[Any, float] = {}
+        self.answers: list[float] = []
+        self.refusals: list[float] = []
+        self.start = time.perf_counter()
+
+    async def execute(self, request: ProviderRequest) -> ProviderResponse:
+        started = time.perf_counter()
+        try:
+            response = await super().execute(request)
+        except ProviderError as exc:
+            if exc.status_code == 429:
+                self.refusals.append(time.perf_counter() - self.start)
+            raise
+        ended = time.perf_counter()
+        key = (request.dimension, request.metadata.get("section_index"))
+        self.latencies[key] = ended - started
+        self.answers.append(ended - self.start)
+        return response
+
+
+W3_LIMIT = {"requests_per_minute": 3000}  # bursts of 50 (one second's worth), then 50/s
+
+
 async def w3(sim: SimulatorProcess) -> list[Row]:
+    """300 calls, 100 in flight, against 50 requests/s; with the limit configured or learned,
+    from the simulator's rate-limit headers or (as Gemini and many OpenAI-compatible servers)
+    from 429s + retry-after alone."""
     rows = []
-    bound = 300 / 50
-    for runner in ("dagengine (limit set)", "dagengine (learned)", "baseline"):
-        await sim.configure(latency=0.1, latency_median=None, latency_sigma=0.0,
-                            requests_per_minute=3000, error_429_rate=0.0, error_500_rate=0.0,
-                            seed=13)
+    n, bound = 300, 300 / 50
+    runners = ("dagengine (limit set)", "dagengine (learned)", "dagengine (limit set, no headers)",
+               "dagengine (learned, no headers)", "baseline")
+    for runner in runners:
+        await sim.configure(latency=0.1, latency_median=None, latency_sigma=0.0, **W3_LIMIT,
+                            error_429_rate=0.0, error_500_rate=0.0, seed=13,
+                            rate_limit_headers="no headers" not in runner)
         await sim.reset()
+        figures: dict[str, Any] = {}
         if runner.startswith("dagengine"):
-            limits = ({"anthropic": {"requests_per_minute": 3000}}
-                      if "set" in runner else {})
-            eng = engine(sim, Bench(["analyze"]), concurrency=100, max_retries=8,
-                         retry_delay=0.5, rate_limits=limits)
-            result, wall, _ = await timed(eng.process(sections(300)))
+            limits = {"anthropic": W3_LIMIT} if "set" in runner else {}
+            settings = read_settings("anthropic", {"api_key": KEY, "base_url": sim.base_url},
+                                     TimedAnthropic.env_vars)
+            provider = TimedAnthropic("anthropic", settings,
+                                      TimedAnthropic.direct_backend("anthropic", settings))
+            eng = DagEngine(Bench(["analyze"]), providers=[provider], execution={
+                "concurrency": 100, "max_retries": 8, "retry_delay": 0.5, "rate_limits": limits},
+                store=False)
+            provider.start = time.perf_counter()
+            result, wall, _ = await timed(eng.process(sections(n)))
             ok = successes(result)
+            if "set" in runner:
+                # The same latencies, each call started in order the moment a slot and the
+                # limit allow it, by a client with no overhead that knows the limit exactly.
+                lat = [provider.latencies[("analyze", i)] for i in range(n)]
+                replay = schedules.paced(lat, 100, 50.0, 50.0)
+                # When the first request reached the simulator: its answer, less its latency.
+                wire = min(provider.answers) - 0.1
+                figures = {"paced replay": round(replay, 3), "wall/replay": round(wall / replay, 3),
+                           "first request at": round(wire, 3),
+                           "wall/(replay+first)": round(wall / (replay + wire), 3)}
+            else:
+                [group] = eng.get_rate_limits().values()
+                learned = (group["learned_requests_per_minute"]
+                           or group.get("inferred_requests_per_minute"))
+                figures = {"learned rpm": round(learned) if learned else None,
+                           "429s after 1 s": sum(t > 1.0 for t in provider.refusals)}
         else:
             base = Baseline(sim, 100, retries=8, delay=0.5)
             texts, wall, _ = await timed(asyncio.gather(
-                *(base.call(f"Give the analyze of this review: {s}") for s in sections(300))))
+                *(base.call(f"Give the analyze of this review: {s}") for s in sections(n))))
             await base.close()
             ok = sum(t is not None for t in texts)
         stats = await sim.stats()
         rows.append(Row("W3 rate limit", runner, wall, {
-            "success": f"{ok}/300", "wall/bound": round(wall / bound, 3),
+            "success": f"{ok}/{n}", "wall/bound": round(wall / bound, 3),
             "requests": stats["requests"], "429s": stats["rate_limited"],
-            "429 share": f"{100 * stats['rate_limited'] / stats['requests']:.1f}%"}))
-    await sim.configure(requests_per_minute=None)
+            "429 share": f"{100 * stats['rate_limited'] / stats['requests']:.1f}%", **figures}))
+    await sim.configure(requests_per_minute=None, rate_limit_headers=True)
+    return rows
+
+
+NOISY_LATENCY = {"latency": 0.0, "latency_median": 0.3, "latency_sigma": 0.5}
+
+
+async def noisy(sim: SimulatorProcess) -> list[Row]:
+    """2,000 sections x 2 dimensions at 200 in flight with 10 % of requests answered 429 at
+    random (retry-after 1 s): against the same run without faults and a plain client that
+    honours retry-after. Then 30 sections with half the requests answered 429 (each call at
+    most 3 times), 5 retries and 15 s per dimension: every section must be answered."""
+    rows: list[Row] = []
+    n = 2000
+    prompts = [f"Give the {d} of this review: {s}"
+               for s in sections(n) for d in ("first", "second")]
+    for runner, rate in (("dagengine, no faults", 0.0), ("dagengine, 10% 429s", 0.1),
+                         ("plain client, 10% 429s", 0.1)):
+        await sim.configure(**NOISY_LATENCY, seed=23, error_429_rate=rate,
+                            error_429_retry_after=1.0, max_faults_per_prompt=None)
+        await sim.reset()
+        if runner.startswith("dagengine"):
+            eng = engine(sim, Bench(["first", "second"]), concurrency=200, max_retries=8)
+            result, wall, _ = await timed(eng.process(sections(n)))
+            done = sum(r.ok for s in result.sections for r in s.results.values())
+        else:
+            base = Baseline(sim, 200, retries=8, honour_retry_after=True)
+            texts, wall, _ = await timed(asyncio.gather(*(base.call(p) for p in prompts)))
+            await base.close()
+            done = sum(t is not None for t in texts)
+        stats = await sim.stats()
+        figures: dict[str, Any] = {"calls done": f"{done}/{2 * n}", "requests": stats["requests"],
+                                   "429s": stats["rate_limited"]}
+        if rows:
+            figures["wall/no faults"] = round(wall / rows[0].wall, 3)
+        rows.append(Row("WN noisy 429s", runner, wall, figures))
+    await sim.configure(**NOISY_LATENCY, seed=29, error_429_rate=0.5, error_429_retry_after=1.0,
+                        max_faults_per_prompt=3)
+    await sim.reset()
+    eng = engine(sim, Bench(["analyze"]), concurrency=100, max_retries=5,
+                 dimension_timeouts={"analyze": 15.0})
+    result, wall, _ = await timed(eng.process(sections(30)))
+    stats = await sim.stats()
+    rows.append(Row("WN noisy 429s", "dagengine, 50% 429s (<=3 a call)", wall, {
+        "success": f"{successes(result)}/30", "requests": stats["requests"],
+        "429s": stats["rate_limited"]}))
+    await sim.configure(error_429_rate=0.0, max_faults_per_prompt=None)
     return rows
 
 
@@ -548,6 +666,7 @@ WORKLOADS: dict[str, Callable[[SimulatorProcess], Awaitable[list[Row]]]] = {
     "W1": w1,
     "W2": lambda sim: w1(sim, faults=True),
     "W3": w3,
+    "WN": noisy,
     "W4": w4,
     "W4S": w4_seeds,
     "W4H": w4_mixed,
@@ -600,7 +719,8 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--w5-child":
         w5_child(sys.argv[2], sys.argv[3])
         sys.exit(0)
-    chosen = [a.upper() for a in sys.argv[1:]] or ["W1", "W2", "W3", "W4", "W4H", "W5", "W6"]
+    chosen = [a.upper() for a in sys.argv[1:]] or ["W1", "W2", "W3", "WN", "W4", "W4H", "W5",
+                                                  "W6"]
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     print(f"$ {command.strip()}   ({platform.python_version()}, {platform.machine()}, "
           f"simulated backend)")

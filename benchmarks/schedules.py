@@ -100,6 +100,28 @@ def replay(lat: Latencies, deps: Deps, concurrency: int, order: str = "ready ord
     return now
 
 
+def paced(latencies: Sequence[float], concurrency: int, per_second: float,
+          burst: float) -> float:
+    """Makespan of single calls started in order, each as soon as a slot is free and a
+    provider limit (`per_second`, a bucket of `burst` requests, full at 0) lets it in: what a
+    client with no overhead that knows the limit exactly would take (W3's replay)."""
+    running: list[float] = []  # end times
+    level, stamp, end = burst, 0.0, 0.0
+    for latency in latencies:
+        now = stamp
+        if len(running) >= concurrency:
+            now = max(now, heapq.heappop(running))
+        level = min(burst, level + (now - stamp) * per_second)
+        if level < 1:
+            now += (1 - level) / per_second
+            level = 1.0
+        level -= 1
+        stamp = now
+        heapq.heappush(running, now + latency)
+        end = max(end, now + latency)
+    return end
+
+
 def draw(rng: random.Random, sections: int = 200) -> tuple[list[dict[str, float]], float]:
     """W4's latencies: three section calls each, and the global call."""
     def one() -> float:

@@ -42,3 +42,10 @@ def test_no_order_beats_the_lower_bound(order: str) -> None:
     for seed in range(20):
         lat, _ = schedules.draw(random.Random(seed), sections=30)
         assert schedules.replay(lat, W4, 8, order) >= schedules.ideal(lat, W4, 8) - 1e-9
+
+
+def test_paced_replay_spends_the_burst_then_keeps_to_the_rate() -> None:
+    # A burst of 2 at once, then one every 0.5 s: starts 0, 0, 0.5, 1.0; each takes 1 s.
+    assert schedules.paced([1.0] * 4, 10, 2.0, 2.0) == pytest.approx(2.0)
+    # One slot: each call waits for the last to end, and the bucket has refilled by then.
+    assert schedules.paced([1.0] * 3, 1, 2.0, 2.0) == pytest.approx(3.0)

@@ -219,8 +219,10 @@ def test_captured_output_has_no_escape_codes(gateway_run: DemoRun) -> None:
 
 
 def test_without_a_gateway_the_engine_retries_the_429s_itself(direct_run: DemoRun) -> None:
+    # It learns the limit from the first answers' headers, often before the burst allowance
+    # runs out: the 429s it does get (none, often) it retries, and the report counts them.
     stats = direct_run.simulator_stats
-    assert stats is not None and stats["rate_limited"] > 0
+    assert stats is not None
     assert direct_run.successes == 100
     retries = direct_run.attempts - 100
     assert retries == stats["rate_limited"]
@@ -235,7 +237,10 @@ def test_without_a_gateway_the_progress_line_shows_the_429s_absorbed(
     direct_run: DemoRun,
 ) -> None:
     progress = [line for line in lines(direct_run) if line.startswith("📊 Progress: ")]
-    assert any("| 429s absorbed: " in line for line in progress)
+    absorbed = [line for line in progress if "| 429s absorbed: " in line]
+    assert bool(absorbed) == (direct_run.engine_rate_limited > 0)
+    if absorbed:
+        assert absorbed[-1].endswith(f"| 429s absorbed: {direct_run.engine_rate_limited}")
 
 
 # -- the demo's own gateway, from the command line ---------------------------------------------

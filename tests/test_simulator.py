@@ -344,6 +344,34 @@ async def test_tokens_per_minute_charges_input_plus_max_tokens(
     assert "anthropic-ratelimit-requests-limit" not in first.headers
 
 
+async def test_without_rate_limit_headers_a_429_says_only_when_to_retry_in_whole_seconds(
+    http: aiohttp.ClientSession,
+) -> None:
+    # As Gemini and many OpenAI-compatible servers: no remaining/limit/reset, no -ms.
+    async with Simulator(requests_per_minute=60, rate_limit_headers=False) as sim:
+        admitted = await post_messages(http, sim)
+        refused = await post_messages(http, sim)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        async with http.post(f"{sim.openai_base_url}/chat/completions", json=body) as openai:
+            await openai.read()
+    assert (admitted.status, refused.status, openai.status) == (200, 429, 429)
+    for response in (admitted, refused, openai):
+        assert not [name for name in response.headers if "ratelimit" in name.lower()]
+        assert "retry-after-ms" not in response.headers
+    assert refused.headers["retry-after"] == "1"
+
+
+async def test_faults_per_prompt_are_capped(http: aiohttp.ClientSession) -> None:
+    async with Simulator(error_429_rate=1.0, max_faults_per_prompt=2) as sim:
+        first = [(await post_messages(http, sim, "one")).status for _ in range(4)]
+        second = [(await post_messages(http, sim, "two")).status for _ in range(3)]
+        await sim.reset()  # the count starts again
+        again = (await post_messages(http, sim, "one")).status
+    assert first == [429, 429, 200, 200]
+    assert second == [429, 429, 200]
+    assert again == 429
+
+
 async def test_no_ratelimit_headers_without_limits(
     sim: Simulator, http: aiohttp.ClientSession
 ) -> None:
@@ -556,6 +584,10 @@ def test_config_errors_say_what_is_allowed() -> None:
         SimulatorConfig(error_500_rate=0.6, error_503_rate=0.6)
     with pytest.raises(ValidationError, match="script step must be one of"):
         SimulatorConfig(script=(418,))
+    with pytest.raises(ValidationError, match="max_faults_per_prompt must be a whole number"):
+        SimulatorConfig(max_faults_per_prompt=-1)
+    with pytest.raises(ValidationError, match="rate_limit_headers must be true or false"):
+        SimulatorConfig(rate_limit_headers="no")  # type: ignore[arg-type]
 
 
 def test_cli_flags_reproduce_every_config_field() -> None:
@@ -565,7 +597,7 @@ def test_cli_flags_reproduce_every_config_field() -> None:
         error_500_rate=0.1, error_503_rate=0.1, hang_rate=0.1, hang_seconds=5, reset_rate=0.1,
         malformed_rate=0.1, truncated_rate=0.1, schema_violation_rate=0.1,
         script=(429, 200, "hang"), api_key="k", cache_read_tokens=64, cache_write_tokens=32,
-        cache_min_tokens=1024,
+        cache_min_tokens=1024, rate_limit_headers=False, max_faults_per_prompt=3,
     )  # fmt: skip
     argv = config_to_argv(config)
     args = vars(build_parser().parse_args(argv))

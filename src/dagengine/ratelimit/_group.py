@@ -11,17 +11,31 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 Clock = Callable[[], float]
 
-HEADROOM = 0.95  # share of a provider limit the client allows itself
-START_FILL = 0.5  # share of its burst a configured limit allows at once when the run starts
-RECOVERY_SECONDS = 4.0  # after a 429, time for the rate to grow from half back to the limit
-PROBE_SPEED = 0.125  # growth past an inferred limit, relative to recovery
-MIN_SCALE = 1 / 64  # the allowed rate never drops below this share of the limit
+
+def loop_time() -> float:
+    """The running event loop's clock (time.monotonic unless a test runs virtual time)."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
+
+
+HEADROOM = 0.98  # share of a configured or announced limit the client allows itself
+INFERRED_HEADROOM = 0.95  # share of a limit read from 429s alone (a measure, not a figure)
+START_FILL = 1.0  # share of its burst a configured limit allows at once when the run starts...
+START_HOLD_SECONDS = 0.5  # ...refilling from the group's first answer, or this long after it
+#   starts if none is back by then: the first requests may reach the provider late and bunched
+#   (connections opening, a busy loop or provider), and only its bucket's refill counts then
+RECOVERY_SECONDS = 4.0  # after a decrease of a known limit, time to grow from half back to it
+MIN_SCALE = 1 / 64  # a known limit's allowed rate never drops below this share of it
 BACKOFF_SECONDS = 1.0  # first pause after a 429 without retry-after; doubles, capped
 MAX_BACKOFF_SECONDS = 60.0
-MIN_RATE_TO_INFER = 2.0  # calls/s below which a 429 is not read as a request limit
+MIN_RATE_TO_INFER = 2.0  # accepted calls/s below which a 429 is not read as a request limit
+MIN_GUESS_ACCEPTED = 5  # ...nor with fewer calls let through in the window
 MIN_INFERRED_PER_SECOND = 1 / 60  # an inferred limit is never below one request a minute
 _EPS = 1e-9  # rounding slack when a timer fires exactly at a bucket's refill time
 
@@ -33,13 +47,33 @@ class Permit:
     report, so an exception or cancellation leaks nothing.
     """
 
-    __slots__ = ("_epoch", "_group", "_released", "_request", "_tokens")
+    __slots__ = (
+        "_admitted_at",
+        "_epoch",
+        "_group",
+        "_refused",
+        "_released",
+        "_request",
+        "_seq",
+        "_tokens",
+    )
 
-    def __init__(self, group: LimitGroup, request: bool, tokens: int, epoch: int) -> None:
+    def __init__(
+        self,
+        group: LimitGroup,
+        request: bool,
+        tokens: int,
+        epoch: int,
+        admitted_at: float = 0.0,
+        seq: int = 0,
+    ) -> None:
         self._group = group
         self._request = request  # a request unit was taken from the group's bucket
         self._tokens = tokens  # tokens taken from the group's bucket
         self._epoch = epoch
+        self._admitted_at = admitted_at
+        self._seq = seq  # admission order within the group
+        self._refused = False
         self._released = False
 
     @property
@@ -59,7 +93,8 @@ class Permit:
         retry_after: float | None = None,
         rate_limit: Mapping[str, float | None] | None = None,
     ) -> None:
-        """The call got a 429: pause the whole group and slow it down."""
+        """The call got a 429. When the evidence says it is a limit rather than noise, the
+        group slows down (and pauses, when nothing gets through); else only this call waits."""
         self._release()._refused(self, retry_after, rate_limit)
 
     def failed(self) -> None:
@@ -89,18 +124,21 @@ class Permit:
 
 
 class Bucket:
-    """A continuous token bucket holding at most one second's worth (at least 1)."""
+    """A continuous token bucket holding at most one second's worth (at least 1), or
+    `capacity` when one is given."""
 
-    __slots__ = ("available", "capacity", "rate")
+    __slots__ = ("available", "capacity", "fixed_capacity", "rate")
 
-    def __init__(self, rate: float, available: float) -> None:
+    def __init__(self, rate: float, available: float, capacity: float | None = None) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
+        self.fixed_capacity = capacity
+        self.capacity = capacity if capacity is not None else max(1.0, rate)
         self.available = min(available, self.capacity)
 
     def set_rate(self, rate: float) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
+        if self.fixed_capacity is None:
+            self.capacity = max(1.0, rate)
         self.available = min(self.available, self.capacity)
 
     def add(self, amount: float) -> None:
@@ -112,6 +150,100 @@ class Bucket:
         return short / self.rate if short > _EPS else 0.0
 
 
+# What tells a limit from noise (read over the admissions of the last WINDOW_SECONDS).
+WINDOW_SECONDS = 1.0
+LIMIT_RUN = 5  # this many consecutive admissions refused is a limit...
+RUN_CHANCE = 1e-4  # ...or, once 429s are known as noise, a run that noise makes this rarely
+LIMIT_SHARE = 0.3  # a share of 429s this high (or halfway from the noise share to 1)...
+LIMIT_SHARE_SINCE = 0.5  # ...or this high since the window's first 429...
+MIN_LIMIT_REFUSALS = 8  # ...is a limit once it counts this many
+NEAR_LIMIT_SHARE = 0.01  # past an inferred limit, 429s since the last decrease at a share
+#   this much above 1.5 times the noise share say it is lower
+MIN_TEST_ADMISSIONS = 20  # admissions after an inferred decrease before it is confirmed...
+MIN_TEST_REFUSALS = 3  # ...or 429s among them before it can be refuted
+MIN_TEST_BEFORE = 5  # calls still out at the decrease that its test compares with
+SAME_SHARE = 0.75  # a few 429s after it at 3/4 of the share before or more: noise
+MAX_NOISE_SHARE = 0.75  # a share above this is never taken for noise
+CONFIRM_SHARE = 0.05  # a share after it below half the one before and this: confirmed
+MIN_MEASURE_SECONDS = 0.2  # an accepted rate is measured between two decreases this far...
+MEASURE_SECONDS = 10.0  # ...to this far apart (beyond, a provider's bucket may overflow)
+BURST_GUESS_SECONDS = 1.0  # a first guess takes the provider's burst as this much of its rate
+OVERFLOWED = 0.8  # a measure below this share of the rate refused past a guess reads low
+
+# A group with nothing known starts at a rate that doubles about once a round trip, so that
+# a limit's first 429s (or its headers) come back while some calls, not all, are on their way.
+RAMP_BURST = 16.0
+RAMP_RATE = 100.0  # calls/s at the start
+RAMP_DOUBLING_SECONDS = 0.1
+RAMP_END_RATE = 100_000.0  # past this the ramp is dropped: the group admits at once...
+RAMP_END_ANSWERS = 16  # ...as it is once this many answers are back, quickly
+
+# Past an inferred limit the rate probes upwards, slowly first: 1 + (t / PROBE_SECONDS)**3.
+PROBE_SECONDS_GUESS = 1.5  # the limit was guessed from the first acceptances
+PROBE_SECONDS_MEASURED = 8.0  # it was measured between two decreases
+
+@dataclass(slots=True)
+class _Evidence:
+    """What the admissions of the last window say, answered or not yet."""
+
+    admitted: int = 0
+    refused: int = 0
+    through: int = 0  # answered without a 429, or presumed let through
+    unknown: int = 0  # admitted after every call whose answer is back: no telling yet
+    unknown_in_epoch: int = 0  # ...of those, admitted since the last decrease
+    share_since: float = 0.0  # refused since the window's first 429 (a burst ends there)
+    first_refused: int = 0  # the admission number of that 429
+
+    @property
+    def accepted(self) -> float:
+        """Let through, counting the unknown ones at the share that was since the first 429."""
+        return self.through + self.unknown * (1 - self.share_since)
+
+    @property
+    def share(self) -> float:
+        decided = self.refused + self.accepted
+        return self.refused / decided if decided else 0.0
+
+    @property
+    def nothing_through(self) -> bool:
+        """Most admissions answered, every one refused."""
+        return self.through == 0 and self.refused >= self.unknown
+
+
+@dataclass(slots=True)
+class _Test:
+    """An inferred decrease on trial: did slowing down make 429s rarer?
+
+    Before: the calls admitted from the window's first 429 up to the decrease, counted as
+    their answers come in (a burst the provider let through before it does not dilute it).
+    After: the calls admitted once those sent since the decrease are being answered.
+    """
+
+    first_seq: int
+    last_seq: int
+    refused_before: int
+    inferred_before: float | None  # the limit before this decrease
+    fell_before: bool  # a decrease before this one in the same trial made 429s rarer
+    start: float | None = None
+    admitted: int = 0
+    refused: int = 0
+
+    @property
+    def before(self) -> float:
+        return self.refused_before / (self.last_seq - self.first_seq + 1)
+
+    @property
+    def after(self) -> float:
+        return self.refused / self.admitted if self.admitted else 0.0
+
+    def fell(self) -> bool:
+        """The share after is lower than before, beyond chance (two-proportion z > 2)."""
+        before_n, after_n = self.last_seq - self.first_seq + 1, self.admitted
+        pooled = (self.refused_before + self.refused) / (before_n + after_n)
+        spread = math.sqrt(pooled * (1 - pooled) * (1 / before_n + 1 / after_n))
+        return self.before - self.after > 2 * spread
+
+
 class LimitGroup:
     """Calls that share one provider limit: one queue, one pause, one adaptive rate."""
 
@@ -121,7 +253,7 @@ class LimitGroup:
         requests_per_minute: float | None = None,
         tokens_per_minute: float | None = None,
         *,
-        clock: Clock = time.monotonic,
+        clock: Clock = loop_time,
     ) -> None:
         self.name = name
         self.requests_per_minute = requests_per_minute  # configured
@@ -131,20 +263,42 @@ class LimitGroup:
         self.in_flight = 0
         self.waiting = 0
         self.rate_limited = 0  # 429s reported
-        self._clock = clock
+        self._clock = _resolved(clock)
+        now = self._clock()
+        # pacing
         self._queue: deque[tuple[asyncio.Future[Permit], int]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._paused_until = -math.inf
         self._requests: Bucket | None = None
         self._tokens: Bucket | None = None
-        self._refilled_at = clock()
-        self._inferred_per_second: float | None = None  # request limit guessed at a 429
-        self._scale = 1.0  # share of the limit currently allowed
+        self._refilled_at = now
+        unknown = requests_per_minute is None and tokens_per_minute is None
+        self._refill_from = -math.inf if unknown else now + START_HOLD_SECONDS
+        self._scale = 1.0  # share of a known limit currently allowed
         self._growing_since = 0.0
+        self._ramp_from: float | None = now if unknown else None
+        self._ramp_answers = 0
+        # what the 429s say
         self._epoch = 0  # bumped at every decrease and limit change
+        self._epoch_admitted = 0
+        self._epoch_refused = 0
         self._strikes = 0  # counted 429s since the last success, for the backoff
-        self._observed_rate = 0.0  # EWMA of admissions per second (1 s time constant)
-        self._observed_at = 0.0
+        self._recent: deque[Permit] = deque()  # admissions of the last WINDOW_SECONDS
+        self._seq = 0  # admissions so far
+        self._run = 0  # consecutive admissions refused, ending at _last_refused
+        self._last_refused = 0
+        self._answered_seq = 0  # latest admission of a call whose answer is back
+        self._first_answer_at = math.inf
+        self._latency: float | None = None  # smoothed duration of successful calls
+        self._decreased_at = -math.inf
+        self._next_decrease_at = -math.inf  # at most one decrease per window
+        self._noise_share = 0.0  # share of 429s found not to be a limit
+        self._inferred_per_second: float | None = None  # request limit read from 429s
+        self._confirmed: float | None = None  # the last inferred limit a test confirmed
+        self._test: _Test | None = None
+        self._measured = False  # the inferred limit was measured between two decreases
+        self._probe_seconds = PROBE_SECONDS_GUESS
+        self._probe_from = math.inf
         self._set_rates(start=START_FILL)
 
     async def acquire(self, estimated_tokens: int = 0) -> Permit:
@@ -157,9 +311,7 @@ class LimitGroup:
         if self._unlimited and not self._queue:
             now = self._clock()
             if now >= self._paused_until:
-                self._observe(now)
-                self.in_flight += 1
-                return Permit(self, False, 0, self._epoch)
+                return self._admit(0, now)
         now = self._refill()
         if not self._queue and self._delay(estimated_tokens, now) <= 0:
             return self._admit(estimated_tokens, now)
@@ -187,11 +339,26 @@ class LimitGroup:
 
     @property
     def allowed_requests_per_minute(self) -> float | None:
-        return self._requests.rate * 60 if self._requests else None
+        """The request rate the group paces at; None while it admits at once (or ramps up
+        at its start, having learned nothing yet)."""
+        if self._requests is None or self._ramp_from is not None:
+            return None
+        return self._requests.rate * 60
 
     @property
     def allowed_tokens_per_minute(self) -> float | None:
         return self._tokens.rate * 60 if self._tokens else None
+
+    @property
+    def inferred_requests_per_minute(self) -> float | None:
+        """The request limit read from 429s alone (no configured or learned limit)."""
+        inferred = self._inferred_per_second
+        return inferred * 60 if inferred is not None else None
+
+    @property
+    def noise_share(self) -> float:
+        """The share of requests answered 429 that the group has found not to be a limit."""
+        return self._noise_share
 
     def snapshot(self) -> dict[str, float | None]:
         return {
@@ -199,11 +366,13 @@ class LimitGroup:
             "tokens_per_minute": self.tokens_per_minute,
             "learned_requests_per_minute": self.learned_requests_per_minute,
             "learned_tokens_per_minute": self.learned_tokens_per_minute,
+            "inferred_requests_per_minute": self.inferred_requests_per_minute,
             "allowed_requests_per_minute": self.allowed_requests_per_minute,
             "allowed_tokens_per_minute": self.allowed_tokens_per_minute,
             "in_flight": self.in_flight,
             "waiting": self.waiting,
             "rate_limited": self.rate_limited,
+            "noise_share": self._noise_share,
             "paused_until": self.paused_until,
         }
 
@@ -214,38 +383,66 @@ class LimitGroup:
 
     def _refill(self) -> float:
         now = self._clock()
-        elapsed = now - self._refilled_at
+        if self._requests is None and self._tokens is None:
+            self._refilled_at = now  # a bucket made later starts from here
+            return now
+        elapsed = now - max(self._refilled_at, self._refill_from)
         if elapsed > 0:
             if self._requests is not None:
                 self._requests.add(elapsed * self._requests.rate)
             if self._tokens is not None:
                 self._tokens.add(elapsed * self._tokens.rate)
-            self._refilled_at = now
+        self._refilled_at = max(self._refilled_at, now)
+        if self._ramp_from is not None and self._requests is not None:
+            self._ramp(now)
         return now
+
+    def _ramp_answered(self) -> None:
+        self._ramp_answers += 1
+        quick = self._latency is not None and self._latency < RAMP_DOUBLING_SECONDS / 2
+        if quick and self._ramp_answers >= RAMP_END_ANSWERS:
+            # Answers come back well within the ramp's doubling time: a limit's 429s would
+            # too, before its rate has grown much, so the ramp protects nothing.
+            self._ramp_from = None
+            self._requests = None
+
+    def _ramp(self, now: float) -> None:
+        assert self._ramp_from is not None and self._requests is not None
+        rate = RAMP_RATE * 2 ** ((now - self._ramp_from) / RAMP_DOUBLING_SECONDS)
+        if rate < RAMP_END_RATE:
+            self._requests.set_rate(rate)
+        else:
+            self._ramp_from = None
+            self._requests = None
 
     def _delay(self, tokens: int, now: float) -> float:
         """Seconds until a request of `tokens` may start (<= 0: now)."""
         delay = self._paused_until - now
-        if self._requests is not None:
-            delay = max(delay, self._requests.delay(1))
-        if tokens and self._tokens is not None:
-            delay = max(delay, self._tokens.delay(tokens))
+        held = max(0.0, self._refill_from - now)
+        if self._requests is not None and (wait := self._requests.delay(1)):
+            delay = max(delay, held + wait)
+        if tokens and self._tokens is not None and (wait := self._tokens.delay(tokens)):
+            delay = max(delay, held + wait)
         return delay
 
     def _admit(self, tokens: int, now: float) -> Permit:
-        self._observe(now)
         self.in_flight += 1
+        self._epoch_admitted += 1
+        self._seq += 1
+        if self._test is not None and self._test.start is not None:
+            self._test.admitted += 1
         if self._requests is not None:
             self._requests.available -= 1
         if self._tokens is None:
             tokens = 0
         else:
             self._tokens.available -= tokens
-        return Permit(self, self._requests is not None, tokens, self._epoch)
-
-    def _observe(self, now: float) -> None:
-        self._observed_rate = self._observed_rate * math.exp(self._observed_at - now) + 1.0
-        self._observed_at = now
+        permit = Permit(self, self._requests is not None, tokens, self._epoch, now, self._seq)
+        recent = self._recent
+        recent.append(permit)
+        while recent[0]._admitted_at < now - WINDOW_SECONDS:
+            recent.popleft()
+        return permit
 
     def _dispatch(self) -> None:
         """Admit waiters from the head of the queue; set the timer for the next one."""
@@ -280,13 +477,26 @@ class LimitGroup:
     def _succeeded(
         self, permit: Permit, used_tokens: int | None, rate_limit: Mapping[str, float | None] | None
     ) -> None:
+        now = self._refill()
+        self._answered(permit, now)
+        duration = now - permit._admitted_at
+        self._latency = duration if self._latency is None else (7 * self._latency + duration) / 8
         if used_tokens is not None and self._tokens is not None:
-            self._refill()
             self._tokens.add(permit._tokens - used_tokens)
         if rate_limit:
             self._learn(rate_limit)
+        if self._ramp_from is not None:
+            self._ramp_answered()
         if permit._epoch == self._epoch:
-            self._recovered()
+            test = self._test
+            if (
+                test is not None
+                and test.admitted >= MIN_TEST_ADMISSIONS / 2
+                and test.after <= CONFIRM_SHARE
+                and test.fell()
+            ):
+                self._confirm()
+            self._recovered(now)
         self._dispatch()
 
     def _refused(
@@ -297,10 +507,41 @@ class LimitGroup:
     ) -> None:
         self.rate_limited += 1
         self._give_back(permit, request=False)  # a refused request used no tokens
+        permit._refused = True
+        if self._ramp_from is not None:
+            self._ramp_answered()
+        test = self._test
+        if test is not None:
+            if test.start is not None and permit._admitted_at >= test.start:
+                test.refused += 1
+            elif test.first_seq <= permit._seq <= test.last_seq:
+                test.refused_before += 1
+        self._answered(permit, self._clock())
+        if permit._epoch == self._epoch:
+            self._epoch_refused += 1
+        if permit._seq == self._last_refused + 1:
+            self._run += 1
+        elif permit._seq > self._last_refused:
+            self._run = 1
+        self._last_refused = max(self._last_refused, permit._seq)
+        exhausted = bool(rate_limit) and _exhausted(rate_limit or {})
         if rate_limit:
             self._learn(rate_limit)
-        self._congested(retry_after, counts=permit._epoch == self._epoch)
+        if permit._epoch == self._epoch:
+            self._congested(retry_after, exhausted=exhausted)
         self._dispatch()
+
+    def _answered(self, permit: Permit, now: float) -> None:
+        if self._first_answer_at > now:
+            self._first_answer_at = now
+            self._refill_from = min(self._refill_from, now)
+        if permit._seq > self._answered_seq:
+            self._answered_seq = permit._seq
+        test = self._test
+        if test is not None and test.start is None and permit._epoch == self._epoch:
+            # Calls admitted since the decrease may have queued behind earlier ones and
+            # reached the provider bunched; from here on they arrive at the new pace.
+            test.start = now
 
     def _give_back(self, permit: Permit, *, request: bool) -> None:
         self._refill()
@@ -315,6 +556,13 @@ class LimitGroup:
     def _unlimited(self) -> bool:
         return self._requests is None and self._tokens is None
 
+    @property
+    def _known(self) -> bool:
+        """A limit was configured or learned from headers (not only read from 429s)."""
+        return self._limit_per_second("requests") is not None or (
+            self._limit_per_second("tokens") is not None
+        )
+
     def _limit_per_second(self, unit: str) -> float | None:
         """The lower of the configured and learned limits, per second, with headroom."""
         if unit == "requests":
@@ -326,25 +574,29 @@ class LimitGroup:
 
     def _set_rates(self, *, start: float = 0.0) -> None:
         """Apply limits and scale to the buckets; a new one starts `start` full."""
-        requests = self._limit_per_second("requests") or self._inferred_per_second
+        now = self._refill()
+        requests = self._limit_per_second("requests")
         tokens = self._limit_per_second("tokens")
+        if requests is not None:
+            requests *= self._scale
+        elif self._inferred_per_second is not None:
+            requests = self._inferred_per_second * INFERRED_HEADROOM * self._probe_factor(now)
         if requests is not None or tokens is not None:
-            self._refill()
-        self._requests = self._rebuilt(self._requests, requests, start)
-        self._tokens = self._rebuilt(self._tokens, tokens, start)
+            self._ramp_from = None  # something is known: the start is over
+        if self._ramp_from is not None:
+            if self._requests is None:
+                self._requests = Bucket(RAMP_RATE, RAMP_BURST, capacity=RAMP_BURST)
+            self._ramp(now)
+        else:
+            if self._requests is not None and self._requests.fixed_capacity is not None:
+                self._requests = None  # the ramp's bucket: a limit starts its own
+            self._requests = _rebuilt(self._requests, requests, start)
+        self._tokens = _rebuilt(self._tokens, tokens * self._scale if tokens else None, start)
 
-    def _rebuilt(self, bucket: Bucket | None, limit: float | None, start: float) -> Bucket | None:
-        if limit is None:
-            return None
-        rate = limit * self._scale
-        if bucket is None:
-            return Bucket(rate, max(1.0, start * rate) if start else 0.0)
-        bucket.set_rate(rate)
-        return bucket
-
-    @property
-    def _max_scale(self) -> float:
-        return 1.0 if self._inferred_per_second is None else math.inf
+    def _probe_factor(self, now: float) -> float:
+        if now <= self._probe_from:
+            return 1.0
+        return 1.0 + ((now - self._probe_from) / self._probe_seconds) ** 3
 
     def _learn(self, rate_limit: Mapping[str, float | None]) -> None:
         requests = positive(rate_limit.get("requests_per_minute"))
@@ -357,64 +609,300 @@ class LimitGroup:
             self.learned_tokens_per_minute = tokens
             changed = True
         if changed:
-            self._epoch += 1  # 429s for calls sent before we knew do not count
-            self._inferred_per_second = None
+            self._bump_epoch()  # 429s for calls sent before we knew do not count
+            self._inferred_per_second = self._confirmed = None
+            self._test = None
             self._scale = min(self._scale, 1.0)
             self._set_rates()
         reset = positive(rate_limit.get("reset_seconds"))
-        for key, bucket in (
-            ("requests_remaining", self._requests),
-            ("tokens_remaining", self._tokens),
+        for key, unit, bucket in (
+            ("requests_remaining", "requests", self._requests),
+            ("tokens_remaining", "tokens", self._tokens),
         ):
             remaining = rate_limit.get(key)
             if remaining is None or remaining < 0:
                 continue
-            if bucket is not None:
+            if self._limit_per_second(unit) is not None and bucket is not None:
                 self._refill()
                 bucket.available = min(bucket.available, remaining)
             elif remaining == 0 and reset is not None:
                 self._pause(reset)
 
-    def _congested(self, retry_after: float | None, *, counts: bool) -> None:
-        """A 429: pause for the provider's retry-after; decrease once per congestion event."""
-        if not counts:
-            # Sent before the last decrease: the pause that decrease set already covers it,
-            # and extending it for every late 429 of one burst would stall the group.
+    def _congested(self, retry_after: float | None, *, exhausted: bool) -> None:
+        """A 429 for a call sent since the last decrease: a limit, or noise?
+
+        Noise (429s at a low share while the rest gets through) only delays the call that
+        got it. A limit slows the group down, at most once per window, and pauses it only
+        when nothing gets through (or the headers say nothing remains).
+        """
+        now = self._clock()
+        if now < self._next_decrease_at:
             return
+        evidence = self._evidence(now)
+        if exhausted or evidence.nothing_through:
+            self._decrease(now, retry_after, evidence, pause=True)
+            return
+        test = self._test
+        if test is not None:
+            verdict = self._verdict(test)
+            if verdict is None:
+                return  # too early to tell: the decrease under test answers for now
+            if verdict == "higher":
+                # Fewer 429s, but still many: past the limit yet, and the rate the provider
+                # accepted since the decrease measures it.
+                self._decrease(now, retry_after, evidence, pause=False, fell_before=True)
+                return
+            if verdict == "noise":
+                # Slowing down made them no rarer: they are not a limit (or, after a first
+                # decrease did make them rarer, what is left of them is not).
+                self._noise_share = min(MAX_NOISE_SHARE, max(self._noise_share, test.after))
+                self._test = None
+                if test.fell_before:
+                    self._confirmed = test.inferred_before
+                self._inferred_per_second = self._confirmed
+                self._probe_from = math.inf if self._confirmed is None else now
+                self._set_rates()
+                return
+        epoch_share = self._epoch_refused / max(1, self._epoch_admitted)
+        near = (
+            self._inferred_per_second is not None
+            and epoch_share > self._noise_share * 1.5 + NEAR_LIMIT_SHARE
+        )
+        if near or self._looks_like_a_limit(evidence):
+            self._decrease(now, retry_after, evidence, pause=False, near_limit=near)
+
+    def _verdict(self, test: _Test) -> str | None:
+        """None (too early), "lower" (429s rare now: confirmed), "noise", or "higher" (fewer,
+        but still past the limit). A few 429s can refute a limit before many answers
+        confirm one."""
+        if test.start is None:
+            return None
+        plausible = test.after <= MAX_NOISE_SHARE  # most get through, as noise lets them
+        if test.admitted < MIN_TEST_ADMISSIONS:
+            if (
+                plausible
+                and test.refused >= MIN_TEST_REFUSALS
+                and test.after >= SAME_SHARE * test.before
+            ):
+                return "noise"
+            if test.admitted >= MIN_TEST_ADMISSIONS / 2 and test.refused == 0 and test.fell():
+                self._confirm()
+                return "lower"
+            return None
+        if plausible and not test.fell():
+            return "noise"
+        if test.after > CONFIRM_SHARE:
+            return "higher"
+        self._confirm()
+        return "lower"
+
+    def _confirm(self) -> None:
+        self._test = None
+        self._confirmed = self._inferred_per_second
+        self._probe_from = max(self._clock(), self._next_decrease_at)
+
+    def _evidence(self, now: float) -> _Evidence:
+        """What the admissions of the last window say.
+
+        Providers answer a 429 at once, so a call still out that was admitted before one
+        whose answer is back was let through; one admitted after every answer that is back
+        is counted as going through at the share that did since the window's first 429.
+        """
+        evidence = _Evidence()
+        oldest = now - WINDOW_SECONDS
+        answered_since = refused_since = 0
+        for permit in self._recent:
+            if permit._admitted_at < oldest:
+                continue
+            evidence.admitted += 1
+            if permit._refused:
+                evidence.refused += 1
+                refused_since += 1
+                answered_since += 1
+                evidence.first_refused = evidence.first_refused or permit._seq
+            elif permit._released or permit._seq < self._answered_seq:
+                evidence.through += 1
+                answered_since += bool(refused_since)
+            else:
+                evidence.unknown += 1
+                evidence.unknown_in_epoch += permit._epoch == self._epoch
+        if answered_since:
+            evidence.share_since = refused_since / answered_since
+        return evidence
+
+    def _looks_like_a_limit(self, evidence: _Evidence) -> bool:
+        """429s clustered in a run, or at a high share: of the window, or of what followed
+        its first 429 (a provider's burst may have let everything before it through)."""
+        noise = self._noise_share
+        run = LIMIT_RUN
+        if noise > 0:
+            run = max(run, math.ceil(math.log(RUN_CHANCE) / math.log(noise)))
+        if self._run >= run:
+            return True
+        if evidence.refused < MIN_LIMIT_REFUSALS or 2 * evidence.unknown > evidence.admitted:
+            return False  # too few answers to weigh yet (429s come back before the rest)
+        share = max(LIMIT_SHARE, (1 + noise) / 2)
+        since = max(LIMIT_SHARE_SINCE, (1 + noise) / 2)
+        return evidence.share >= share or evidence.share_since >= since
+
+    def _decrease(
+        self,
+        now: float,
+        retry_after: float | None,
+        evidence: _Evidence,
+        *,
+        pause: bool,
+        near_limit: bool = False,
+        fell_before: bool = False,
+    ) -> None:
+        """A limit: pause when nothing gets through, and pace at what does."""
+        pause_seconds = self._pause_for(retry_after) if pause else 0.0
+        rate, measured = self._accepted_rate(now, evidence)
+        if self._known:
+            # Halved, but never below what got through over the window: 429s for a limit
+            # the client keeps to (requests bunched on their way) leave its rate alone.
+            requests = self._limit_per_second("requests")
+            span = max(MIN_MEASURE_SECONDS, min(WINDOW_SECONDS, now - self._first_answer_at))
+            floor = evidence.accepted / span / requests if requests else 0.0
+            self._scale = max(MIN_SCALE, self._scale / 2, min(1.0, floor))
+        elif pause or rate <= 0 or (self._inferred_per_second is None and (
+            rate < MIN_RATE_TO_INFER or evidence.accepted < MIN_GUESS_ACCEPTED
+        )):
+            # Nothing gets through (the pause answers), or a trickle of calls says nothing
+            # about a request limit (it may be tokens, or overload), or too few got through
+            # yet to tell what it is: look again in a window.
+            self._next_decrease_at = now + self._window_after(pause_seconds)
+            return
+        else:
+            self._infer(now, rate, measured, evidence, near_limit, fell_before)
+        self._bump_epoch()
+        self._decreased_at = now
+        self._next_decrease_at = now + self._window_after(pause_seconds)
+        self._growing_since = max(now, self._paused_until)
+        # A new limit probes once its test confirms it; a correction after the window.
+        self._probe_from = math.inf if self._test is not None else self._next_decrease_at
+        self._set_rates()
+        if self._requests is not None:
+            self._requests.available = min(self._requests.available, 0.0)
+
+    def _infer(
+        self,
+        now: float,
+        rate: float,
+        measured: bool,
+        evidence: _Evidence,
+        near_limit: bool,
+        fell_before: bool,
+    ) -> None:
+        """Take `rate`, what the provider accepted, as its limit; put a new one on trial."""
+        previous = self._inferred_per_second
+        if previous is not None:
+            if near_limit and not self._measured:
+                rate = max(rate, self._refused_past_a_guess(now, rate, evidence))
+            rate = max(rate, previous / 2)  # at most halved at once
+        self._inferred_per_second = max(MIN_INFERRED_PER_SECOND, rate)
+        self._measured = measured
+        self._probe_seconds = PROBE_SECONDS_MEASURED if measured else PROBE_SECONDS_GUESS
+        self._ramp_from = None
+        if near_limit and self._test is None:
+            self._confirmed = self._inferred_per_second  # a correction, not a new limit
+            return
+        # Before: the calls whose answers were not back yet (the ones that were decided
+        # this, a run of 429s say, would make any share after it look lower); else those
+        # since the window's first 429.
+        first = self._answered_seq + 1
+        if self._seq - first + 1 < MIN_TEST_BEFORE:
+            first = evidence.first_refused or self._seq + 1
+        refused = sum(p._refused for p in self._recent if p._seq >= first)
+        self._test = _Test(first, max(first, self._seq), refused, previous, fell_before)
+
+    def _refused_past_a_guess(self, now: float, rate: float, evidence: _Evidence) -> float:
+        """After a guess, a measure well below the rate calls were just sent and refused at
+        reads low (the provider's bucket filled up, and overflowed, while the client paced
+        below the guess): the limit is then not far below that rate."""
+        if not self._recent:
+            return rate
+        span = max(MIN_MEASURE_SECONDS, now - self._recent[0]._admitted_at)
+        sent = evidence.admitted / min(WINDOW_SECONDS, span)
+        if self._requests is not None:
+            sent = min(sent, self._requests.rate)
+        if rate >= OVERFLOWED * sent:
+            return rate
+        return INFERRED_HEADROOM * sent * (1 - evidence.share)
+
+    def _pause_for(self, retry_after: float | None) -> float:
+        """Pause the group for the provider's retry-after, else a doubling backoff."""
         self._strikes += 1
         if retry_after is None or retry_after < 0:
-            retry_after = min(MAX_BACKOFF_SECONDS, BACKOFF_SECONDS * 2 ** max(0, self._strikes - 1))
+            retry_after = min(MAX_BACKOFF_SECONDS, BACKOFF_SECONDS * 2 ** (self._strikes - 1))
         self._pause(retry_after)
-        self._epoch += 1
-        if self._limit_per_second("requests") is None and self._limit_per_second("tokens") is None:
-            # nothing known: the rate that failed becomes the guess
-            failed = self._observed_rate if self._requests is None else self._requests.rate
-            if self._requests is None and failed < MIN_RATE_TO_INFER:
-                # A trickle of calls says nothing about a request limit (it may be tokens,
-                # or overload): the pause alone answers the 429.
-                return
-            self._inferred_per_second = max(MIN_INFERRED_PER_SECOND, failed)
-            self._scale = 0.5
-        else:
-            self._scale = max(MIN_SCALE, self._scale / 2)
-        self._growing_since = self._paused_until
-        self._set_rates()
+        return retry_after
 
-    def _recovered(self) -> None:
+    def _window_after(self, pause_seconds: float) -> float:
+        """Seconds before the next decrease: the pause, a round trip, or MIN_MEASURE_SECONDS."""
+        return max(pause_seconds, self._latency or 0.0, MIN_MEASURE_SECONDS)
+
+    def _accepted_rate(self, now: float, evidence: _Evidence) -> tuple[float, bool]:
+        """Requests/s the provider accepted, and whether that was measured between two
+        decreases (the provider's bucket empty at both) rather than guessed."""
+        span = now - self._decreased_at
+        if MIN_MEASURE_SECONDS <= span <= MEASURE_SECONDS and self._epoch_admitted:
+            unknown = evidence.unknown_in_epoch * evidence.share_since  # presumed refused
+            accepted = self._epoch_admitted - self._epoch_refused - unknown
+            return max(0.0, accepted) / span, True
+        answering = now - self._first_answer_at
+        if answering >= WINDOW_SECONDS:
+            return evidence.accepted / WINDOW_SECONDS, False
+        # What the provider let through since answers started coming back, its burst
+        # included, taken as about a second's worth.
+        return evidence.accepted / (answering + BURST_GUESS_SECONDS), False
+
+    def _bump_epoch(self) -> None:
+        self._epoch += 1
+        self._epoch_admitted = 0
+        self._epoch_refused = 0
+
+    def _recovered(self, now: float) -> None:
         """A success of a call sent since the last decrease: grow the rate back."""
         self._strikes = 0
-        if self._scale >= self._max_scale:
+        if self._inferred_per_second is not None and not self._known:
+            if now > self._probe_from:
+                self._set_rates()
             return
-        now = self._clock()
+        if self._scale >= 1.0:
+            return
         if now > self._growing_since:
-            speed = 0.5 if self._scale < 1 else PROBE_SPEED  # past a guess: probe slowly
-            self._scale += (now - self._growing_since) * speed / RECOVERY_SECONDS
-            self._scale = min(self._scale, self._max_scale)
+            self._scale += (now - self._growing_since) * 0.5 / RECOVERY_SECONDS
+            self._scale = min(self._scale, 1.0)
             self._growing_since = now
             self._set_rates()
 
     def _pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+
+def _resolved(clock: Clock) -> Clock:
+    """loop_time as the running loop's own clock, looked up once."""
+    if clock is not loop_time:
+        return clock
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        return time.monotonic
+
+
+def _rebuilt(bucket: Bucket | None, rate: float | None, start: float) -> Bucket | None:
+    if rate is None:
+        return None
+    if bucket is None:
+        return Bucket(rate, max(1.0, start * rate) if start else 0.0)
+    bucket.set_rate(rate)
+    return bucket
+
+
+def _exhausted(rate_limit: Mapping[str, float | None]) -> bool:
+    """The headers say no request or no token is left."""
+    return rate_limit.get("requests_remaining") == 0 or rate_limit.get("tokens_remaining") == 0
 
 
 def positive(value: object) -> float | None:

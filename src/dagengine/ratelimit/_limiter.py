@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 from ..errors import ValidationError
-from ._group import Clock, LimitGroup, positive
+from ._group import Clock, LimitGroup, loop_time, positive
 
 _UNITS: dict[str, tuple[str, float]] = {  # config key -> (limit, factor to per-minute)
     "requests_per_minute": ("requests", 1.0),
@@ -30,7 +29,7 @@ class RateLimiter:
         self,
         config: Mapping[str, Mapping[str, float]] | None = None,
         *,
-        clock: Clock = time.monotonic,
+        clock: Clock = loop_time,
     ) -> None:
         self._clock = clock
         self._groups: dict[str, LimitGroup] = {

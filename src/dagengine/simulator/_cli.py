@@ -132,6 +132,15 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "") else int(text)
 
 
+def _bool(text: str) -> bool:
+    value = text.lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _optional_str(text: str) -> str | None:
     return text or None
 
@@ -177,7 +186,10 @@ def _metavar(name: str) -> str:
         return "TOKENS"
     if name == "batch_max_bytes":
         return "BYTES"
-    counts = ("seed", "requests_per_minute", "tokens_per_minute", "batch_max_requests")
+    if name == "rate_limit_headers":
+        return "BOOL"
+    counts = ("seed", "requests_per_minute", "tokens_per_minute", "batch_max_requests",
+              "max_faults_per_prompt")
     return "N" if name in counts else "SECONDS"
 
 
@@ -188,6 +200,7 @@ def _show_default(value: object) -> str:
 _ARG_TYPES: dict[str, Callable[[str], Any]] = {
     "float": float,
     "int": int,
+    "bool": _bool,
     "float | None": _optional_float,
     "int | None": _optional_int,
     "str | None": _optional_str,

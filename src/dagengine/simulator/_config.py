@@ -56,7 +56,14 @@ class SimulatorConfig:
     tokens_per_minute: float | None = _opt(
         None, "tokens-per-minute limit (input tokens + max_tokens)", "--tpm"
     )
-    burst_seconds: float = _opt(1.0, "bucket capacity, in seconds of the per-minute rate")
+    burst_seconds: float = _opt(
+        1.0, "bucket capacity, in seconds of the per-minute rate (below 1: a smaller burst)"
+    )
+    rate_limit_headers: bool = _opt(
+        True,
+        "send rate-limit headers and retry-after-ms; false: a 429 carries only retry-after in "
+        "whole seconds, as Gemini and many OpenAI-compatible servers",
+    )
     error_429_rate: float = _opt(0.0, "probability of an injected 429")
     error_429_retry_after: float = _opt(1.0, "retry-after sent with injected/scripted 429s")
     error_500_rate: float = _opt(0.0, "probability of a 500")
@@ -70,6 +77,9 @@ class SimulatorConfig:
         0.0, "probability of a valid answer whose text has the wrong JSON fields"
     )
     empty_rate: float = _opt(0.0, "probability of a valid answer whose text is empty")
+    max_faults_per_prompt: int | None = _opt(
+        None, "at most this many injected faults for one prompt, then it is answered normally"
+    )
     script: tuple[ScriptStep, ...] = _opt(
         (), "outcomes for the next requests, in arrival order, e.g. 429,429,200,hang"
     )
@@ -134,6 +144,20 @@ class SimulatorConfig:
             if getattr(self, name) is not None:
                 _check(name, getattr(self, name), 0.001, 1e12)
         _check("burst_seconds", self.burst_seconds, 0.001, 3600)
+        if not isinstance(self.rate_limit_headers, bool):
+            raise ValidationError(
+                "simulator.rate_limit_headers", "true or false", self.rate_limit_headers
+            )
+        if self.max_faults_per_prompt is not None and (
+            isinstance(self.max_faults_per_prompt, bool)
+            or not isinstance(self.max_faults_per_prompt, int)
+            or self.max_faults_per_prompt < 0
+        ):
+            raise ValidationError(
+                "simulator.max_faults_per_prompt",
+                "a whole number >= 0, or None for no cap",
+                self.max_faults_per_prompt,
+            )
         _check("error_429_retry_after", self.error_429_retry_after, 0, 86_400)
         _check("hang_seconds", self.hang_seconds, 0.001, 86_400)
         for name in FAULT_RATES:

@@ -9,7 +9,7 @@ import json
 import math
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -33,6 +33,7 @@ class Core:
         self.serial = 0
         self.script: deque[ScriptStep] = deque(config.script)
         self._faults = _fault_table(config)
+        self._faults_by_prompt: Counter[str] = Counter()
         self._reseed()
         self._rebuild_limits()
 
@@ -53,13 +54,15 @@ class Core:
         self.stats.clear()
         self.batches.clear()
         self.script.clear()
+        self._faults_by_prompt.clear()
         self._reseed()
         self._rebuild_limits()
 
     def decide(
-        self, token_cost: int, *, api_key: str | None = None
+        self, token_cost: int, text: str = "", *, api_key: str | None = None
     ) -> tuple[ScriptStep, float | None]:
-        """The outcome of the next request sent with `api_key` and, for a 429, the seconds to
+        """The outcome of the next request for prompt `text` sent with `api_key` and, for a
+        429, the seconds to
         wait."""
         if self.script:
             step = self.script.popleft()
@@ -68,6 +71,12 @@ class Core:
         if wait:
             return 429, wait
         step = self._draw_fault()
+        if step != 200 and self.config.max_faults_per_prompt is not None:
+            # The draw happens anyway, so a cap changes which prompts fail, not the sequence.
+            key = prompt_key(text)
+            if self._faults_by_prompt[key] >= self.config.max_faults_per_prompt:
+                return 200, None
+            self._faults_by_prompt[key] += 1
         return step, self.config.error_429_retry_after if step == 429 else None
 
     def limits_for(self, api_key: str | None) -> RateLimits:

@@ -76,11 +76,18 @@ class _ApiEndpoint:
                            cache_writes=dialect.reports_cache_writes)
         # Admission charges input + max_tokens, as Anthropic does.
         step, retry_after = core.decide(
-            reply.input_tokens + (prompt.max_tokens or reply.output_tokens), api_key=api_key
+            reply.input_tokens + (prompt.max_tokens or reply.output_tokens), prompt.text,
+            api_key=api_key,
         )
         if isinstance(step, str):
             core.stats.faults[step] += 1
-        headers = dialect.limit_headers(core.limits_for(api_key).states())
+        if core.config.rate_limit_headers:
+            headers = dialect.limit_headers(core.limits_for(api_key).states())
+        else:
+            headers = {}
+            if retry_after is not None:
+                # Such servers say only when to come back, in whole seconds (RFC 9110).
+                retry_after = float(max(1, math.ceil(retry_after)))
         if step == "reset":
             return _drop_connection(request)
         if step == "hang":
@@ -127,7 +134,8 @@ class _ApiEndpoint:
         headers = headers if headers is not None else {}
         if retry_after is not None:
             headers["retry-after"] = str(max(1, math.ceil(retry_after)))
-            headers["retry-after-ms"] = str(math.ceil(retry_after * 1000))
+            if self.core.config.rate_limit_headers:  # else it would tell the exact wait
+                headers["retry-after-ms"] = str(math.ceil(retry_after * 1000))
         body = _encode(self.dialect.error(status, message, retry_after))
         return self._send(status, body, headers)
 
