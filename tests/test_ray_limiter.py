@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from dagengine import ValidationError
+from dagengine.ratelimit._group import HEADROOM, START_FILL  # the limiter the actor runs
 from dagengine.ray import ClusterError, ClusterLimiter, LeasedLimiter, RayCluster
 
 HAVE_RAY = find_spec("ray") is not None
@@ -29,8 +30,6 @@ needs_ray = [
     pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed: pip install 'dagengine[ray]'"),
 ]
 LIMIT = 100  # requests per second, configured
-HEADROOM = 0.95  # dagengine.ratelimit allows itself this share of a limit
-START_FILL = 0.5  # and starts a configured limit's bucket this full
 WORKERS = 3
 GRANT = int(LIMIT * HEADROOM * 0.2)  # most permits one grant holds: LEASE_SECONDS of the rate
 
@@ -80,7 +79,8 @@ class Worker:
     async def refuse_one(self, retry_after: float) -> float:
         permit = await self._group().acquire()
         refused_at = time.monotonic()
-        permit.rate_limited(retry_after)
+        # Headers saying nothing remains: a limit, not a random 429 the group may ignore.
+        permit.rate_limited(retry_after, {"requests_remaining": 0})
         return refused_at
 
     async def spare_once_revoked(self, seconds: float) -> int:
@@ -338,7 +338,8 @@ def test_a_429_at_one_worker_pauses_every_worker_at_once(
     groups = ray.get(limiter.snapshot.remote())
     assert groups["openai"]["rate_limited"] == 1
     allowed = groups["openai"]["allowed_requests_per_minute"]
-    assert allowed is not None and allowed <= LIMIT * 60 * HEADROOM / 2 * 1.01  # halved
+    # Slowed for everyone (never below what got through, so not necessarily halved).
+    assert allowed is not None and allowed < LIMIT * 60 * HEADROOM
     # The other worker's next request waits out the retry-after the refuser was given.
     assert ray.get(other.admit_one.remote()) >= refused_at + retry_after * 0.95
     ray.get([refuser.close.remote(), other.close.remote()])

@@ -11,7 +11,8 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+
+from ._evidence import Evidence, Trial
 
 Clock = Callable[[], float]
 
@@ -182,68 +183,6 @@ RAMP_END_ANSWERS = 16  # ...as it is once this many answers are back, quickly
 PROBE_SECONDS_GUESS = 1.5  # the limit was guessed from the first acceptances
 PROBE_SECONDS_MEASURED = 8.0  # it was measured between two decreases
 
-@dataclass(slots=True)
-class _Evidence:
-    """What the admissions of the last window say, answered or not yet."""
-
-    admitted: int = 0
-    refused: int = 0
-    through: int = 0  # answered without a 429, or presumed let through
-    unknown: int = 0  # admitted after every call whose answer is back: no telling yet
-    unknown_in_epoch: int = 0  # ...of those, admitted since the last decrease
-    share_since: float = 0.0  # refused since the window's first 429 (a burst ends there)
-    first_refused: int = 0  # the admission number of that 429
-
-    @property
-    def accepted(self) -> float:
-        """Let through, counting the unknown ones at the share that was since the first 429."""
-        return self.through + self.unknown * (1 - self.share_since)
-
-    @property
-    def share(self) -> float:
-        decided = self.refused + self.accepted
-        return self.refused / decided if decided else 0.0
-
-    @property
-    def nothing_through(self) -> bool:
-        """Most admissions answered, every one refused."""
-        return self.through == 0 and self.refused >= self.unknown
-
-
-@dataclass(slots=True)
-class _Test:
-    """An inferred decrease on trial: did slowing down make 429s rarer?
-
-    Before: the calls admitted from the window's first 429 up to the decrease, counted as
-    their answers come in (a burst the provider let through before it does not dilute it).
-    After: the calls admitted once those sent since the decrease are being answered.
-    """
-
-    first_seq: int
-    last_seq: int
-    refused_before: int
-    inferred_before: float | None  # the limit before this decrease
-    fell_before: bool  # a decrease before this one in the same trial made 429s rarer
-    start: float | None = None
-    admitted: int = 0
-    refused: int = 0
-
-    @property
-    def before(self) -> float:
-        return self.refused_before / (self.last_seq - self.first_seq + 1)
-
-    @property
-    def after(self) -> float:
-        return self.refused / self.admitted if self.admitted else 0.0
-
-    def fell(self) -> bool:
-        """The share after is lower than before, beyond chance (two-proportion z > 2)."""
-        before_n, after_n = self.last_seq - self.first_seq + 1, self.admitted
-        pooled = (self.refused_before + self.refused) / (before_n + after_n)
-        spread = math.sqrt(pooled * (1 - pooled) * (1 / before_n + 1 / after_n))
-        return self.before - self.after > 2 * spread
-
-
 class LimitGroup:
     """Calls that share one provider limit: one queue, one pause, one adaptive rate."""
 
@@ -295,7 +234,7 @@ class LimitGroup:
         self._noise_share = 0.0  # share of 429s found not to be a limit
         self._inferred_per_second: float | None = None  # request limit read from 429s
         self._confirmed: float | None = None  # the last inferred limit a test confirmed
-        self._test: _Test | None = None
+        self._trial: Trial | None = None
         self._measured = False  # the inferred limit was measured between two decreases
         self._probe_seconds = PROBE_SECONDS_GUESS
         self._probe_from = math.inf
@@ -429,8 +368,8 @@ class LimitGroup:
         self.in_flight += 1
         self._epoch_admitted += 1
         self._seq += 1
-        if self._test is not None and self._test.start is not None:
-            self._test.admitted += 1
+        if self._trial is not None and self._trial.start is not None:
+            self._trial.admitted += 1
         if self._requests is not None:
             self._requests.available -= 1
         if self._tokens is None:
@@ -488,7 +427,7 @@ class LimitGroup:
         if self._ramp_from is not None:
             self._ramp_answered()
         if permit._epoch == self._epoch:
-            test = self._test
+            test = self._trial
             if (
                 test is not None
                 and test.admitted >= MIN_TEST_ADMISSIONS / 2
@@ -510,7 +449,7 @@ class LimitGroup:
         permit._refused = True
         if self._ramp_from is not None:
             self._ramp_answered()
-        test = self._test
+        test = self._trial
         if test is not None:
             if test.start is not None and permit._admitted_at >= test.start:
                 test.refused += 1
@@ -537,7 +476,7 @@ class LimitGroup:
             self._refill_from = min(self._refill_from, now)
         if permit._seq > self._answered_seq:
             self._answered_seq = permit._seq
-        test = self._test
+        test = self._trial
         if test is not None and test.start is None and permit._epoch == self._epoch:
             # Calls admitted since the decrease may have queued behind earlier ones and
             # reached the provider bunched; from here on they arrive at the new pace.
@@ -611,7 +550,7 @@ class LimitGroup:
         if changed:
             self._bump_epoch()  # 429s for calls sent before we knew do not count
             self._inferred_per_second = self._confirmed = None
-            self._test = None
+            self._trial = None
             self._scale = min(self._scale, 1.0)
             self._set_rates()
         reset = positive(rate_limit.get("reset_seconds"))
@@ -642,7 +581,7 @@ class LimitGroup:
         if exhausted or evidence.nothing_through:
             self._decrease(now, retry_after, evidence, pause=True)
             return
-        test = self._test
+        test = self._trial
         if test is not None:
             verdict = self._verdict(test)
             if verdict is None:
@@ -656,7 +595,7 @@ class LimitGroup:
                 # Slowing down made them no rarer: they are not a limit (or, after a first
                 # decrease did make them rarer, what is left of them is not).
                 self._noise_share = min(MAX_NOISE_SHARE, max(self._noise_share, test.after))
-                self._test = None
+                self._trial = None
                 if test.fell_before:
                     self._confirmed = test.inferred_before
                 self._inferred_per_second = self._confirmed
@@ -671,7 +610,7 @@ class LimitGroup:
         if near or self._looks_like_a_limit(evidence):
             self._decrease(now, retry_after, evidence, pause=False, near_limit=near)
 
-    def _verdict(self, test: _Test) -> str | None:
+    def _verdict(self, test: Trial) -> str | None:
         """None (too early), "lower" (429s rare now: confirmed), "noise", or "higher" (fewer,
         but still past the limit). A few 429s can refute a limit before many answers
         confirm one."""
@@ -697,18 +636,18 @@ class LimitGroup:
         return "lower"
 
     def _confirm(self) -> None:
-        self._test = None
+        self._trial = None
         self._confirmed = self._inferred_per_second
         self._probe_from = max(self._clock(), self._next_decrease_at)
 
-    def _evidence(self, now: float) -> _Evidence:
+    def _evidence(self, now: float) -> Evidence:
         """What the admissions of the last window say.
 
         Providers answer a 429 at once, so a call still out that was admitted before one
         whose answer is back was let through; one admitted after every answer that is back
         is counted as going through at the share that did since the window's first 429.
         """
-        evidence = _Evidence()
+        evidence = Evidence()
         oldest = now - WINDOW_SECONDS
         answered_since = refused_since = 0
         for permit in self._recent:
@@ -730,7 +669,7 @@ class LimitGroup:
             evidence.share_since = refused_since / answered_since
         return evidence
 
-    def _looks_like_a_limit(self, evidence: _Evidence) -> bool:
+    def _looks_like_a_limit(self, evidence: Evidence) -> bool:
         """429s clustered in a run, or at a high share: of the window, or of what followed
         its first 429 (a provider's burst may have let everything before it through)."""
         noise = self._noise_share
@@ -749,7 +688,7 @@ class LimitGroup:
         self,
         now: float,
         retry_after: float | None,
-        evidence: _Evidence,
+        evidence: Evidence,
         *,
         pause: bool,
         near_limit: bool = False,
@@ -780,7 +719,7 @@ class LimitGroup:
         self._next_decrease_at = now + self._window_after(pause_seconds)
         self._growing_since = max(now, self._paused_until)
         # A new limit probes once its test confirms it; a correction after the window.
-        self._probe_from = math.inf if self._test is not None else self._next_decrease_at
+        self._probe_from = math.inf if self._trial is not None else self._next_decrease_at
         self._set_rates()
         if self._requests is not None:
             self._requests.available = min(self._requests.available, 0.0)
@@ -790,7 +729,7 @@ class LimitGroup:
         now: float,
         rate: float,
         measured: bool,
-        evidence: _Evidence,
+        evidence: Evidence,
         near_limit: bool,
         fell_before: bool,
     ) -> None:
@@ -804,7 +743,7 @@ class LimitGroup:
         self._measured = measured
         self._probe_seconds = PROBE_SECONDS_MEASURED if measured else PROBE_SECONDS_GUESS
         self._ramp_from = None
-        if near_limit and self._test is None:
+        if near_limit and self._trial is None:
             self._confirmed = self._inferred_per_second  # a correction, not a new limit
             return
         # Before: the calls whose answers were not back yet (the ones that were decided
@@ -814,9 +753,9 @@ class LimitGroup:
         if self._seq - first + 1 < MIN_TEST_BEFORE:
             first = evidence.first_refused or self._seq + 1
         refused = sum(p._refused for p in self._recent if p._seq >= first)
-        self._test = _Test(first, max(first, self._seq), refused, previous, fell_before)
+        self._trial = Trial(first, max(first, self._seq), refused, previous, fell_before)
 
-    def _refused_past_a_guess(self, now: float, rate: float, evidence: _Evidence) -> float:
+    def _refused_past_a_guess(self, now: float, rate: float, evidence: Evidence) -> float:
         """After a guess, a measure well below the rate calls were just sent and refused at
         reads low (the provider's bucket filled up, and overflowed, while the client paced
         below the guess): the limit is then not far below that rate."""
@@ -842,7 +781,7 @@ class LimitGroup:
         """Seconds before the next decrease: the pause, a round trip, or MIN_MEASURE_SECONDS."""
         return max(pause_seconds, self._latency or 0.0, MIN_MEASURE_SECONDS)
 
-    def _accepted_rate(self, now: float, evidence: _Evidence) -> tuple[float, bool]:
+    def _accepted_rate(self, now: float, evidence: Evidence) -> tuple[float, bool]:
         """Requests/s the provider accepted, and whether that was measured between two
         decreases (the provider's bucket empty at both) rather than guessed."""
         span = now - self._decreased_at
