@@ -378,8 +378,8 @@ class _Call:
         provider, dimension = self.provider, self.site.name
         assert provider is not None  # set by _send_handling_retries before any attempt
         model = request.options.get("model")
-        permit = await self.run.limiter.group(provider.name, model).acquire(
-            _estimate_tokens(request))
+        group = self.run.limiter.group(provider.name, model, ramp=not provider.handles_retries)
+        permit = await group.acquire(_estimate_tokens(request))
         self.sent_at = time.time()
         await self.observers.call("request_sent", dimension, provider.name)
         try:

@@ -193,6 +193,7 @@ class LimitGroup:
         tokens_per_minute: float | None = None,
         *,
         clock: Clock = loop_time,
+        ramp: bool = True,
     ) -> None:
         self.name = name
         self.requests_per_minute = requests_per_minute  # configured
@@ -215,7 +216,9 @@ class LimitGroup:
         self._refill_from = -math.inf if unknown else now + START_HOLD_SECONDS
         self._scale = 1.0  # share of a known limit currently allowed
         self._growing_since = 0.0
-        self._ramp_from: float | None = now if unknown else None
+        # A gateway that retries 429s itself starts at once, as a plain client would: the
+        # blind first burst is what it absorbs.
+        self._ramp_from: float | None = now if unknown and ramp else None
         self._ramp_answers = 0
         # what the 429s say
         self._epoch = 0  # bumped at every decrease and limit change

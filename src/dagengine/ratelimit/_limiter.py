@@ -38,8 +38,9 @@ class RateLimiter:
         }
         self._by_call: dict[tuple[str, str | None], LimitGroup] = {}
 
-    def group(self, provider: str, model: str | None = None) -> LimitGroup:
-        """The group a call to `provider` / `model` waits in."""
+    def group(self, provider: str, model: str | None = None, *, ramp: bool = True) -> LimitGroup:
+        """The group a call to `provider` / `model` waits in. `ramp=False` (a provider whose
+        gateway retries 429s itself) starts a new unconfigured group without the ramp."""
         try:
             return self._by_call[provider, model]
         except KeyError:
@@ -48,7 +49,7 @@ class RateLimiter:
         name = qualified if qualified in self._groups or provider not in self._groups else provider
         group = self._groups.get(name)
         if group is None:
-            group = self._groups[name] = LimitGroup(name, clock=self._clock)
+            group = self._groups[name] = LimitGroup(name, clock=self._clock, ramp=ramp)
         self._by_call[provider, model] = group
         return group
 

@@ -355,7 +355,8 @@ class LeasedLimiter:
         self._closed = False
         self._broken: ClusterError | None = None
 
-    def group(self, provider: str, model: str | None = None) -> LeasedGroup:
+    def group(self, provider: str, model: str | None = None, *,
+              ramp: bool = True) -> LeasedGroup:
         """The group a call to `provider` / `model` waits in on this worker."""
         group = self._groups.get((provider, model))
         if group is None:
