@@ -69,7 +69,7 @@ chaining two limiters holds one while waiting for the other and leaks it on canc
 One small gate checking every condition at once is simpler than wrapping it.
 """
 
-from ._group import LimitGroup, Permit
+from ._group import LimitGroup, Permit, ReportOnExit
 from ._limiter import RateLimiter
 
-__all__ = ["LimitGroup", "Permit", "RateLimiter"]
+__all__ = ["LimitGroup", "Permit", "RateLimiter", "ReportOnExit"]

@@ -11,6 +11,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Self
 
 from ._evidence import Evidence, Trial
 
@@ -41,7 +42,32 @@ MIN_INFERRED_PER_SECOND = 1 / 60  # an inferred limit is never below one request
 _EPS = 1e-9  # rounding slack when a timer fires exactly at a bucket's refill time
 
 
-class Permit:
+class ReportOnExit:
+    """A permit as a (sync or async) context manager: on exit it reports failed() unless the
+    body reported, so an exception or cancellation leaks nothing."""
+
+    __slots__ = ()
+    _released: bool
+
+    def failed(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._released:
+            self.failed()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self._released:
+            self.failed()
+
+
+class Permit(ReportOnExit):
     """One admitted request. Report its outcome exactly once: success, rate_limited or failed.
 
     As a (sync or async) context manager it reports failed() on exit if the body did not
@@ -108,20 +134,6 @@ class Permit:
         self._released = True
         self._group.in_flight -= 1
         return self._group
-
-    def __enter__(self) -> Permit:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if not self._released:
-            self.failed()
-
-    async def __aenter__(self) -> Permit:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if not self._released:
-            self.failed()
 
 
 class Bucket:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..ratelimit import ReportOnExit
 from ._errors import ClusterError
 from ._lender import LEASE_SECONDS, MAX_GRANT
 from ._messages import Grant, Refusal, Report
@@ -53,7 +54,7 @@ class _Lent:
         return self.remaining > 0 and (not self.grant.tokens_each or tokens <= self.tokens_left)
 
 
-class LeasedPermit:
+class LeasedPermit(ReportOnExit):
     """One admitted request. Report its outcome exactly once: success, rate_limited or failed.
 
     As a (sync or async) context manager it reports failed() on exit if the body did not
@@ -99,20 +100,6 @@ class LeasedPermit:
         self._released = True
         self._group.in_flight -= 1
         return self._group
-
-    def __enter__(self) -> LeasedPermit:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if not self._released:
-            self.failed()
-
-    async def __aenter__(self) -> LeasedPermit:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if not self._released:
-            self.failed()
 
 
 class LeasedGroup:
