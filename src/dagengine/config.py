@@ -36,6 +36,12 @@ class ExecutionConfig:
     dimension_timeouts: per-dimension overrides of `timeout`.
     continue_on_error: keep going after a failed call (its result carries the error).
     rate_limits: {"provider" or "provider/model": {"requests_per_minute", "tokens_per_minute"}}.
+    mode: "online" (each call its own request) or "batch" (the providers' batch APIs, at
+        their discount); `Dimension(..., mode=...)` overrides it per dimension.
+    batch: {"max_size": requests per batch, "max_wait": seconds to gather ready calls before
+        submitting, "poll_interval": first poll delay, backing off to a cap}.
+    hedge: None, or {"after": "p95", "budget": 0.05}: one duplicate for a call still running
+        past that latency quantile, at most `budget` x the run's requests.
     """
 
     concurrency: int = 5
@@ -46,6 +52,9 @@ class ExecutionConfig:
     dimension_timeouts: Mapping[str, float] = field(default_factory=dict)
     continue_on_error: bool = True
     rate_limits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    mode: str = "online"
+    batch: Mapping[str, float] = field(default_factory=dict)
+    hedge: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         _number("execution.concurrency", self.concurrency, 1, 10_000, integer=True)
@@ -65,6 +74,10 @@ class ExecutionConfig:
             raise ValidationError("execution.continue_on_error", "True or False",
                                   self.continue_on_error)
         _check_rate_limits(self.rate_limits)
+        check_mode("execution.mode", self.mode)
+        object.__setattr__(self, "batch", _batch_settings(self.batch))
+        if self.hedge is not None:
+            object.__setattr__(self, "hedge", _hedge_settings(self.hedge))
 
     @classmethod
     def from_value(cls, value: ExecutionConfig | Mapping[str, Any] | None) -> ExecutionConfig:
@@ -86,6 +99,64 @@ class ExecutionConfig:
 
     def timeout_for(self, dimension: str) -> float | None:
         return self.dimension_timeouts.get(dimension, self.timeout)
+
+
+MODES = ("online", "batch")
+BATCH_DEFAULTS: Mapping[str, float] = {"max_size": 10_000, "max_wait": 5.0, "poll_interval": 5.0}
+_BATCH_BOUNDS = {"max_size": (1, 100_000), "max_wait": (0, 86_400),
+                 "poll_interval": (0.001, 86_400)}
+
+
+def check_mode(where: str, mode: object) -> None:
+    if mode not in MODES:
+        raise ValidationError(where, "'online' or 'batch'", mode)
+
+
+def _batch_settings(batch: object) -> dict[str, float]:
+    """`execution.batch` with the defaults filled in."""
+    if not isinstance(batch, Mapping):
+        raise ValidationError("execution.batch",
+                              "a dict like {'max_size': 10000, 'max_wait': 5, 'poll_interval': 5}",
+                              batch)
+    settings = dict(BATCH_DEFAULTS)
+    for name, value in batch.items():
+        if name not in _BATCH_BOUNDS:
+            raise ValidationError(f"execution.batch.{name}",
+                                  f"one of {', '.join(sorted(_BATCH_BOUNDS))}", value)
+        low, high = _BATCH_BOUNDS[name]
+        _number(f"execution.batch.{name}", value, low, high, integer=name == "max_size")
+        settings[name] = value
+    return settings
+
+
+def _hedge_settings(hedge: object) -> dict[str, Any]:
+    """`execution.hedge` checked: `after` a quantile "p50".."p99.9", `budget` a share."""
+    if not isinstance(hedge, Mapping):
+        raise ValidationError("execution.hedge", "None or a dict like {'after': 'p95', "
+                              "'budget': 0.05}", hedge)
+    unknown = sorted(set(hedge) - {"after", "budget"})
+    if unknown:
+        raise ValidationError(f"execution.hedge.{unknown[0]}", "'after' or 'budget'",
+                              hedge[unknown[0]])
+    after = hedge.get("after", "p95")
+    quantile = _quantile(after)
+    if quantile is None:
+        raise ValidationError("execution.hedge.after", "a latency quantile like 'p95' or 'p99'",
+                              after)
+    budget = hedge.get("budget", 0.05)
+    _number("execution.hedge.budget", budget, 0, 1)
+    return {"after": after, "quantile": quantile, "budget": float(budget)}
+
+
+def _quantile(after: object) -> float | None:
+    """'p95' -> 0.95; None for anything that is not a quantile between p1 and p99.9."""
+    if not isinstance(after, str) or not after.startswith("p"):
+        return None
+    try:
+        value = float(after[1:]) / 100
+    except ValueError:
+        return None
+    return value if 0.01 <= value <= 0.999 else None
 
 
 def _check_rate_limits(limits: object) -> None:

@@ -108,6 +108,8 @@ class Dimension(_Data):
     scope: Literal["section", "global"] = "section"
     transform: Callable[..., Any] | None = Field(default=None, exclude=True)
     output_schema: type[BaseModel] | None = Field(default=None, exclude=True)
+    mode: Literal["online", "batch"] | None = None
+    """None: the run's `ExecutionConfig.mode`; "online" or "batch" for this dimension."""
 
     def __init__(self, name: str | None = None, /, **fields: Any) -> None:
         # `Dimension("summary", scope="global")` as well as `Dimension(name="summary")`.

@@ -5,10 +5,13 @@ from __future__ import annotations
 import abc
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderError, UnknownProviderError
 from ..types import ProviderRequest, ProviderResponse
+
+if TYPE_CHECKING:
+    from ._batch import BatchAPI
 
 __all__ = ["RATE_LIMIT_KEYS", "BaseProvider", "ProviderError", "ProviderRegistry"]
 
@@ -47,6 +50,11 @@ class BaseProvider(abc.ABC):
     def check_options(self, options: Mapping[str, Any]) -> None:  # noqa: B027 - optional
         """Raise ConfigurationError if no request with these options could ever be sent (no
         model, say), without sending one: the engine asks before a run's first call."""
+
+    def batch_api(self) -> BatchAPI | None:
+        """This provider's batch API (see providers._batch), or None when it has none; a
+        dimension in batch mode needs one."""
+        return None
 
     @property
     def cache_scope(self) -> str:
