@@ -1,0 +1,160 @@
+"""What the built-in batch APIs (`_batch_anthropic`, `_batch_openai`, `_batch_gemini`) share:
+the SDK client, each request as the online path builds it, each answer read as the online
+path reads it, and the outcome of every item that came back without one.
+
+A batch request's body is the one the provider's online path would post for the same
+ProviderRequest (its wire-format builder, not a copy of it), and a succeeded item's answer
+goes through the same reading (`SDKProvider._response`), so the engine parses and prices a
+batch answer as an online one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ProviderError
+from ._batch import BatchAPI, BatchLimits, BatchOutcome, BatchRequest
+from ._http import redact
+from ._sdk import Backend, Call, Completion, SDKProvider
+
+__all__ = ["Reading", "SDKBatchAPI"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """How an item's answer is read, as the online path reads it: the model asked for (the
+    answer's model when it names none), whether it is JSON, and the tool carrying it."""
+
+    model: str = ""
+    want_json: bool = True
+    tool: str | None = None
+
+    def call(self) -> Call:
+        """The call as far as reading its answer looks at it."""
+        return Call(model=self.model, messages=[], system=None, max_tokens=None, params={},
+                    want_json=self.want_json)
+
+
+_DEFAULT_READING = Reading()
+
+
+class SDKBatchAPI(BatchAPI, abc.ABC):
+    """A built-in provider's batch API through its official SDK.
+
+    The client is the one the provider's "sdk" transport makes (key, base_url, timeout, no
+    SDK retries), opened on first use in the running loop and closed by `aclose()`, which the
+    provider's own `aclose()` calls.
+
+    How each submitted item is read is kept per batch until its results have been read. A
+    batch this object did not submit (a resumed run's) is read with the defaults: JSON
+    answers, the answer tool found by the tool call when the answer has no text; only a
+    request with `json=False` then reads differently than online.
+    """
+
+    def __init__(self, provider: SDKProvider, backend: Backend, limits: BatchLimits) -> None:
+        self.provider = provider
+        self.backend = backend
+        self.limits = limits
+        self._readings: dict[str, dict[str, Reading]] = {}
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    def client(self) -> Any:
+        return self.backend.client()
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    # --- submitting -----------------------------------------------------------------------
+
+    def calls(self, requests: Sequence[BatchRequest]) -> list[Call]:
+        """Each request as the call the online path would make; refuses what no batch of
+        this provider can take (no requests, too many, a custom_id twice)."""
+        if not requests:
+            raise self.refused("a batch needs at least one request")
+        if len(requests) > self.limits.max_requests:
+            raise self.refused(
+                f"a batch holds at most {self.limits.max_requests:,} requests, got "
+                f"{len(requests):,}: split them into several batches")
+        seen: set[str] = set()
+        for item in requests:
+            if item.custom_id in seen:
+                raise self.refused(f"custom_id {item.custom_id!r} is used twice in one batch")
+            seen.add(item.custom_id)
+        return [self.provider._call(item.request) for item in requests]
+
+    def check_size(self, size: int) -> None:
+        if size > self.limits.max_bytes:
+            raise self.refused(
+                f"the batch is {size:,} bytes, over the {self.limits.max_bytes:,} bytes one "
+                f"batch may hold: split it into several batches")
+
+    def refused(self, detail: str) -> ProviderError:
+        return ProviderError(f"{self.name}: {detail}", provider=self.name, retryable=False)
+
+    def unexpected(self, exc: BaseException) -> ProviderError:
+        """An SDK failure the online path has no mapping for (the SDK refusing an answer)."""
+        detail = redact(str(exc) or type(exc).__name__, self.provider.settings)
+        return ProviderError(f"{self.name}: {detail}", provider=self.name)
+
+    def remember(self, batch_id: str, requests: Sequence[BatchRequest], calls: Sequence[Call],
+                 tools: Sequence[str | None]) -> None:
+        shared: dict[Reading, Reading] = {}  # most items of a batch read alike: one each
+        readings: dict[str, Reading] = {}
+        for item, call, tool in zip(requests, calls, tools, strict=True):
+            reading = Reading(call.model, call.want_json, tool)
+            readings[item.custom_id] = shared.setdefault(reading, reading)
+        self._readings[batch_id] = readings
+
+    # --- reading results ------------------------------------------------------------------
+
+    def reading(self, batch_id: str, custom_id: str) -> Reading:
+        return self._readings.get(batch_id, {}).get(custom_id, _DEFAULT_READING)
+
+    def answered(self, batch_id: str, custom_id: str,
+                 read: Callable[[Reading], Completion]) -> BatchOutcome:
+        """The item's answer as the online path gives it; an answer that is not what the
+        online path accepts (not JSON when JSON was asked for) is the item's error."""
+        reading = self.reading(batch_id, custom_id)
+        try:
+            response = self.provider._response(read(reading), reading.want_json)
+        except ProviderError as exc:
+            return BatchOutcome(custom_id, error=exc)
+        response.metadata["batch_id"] = batch_id
+        return BatchOutcome(custom_id, response=response)
+
+    def failed(self, custom_id: str, message: str, status: int | None,
+               retryable: bool | None = None) -> BatchOutcome:
+        text = redact(f"{self.name}: {message}", self.provider.settings)
+        return BatchOutcome(custom_id, error=ProviderError(
+            text, status, provider=self.name, retryable=retryable))
+
+    def expired(self, custom_id: str, batch_id: str) -> BatchOutcome:
+        return self.failed(custom_id, f"batch {batch_id} expired before this request ran "
+                                      f"(expired)", None, retryable=True)
+
+    def cancelled(self, custom_id: str, batch_id: str) -> BatchOutcome:
+        return self.failed(custom_id, f"batch {batch_id} was cancelled before this request "
+                                      f"ran (cancelled)", None, retryable=True)
+
+    async def every(self, batch_id: str, custom_ids: Sequence[str],
+                    found: AsyncIterator[BatchOutcome]) -> AsyncIterator[BatchOutcome]:
+        """Each of `custom_ids` once: as `found` answers it, then the ones it left out as
+        missing. Items the provider returns that were not asked about are passed over."""
+        pending = dict.fromkeys(custom_ids)
+        async for outcome in found:
+            if outcome.custom_id in pending:
+                del pending[outcome.custom_id]
+                yield outcome
+        for custom_id in pending:
+            yield self.failed(custom_id, f"batch {batch_id} has no result for this request "
+                                         f"(missing from its results)", None, retryable=True)
+        self._readings.pop(batch_id, None)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} provider={self.name!r}>"
