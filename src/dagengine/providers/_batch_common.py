@@ -142,18 +142,24 @@ class SDKBatchAPI(BatchAPI, abc.ABC):
         return self.failed(custom_id, f"batch {batch_id} was cancelled before this request "
                                       f"ran (cancelled)", None, retryable=True)
 
+    def missing(self, custom_id: str, batch_id: str) -> BatchOutcome:
+        return self.failed(custom_id, f"batch {batch_id} has no result for this request "
+                                      f"(missing from its results)", None, retryable=True)
+
     async def every(self, batch_id: str, custom_ids: Sequence[str],
-                    found: AsyncIterator[BatchOutcome]) -> AsyncIterator[BatchOutcome]:
-        """Each of `custom_ids` once: as `found` answers it, then the ones it left out as
-        missing. Items the provider returns that were not asked about are passed over."""
+                    found: AsyncIterator[BatchOutcome],
+                    unanswered: Callable[[str, str], BatchOutcome] | None = None,
+                    ) -> AsyncIterator[BatchOutcome]:
+        """Each of `custom_ids` once: as `found` answers it, then the ones it left out, as
+        `unanswered` says (by default: missing). Items the provider returns that were not
+        asked about are passed over."""
         pending = dict.fromkeys(custom_ids)
         async for outcome in found:
             if outcome.custom_id in pending:
                 del pending[outcome.custom_id]
                 yield outcome
         for custom_id in pending:
-            yield self.failed(custom_id, f"batch {batch_id} has no result for this request "
-                                         f"(missing from its results)", None, retryable=True)
+            yield (unanswered or self.missing)(custom_id, batch_id)
         self._readings.pop(batch_id, None)
 
     def __repr__(self) -> str:
