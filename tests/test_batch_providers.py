@@ -163,6 +163,7 @@ async def test_batch_answers_map_back_by_custom_id_as_the_online_answers(
     batch_id = await api.submit(requests)
     first = await api.status(batch_id)
     assert first.state == "in_progress" and not first.done
+    assert (first.processing, first.succeeded) == (len(requests), 0)
     status = await done(api, batch_id)
     assert status.state == "ended"
     assert status.succeeded == len(requests) and status.errored == 0
@@ -222,15 +223,15 @@ async def test_an_invalid_item_errors_alone_and_is_not_retried(kind: str, sim: S
                                                                 make: Any) -> None:
     api = batch_api(make(kind, sim))
     good = BatchRequest("good", email_request(kind, EMAILS[0]))
-    empty = ProviderRequest(input=[], options={"model": MODELS[kind], "max_tokens": 100})
-    batch_id = await api.submit([good, BatchRequest("bad", empty)])
+    bad = email_request(kind, EMAILS[1], max_tokens=-5)  # the API refuses it, not the SDK
+    batch_id = await api.submit([good, BatchRequest("bad", bad)])
     status = await done(api, batch_id)
     assert (status.succeeded, status.errored) == (1, 1)
     found = by_id(await outcomes(api, batch_id, ["good", "bad"]))
     assert response_of(found["good"]).data["category"] == "work"
     error = error_of(found["bad"])
     assert error.status_code == 400 and not error.retryable
-    assert "must be a non-empty list" in error.message
+    assert "must be a positive integer" in error.message
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -243,9 +244,9 @@ async def test_expired_batch_gives_each_unfinished_item_a_retryable_expired_erro
     batch_id = await api.submit(requests)
     status = await done(api, batch_id)
     assert status.state == "expired" and (status.succeeded, status.processing) == (0, 0)
-    # OpenAI's counts have no "expired": the simulator counts those requests failed.
+    # Only Anthropic counts expired requests apart; OpenAI and Gemini count them failed.
     assert status.expired + status.errored == len(requests)
-    assert status.expired == (0 if kind == "openai" else len(requests))
+    assert status.expired == (len(requests) if kind == "anthropic" else 0)
     found = await outcomes(api, batch_id, [item.custom_id for item in requests])
     assert sorted(o.custom_id for o in found) == sorted(i.custom_id for i in requests)
     for outcome in found:
@@ -266,7 +267,7 @@ async def test_cancelled_batch_gives_each_unfinished_item_a_retryable_cancelled_
     status = await done(api, batch_id)
     assert status.state == "cancelled" and (status.succeeded, status.processing) == (0, 0)
     assert status.cancelled + status.errored == len(requests)
-    assert status.cancelled == (0 if kind == "openai" else len(requests))
+    assert status.cancelled == (len(requests) if kind == "anthropic" else 0)
     found = await outcomes(api, batch_id, [item.custom_id for item in requests])
     assert len(found) == len(requests)
     for outcome in found:
@@ -344,6 +345,83 @@ async def test_the_batch_client_is_made_once_and_closed_with_the_provider(
     assert api.backend.open_client is client  # type: ignore[attr-defined]
     await provider.aclose()
     assert api.backend.open_client is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_batch_submitted_by_another_provider_object_reads_the_same(
+    kind: str, sim: Simulator, make: Any
+) -> None:
+    """A resumed run re-attaches to a batch its predecessor submitted."""
+    requests = requests_for(kind)
+    custom_ids = [item.custom_id for item in requests]
+    first = batch_api(make(kind, sim))
+    batch_id = await first.submit(requests)
+    await done(first, batch_id)
+    expected = by_id(await outcomes(first, batch_id, custom_ids))
+    later = batch_api(make(kind, sim))
+
+    assert (await later.status(batch_id)).state == "ended"
+    again = by_id(await outcomes(later, batch_id, custom_ids))
+    for custom_id in custom_ids:
+        assert response_of(again[custom_id]).data == response_of(expected[custom_id]).data
+        assert (response_of(again[custom_id]).metadata["tokens"]
+                == response_of(expected[custom_id]).metadata["tokens"])
+    assert (await sim.stats())["batches_created"] == 1
+
+
+@pytest.mark.parametrize("kind", ["openai", "gemini"])
+async def test_a_batch_runs_one_model(kind: str, sim: Simulator, make: Any) -> None:
+    api = batch_api(make(kind, sim))
+    other = email_request(kind, EMAILS[1], model=MODELS[kind] + "-other")
+    with pytest.raises(ProviderError, match="a batch runs one model") as caught:
+        await api.submit([BatchRequest("a", email_request(kind, EMAILS[0])),
+                          BatchRequest("b", other)])
+    assert not caught.value.retryable
+
+
+async def test_gemini_maps_inlined_responses_to_custom_ids_by_position(
+    sim: Simulator, make: Any
+) -> None:
+    from google import genai
+    from google.genai import types as genai_types
+
+    options = genai_types.HttpOptions(base_url=sim.gemini_base_url,
+                                      retry_options=genai_types.HttpRetryOptions(attempts=1))
+    client = genai.Client(api_key=KEY, http_options=options)
+    try:  # a batch whose requests carry no key: only their order maps them back
+        job = await client.aio.batches.create(model=MODELS["gemini"], src=[
+            genai_types.InlinedRequest(contents=PROMPT.format(email=email))
+            for email in EMAILS])
+    finally:
+        await client.aio.aclose()
+    assert job.name is not None
+    api = batch_api(make("gemini", sim))
+    await done(api, job.name)
+    custom_ids = ["work", "spam", "personal", "newsletter"]
+    found = await outcomes(api, job.name, custom_ids)
+    assert [o.custom_id for o in found] == custom_ids
+    assert [response_of(o).data["category"] for o in found] == custom_ids
+
+
+async def test_openai_failed_batch_fails_every_item_with_the_reasons(
+    sim: Simulator, make: Any
+) -> None:
+    import openai
+
+    line = {"custom_id": "x", "method": "POST", "url": "/v1/embeddings", "body": {}}
+    async with openai.AsyncOpenAI(api_key=KEY, base_url=sim.openai_base_url) as client:
+        uploaded = await client.files.create(
+            file=("bad.jsonl", json.dumps(line).encode() + b"\n"), purpose="batch")
+        batch = await client.batches.create(input_file_id=uploaded.id,
+                                            endpoint="/v1/chat/completions",
+                                            completion_window="24h")
+    api = batch_api(make("openai", sim))
+    status = await done(api, batch.id)
+    assert status.state == "failed" and status.error is not None
+    assert "does not match the batch endpoint" in status.error
+    [outcome] = await outcomes(api, batch.id, ["x"])
+    error = error_of(outcome)
+    assert not error.retryable and "does not match the batch endpoint" in error.message
 
 
 async def test_a_provider_behind_a_gateway_has_no_batch_api(sim: Simulator) -> None:

@@ -88,6 +88,14 @@ class SDKBatchAPI(BatchAPI, abc.ABC):
             seen.add(item.custom_id)
         return [self.provider._call(item.request) for item in requests]
 
+    def one_model(self, calls: Sequence[Call]) -> str:
+        """The model every call asks for: a batch of this provider runs one."""
+        models = sorted({call.model for call in calls})
+        if len(models) > 1:
+            raise self.refused(f"a batch runs one model, got {', '.join(models)}: submit "
+                               f"one batch per model")
+        return models[0]
+
     def check_size(self, size: int) -> None:
         if size > self.limits.max_bytes:
             raise self.refused(

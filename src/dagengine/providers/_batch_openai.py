@@ -52,6 +52,7 @@ class OpenAIBatchAPI(SDKBatchAPI):
 
     async def submit(self, requests: Sequence[BatchRequest]) -> str:
         calls = self.calls(requests)
+        self.one_model(calls)  # the Batch API fails a file that mixes models
         bodies = [chat_body(call) for call in calls]
         try:
             data = b"".join(
