@@ -14,6 +14,7 @@ import abc
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import inspect
 import json
 import logging
@@ -149,6 +150,9 @@ class SDKProvider(BaseProvider):
     portkey_provider: ClassVar[str]  # its name for the Portkey gateway
     env_vars: ClassVar[tuple[str, ...]]  # where the API key may come from
     default_max_tokens: ClassVar[int | None] = None
+    # "module:Class" of its batch API, imported on first use (as BUILTIN_PROVIDERS are): the
+    # batch modules build on the provider's module, which therefore never imports them.
+    batch_api_class: ClassVar[str | None] = None
 
     def __init__(self, name: str, settings: Settings, backend: Backend) -> None:
         self.name = name
@@ -188,7 +192,11 @@ class SDKProvider(BaseProvider):
 
     def new_batch_api(self) -> BatchAPI | None:
         """The batch API `batch_api()` keeps; None for a kind that has none."""
-        return None
+        if self.batch_api_class is None:
+            return None
+        module_name, class_name = self.batch_api_class.split(":")
+        api: BatchAPI = getattr(importlib.import_module(module_name), class_name)(self)
+        return api
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         if not (options.get("model") or self.settings.default_model):

@@ -22,8 +22,6 @@ from ._transport import HTTPBackend, RequestOptions, request_options
 if TYPE_CHECKING:
     import anthropic
 
-    from ._batch import BatchAPI
-
 __all__ = ["AnthropicHTTPBackend", "AnthropicProvider"]
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -176,6 +174,7 @@ class AnthropicProvider(SDKProvider):
     kind = "anthropic"
     portkey_provider = "anthropic"
     env_vars = ("ANTHROPIC_API_KEY",)
+    batch_api_class = "dagengine.providers._batch_anthropic:AnthropicBatchAPI"
     default_max_tokens = 1024
 
     @classmethod
@@ -183,8 +182,3 @@ class AnthropicProvider(SDKProvider):
         if settings.transport == "sdk":
             return AnthropicBackend(name, settings)
         return AnthropicHTTPBackend(name, settings)
-
-    def new_batch_api(self) -> BatchAPI:
-        from ._batch_anthropic import AnthropicBatchAPI
-
-        return AnthropicBatchAPI(self)

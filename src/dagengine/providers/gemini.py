@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from google.genai import errors as genai_errors
     from google.genai import types as genai_types
 
-    from ._batch import BatchAPI
-
 __all__ = ["GeminiHTTPBackend", "GeminiProvider"]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -308,14 +306,10 @@ class GeminiProvider(SDKProvider):
     kind = "gemini"
     portkey_provider = "google"
     env_vars = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    batch_api_class = "dagengine.providers._batch_gemini:GeminiBatchAPI"
 
     @classmethod
     def direct_backend(cls, name: str, settings: Settings) -> Backend:
         if settings.transport == "sdk":
             return GeminiBackend(name, settings)
         return GeminiHTTPBackend(name, settings)
-
-    def new_batch_api(self) -> BatchAPI:
-        from ._batch_gemini import GeminiBatchAPI
-
-        return GeminiBatchAPI(self)

@@ -31,8 +31,6 @@ from ._transport import HTTPBackend, RequestOptions, request_options
 if TYPE_CHECKING:
     import openai
 
-    from ._batch import BatchAPI
-
 __all__ = ["OpenAIChatBackend", "OpenAIHTTPBackend", "OpenAIProvider"]
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -236,14 +234,10 @@ class OpenAIProvider(SDKProvider):
     kind = "openai"
     portkey_provider = "openai"
     env_vars = ("OPENAI_API_KEY",)
+    batch_api_class = "dagengine.providers._batch_openai:OpenAIBatchAPI"
 
     @classmethod
     def direct_backend(cls, name: str, settings: Settings) -> Backend:
         if settings.transport == "sdk":
             return OpenAIChatBackend(name, settings, base_url=settings.base_url)
         return OpenAIHTTPBackend(name, settings, base_url=settings.base_url)
-
-    def new_batch_api(self) -> BatchAPI:
-        from ._batch_openai import OpenAIBatchAPI
-
-        return OpenAIBatchAPI(self)
