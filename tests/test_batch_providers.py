@@ -313,10 +313,40 @@ async def test_batches_refuse_more_than_the_provider_limits_before_sending(
     with pytest.raises(ProviderError, match="at most 2 requests") as caught:
         await api.submit(requests)
     assert not caught.value.retryable
-    api.limits = BatchLimits(max_requests=100, max_bytes=500)
-    with pytest.raises(ProviderError, match="over the 500 bytes"):
+    size = sum(api.request_bytes(item) for item in requests)
+    api.limits = BatchLimits(max_requests=100, max_bytes=size - 1)
+    with pytest.raises(ProviderError, match=f"over the {size - 1:,} bytes"):
         await api.submit(requests)
     assert (await sim.stats())["batches_created"] == 0
+    api.limits = BatchLimits(max_requests=len(requests), max_bytes=size)
+    await api.submit(requests)  # exactly at both limits
+    assert (await sim.stats())["batches_created"] == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_request_that_cannot_be_sent_refuses_the_batch_with_a_provider_error(
+    kind: str, sim: Simulator, make: Any
+) -> None:
+    api = batch_api(make(kind, sim))
+    odd = BatchRequest("odd", email_request(kind, EMAILS[0], temperature=object()))
+    with pytest.raises(ProviderError) as caught:
+        await api.submit([BatchRequest("fine", email_request(kind, EMAILS[1])), odd])
+    assert not caught.value.retryable
+    expected = "options not accepted" if kind == "gemini" else "a request is not JSON"
+    assert expected in str(caught.value)
+    no_model = BatchRequest("no-model", ProviderRequest(input="hi"))
+    with pytest.raises(ProviderError, match="no model given"):
+        await api.submit([no_model])
+    assert (await sim.stats())["batches_created"] == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_request_bytes_measure_what_the_batch_sends(kind: str, sim: Simulator,
+                                                          make: Any) -> None:
+    api = batch_api(make(kind, sim))
+    short, long = (BatchRequest("r", email_request(kind, text)) for text in ("a", "a" * 5000))
+    assert api.request_bytes(long) - api.request_bytes(short) >= 4999
+    assert api.request_bytes(short) > len(short.request.input)
 
 
 @pytest.mark.parametrize("kind", KINDS)

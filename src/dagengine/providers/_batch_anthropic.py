@@ -12,11 +12,10 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from ._batch import BatchLimits, BatchOutcome, BatchRequest, BatchState, BatchStatus
 from ._batch_common import SDKBatchAPI
 from ._http import stainless_error
+from ._sdk import Call
 from .anthropic import AnthropicBackend, _completion, message_body
 
 if TYPE_CHECKING:
@@ -49,16 +48,17 @@ class AnthropicBatchAPI(SDKBatchAPI):
     def __init__(self, provider: AnthropicProvider) -> None:
         super().__init__(provider, AnthropicBackend(provider.name, provider.settings), LIMITS)
 
+    def item(self, custom_id: str, call: Call) -> tuple[Any, int, str | None]:
+        body, _, tool = message_body(call)  # request options shape no batch item
+        item = {"custom_id": custom_id, "params": body}
+        return item, len(self.encode(item)) + 1, tool
+
     async def submit(self, requests: Sequence[BatchRequest]) -> str:
-        calls = self.calls(requests)
-        bodies = [message_body(call) for call in calls]
-        items = [{"custom_id": item.custom_id, "params": body}
-                 for item, (body, _, _) in zip(requests, bodies, strict=True)]
-        self.check_size(len(orjson.dumps({"requests": items})))
+        calls, items, tools = self.items(requests)
         client: anthropic.AsyncAnthropic = self.client()
         with self._errors():
-            batch = await client.messages.batches.create(requests=items)  # type: ignore[arg-type]
-        self.remember(batch.id, requests, calls, [tool for _, _, tool in bodies])
+            batch = await client.messages.batches.create(requests=items)
+        self.remember(batch.id, requests, calls, tools)
         return batch.id
 
     async def status(self, batch_id: str) -> BatchStatus:

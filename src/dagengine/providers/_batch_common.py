@@ -15,10 +15,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ..errors import ProviderError
 from ._batch import BatchAPI, BatchLimits, BatchOutcome, BatchRequest
 from ._http import redact
 from ._sdk import Backend, Call, Completion, SDKProvider
+from ._transport import _jsonable
 
 __all__ = ["Reading", "SDKBatchAPI"]
 
@@ -88,6 +91,30 @@ class SDKBatchAPI(BatchAPI, abc.ABC):
             seen.add(item.custom_id)
         return [self.provider._call(item.request) for item in requests]
 
+    @abc.abstractmethod
+    def item(self, custom_id: str, call: Call) -> tuple[Any, int, str | None]:
+        """The call as an item of this provider's batches, the bytes it takes of the batch
+        (`limits.max_bytes`), and the name of the tool carrying its answer, if any."""
+
+    def request_bytes(self, request: BatchRequest) -> int:
+        return self.item(request.custom_id, self.provider._call(request.request))[1]
+
+    def items(self, requests: Sequence[BatchRequest]
+              ) -> tuple[list[Call], list[Any], list[str | None]]:
+        """The requests' calls, their items and answer tools, within `limits`."""
+        calls = self.calls(requests)
+        built = [self.item(r.custom_id, call) for r, call in zip(requests, calls, strict=True)]
+        self.check_size(sum(size for _, size, _ in built))
+        return calls, [item for item, _, _ in built], [tool for _, _, tool in built]
+
+    def encode(self, value: Any) -> bytes:
+        """JSON, as the online path encodes its bodies (SDK option objects included)."""
+        try:
+            return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=_jsonable)
+        except TypeError as exc:
+            raise self.refused(f"a request is not JSON: {exc} (check the options passed in "
+                               f"select_provider)") from None
+
     def one_model(self, calls: Sequence[Call]) -> str:
         """The model every call asks for: a batch of this provider runs one."""
         models = sorted({call.model for call in calls})
@@ -97,6 +124,8 @@ class SDKBatchAPI(BatchAPI, abc.ABC):
         return models[0]
 
     def check_size(self, size: int) -> None:
+        # The sum of the items' sizes, which is what request_bytes tells the engine; the
+        # envelope around them fits in the slack of the limits' decimal megabytes.
         if size > self.limits.max_bytes:
             raise self.refused(
                 f"the batch is {size:,} bytes, over the {self.limits.max_bytes:,} bytes one "

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import orjson
 
 from ._batch import BatchLimits, BatchOutcome, BatchRequest, BatchState, BatchStatus
 from ._batch_common import SDKBatchAPI
 from ._http import connection_error, malformed_error, status_error
-from ._transport import _jsonable
+from ._sdk import Call
 from .gemini import GeminiBackend, _contents, sdk_completion
 
 if TYPE_CHECKING:
@@ -55,18 +54,21 @@ class GeminiBatchAPI(SDKBatchAPI):
     def __init__(self, provider: GeminiProvider) -> None:
         super().__init__(provider, GeminiBackend(provider.name, provider.settings), LIMITS)
 
+    def item(self, custom_id: str, call: Call) -> tuple[Any, int, str | None]:
+        from google.genai import types as genai_types
+
+        inlined = genai_types.InlinedRequest(contents=_contents(call.messages),
+                                             config=self.backend._config(call),
+                                             metadata={"key": custom_id})
+        # Near what the SDK sends for it: the same fields, by their JSON names.
+        dumped = inlined.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return inlined, len(self.encode(dumped)) + 1, None
+
     async def submit(self, requests: Sequence[BatchRequest]) -> str:
         from google.genai import types as genai_types
 
-        calls = self.calls(requests)
+        calls, inlined, tools = self.items(requests)
         model = self.one_model(calls)
-        inlined = [
-            genai_types.InlinedRequest(contents=_contents(call.messages),
-                                       config=self.backend._config(call),
-                                       metadata={"key": item.custom_id})
-            for item, call in zip(requests, calls, strict=True)
-        ]
-        self.check_size(_size(inlined))
         client: genai.Client = self.client()
         try:
             with self._errors(parsing=False):
@@ -77,7 +79,7 @@ class GeminiBatchAPI(SDKBatchAPI):
             raise self.refused(f"google-genai refused a request of the batch: {exc}") from None
         if not job.name:
             raise malformed_error(self.name, "the batch job has no name", self.provider.settings)
-        self.remember(job.name, requests, calls, [None] * len(calls))
+        self.remember(job.name, requests, calls, tools)
         return job.name
 
     async def status(self, batch_id: str) -> BatchStatus:
@@ -204,8 +206,3 @@ def _count(stats: dict[str, Any], name: str) -> int:
     except (TypeError, ValueError):
         return 0
 
-
-def _size(inlined: list[genai_types.InlinedRequest]) -> int:
-    """The inlined requests' JSON size, near what the SDK sends for them."""
-    dumped = [item.model_dump(mode="json", by_alias=True, exclude_none=True) for item in inlined]
-    return len(orjson.dumps(dumped, default=_jsonable))

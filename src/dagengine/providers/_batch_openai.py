@@ -17,7 +17,7 @@ import orjson
 from ._batch import BatchLimits, BatchOutcome, BatchRequest, BatchState, BatchStatus
 from ._batch_common import SDKBatchAPI
 from ._http import redact, stainless_error, status_error
-from ._transport import _jsonable
+from ._sdk import Call
 from .openai import OpenAIChatBackend, _completion, chat_body
 
 if TYPE_CHECKING:
@@ -50,26 +50,23 @@ class OpenAIBatchAPI(SDKBatchAPI):
                                     base_url=provider.settings.base_url)
         super().__init__(provider, backend, LIMITS)
 
+    def item(self, custom_id: str, call: Call) -> tuple[Any, int, str | None]:
+        body, _, tool = chat_body(call)  # request options shape no batch line
+        line = self.encode({"custom_id": custom_id, "method": "POST", "url": ENDPOINT,
+                            "body": body}) + b"\n"
+        return line, len(line), tool
+
     async def submit(self, requests: Sequence[BatchRequest]) -> str:
-        calls = self.calls(requests)
+        calls, lines, tools = self.items(requests)
         self.one_model(calls)  # the Batch API fails a file that mixes models
-        bodies = [chat_body(call) for call in calls]
-        try:
-            data = b"".join(
-                orjson.dumps({"custom_id": item.custom_id, "method": "POST", "url": ENDPOINT,
-                              "body": body}, option=orjson.OPT_NON_STR_KEYS, default=_jsonable)
-                + b"\n" for item, (body, _, _) in zip(requests, bodies, strict=True))
-        except TypeError as exc:
-            raise self.refused(f"a request is not JSON: {exc} (check the options passed in "
-                               f"select_provider)") from None
-        self.check_size(len(data))
         client: openai.AsyncOpenAI = self.client()
         with self._errors():
             uploaded = await client.files.create(
-                file=("dagengine-batch.jsonl", data, "application/jsonl"), purpose="batch")
+                file=("dagengine-batch.jsonl", b"".join(lines), "application/jsonl"),
+                purpose="batch")
             batch = await client.batches.create(
                 input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h")
-        self.remember(batch.id, requests, calls, [tool for _, _, tool in bodies])
+        self.remember(batch.id, requests, calls, tools)
         return batch.id
 
     async def status(self, batch_id: str) -> BatchStatus:
