@@ -159,6 +159,7 @@ async def test_batch_answers_map_back_by_custom_id_as_the_online_answers(
     api = batch_api(provider)
     requests = requests_for(kind)
     online = {item.custom_id: await provider.execute(item.request) for item in requests}
+    await sim.configure(batch_delay=1.0)  # long enough to see it in progress, on a busy box
 
     batch_id = await api.submit(requests)
     first = await api.status(batch_id)
@@ -338,6 +339,19 @@ async def test_a_request_that_cannot_be_sent_refuses_the_batch_with_a_provider_e
     with pytest.raises(ProviderError, match="no model given"):
         await api.submit([no_model])
     assert (await sim.stats())["batches_created"] == 0
+
+
+async def test_anthropic_refuses_a_custom_id_its_api_would_refuse(sim: Simulator,
+                                                                  make: Any) -> None:
+    api = batch_api(make("anthropic", sim))
+    fine = [BatchRequest(custom_id, email_request("anthropic", EMAILS[0]))
+            for custom_id in ("s0-analyze_email", "x" * 64)]
+    for custom_id in ("s0:analyze", "x" * 65, ""):
+        with pytest.raises(ProviderError, match="does not fit") as caught:
+            await api.submit([*fine, BatchRequest(custom_id, fine[0].request)])
+        assert not caught.value.retryable
+    await api.submit(fine)
+    assert (await sim.stats())["batches_created"] == 1
 
 
 @pytest.mark.parametrize("kind", KINDS)

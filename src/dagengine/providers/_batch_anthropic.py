@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._batch import BatchLimits, BatchOutcome, BatchRequest, BatchState, BatchStatus
-from ._batch_common import SDKBatchAPI
+from ._batch_common import CUSTOM_ID, SDKBatchAPI
 from ._http import stainless_error
 from ._sdk import Call
 from .anthropic import AnthropicBackend, _completion, message_body
@@ -45,6 +45,8 @@ _ERROR_STATUS = {
 
 
 class AnthropicBatchAPI(SDKBatchAPI):
+    custom_ids = CUSTOM_ID
+
     def __init__(self, provider: AnthropicProvider) -> None:
         super().__init__(provider, AnthropicBackend(provider.name, provider.settings), LIMITS)
 

@@ -11,9 +11,10 @@ batch answer as an online one.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -23,7 +24,11 @@ from ._http import redact
 from ._sdk import Backend, Call, Completion, SDKProvider
 from ._transport import _jsonable
 
-__all__ = ["Reading", "SDKBatchAPI"]
+__all__ = ["CUSTOM_ID", "Reading", "SDKBatchAPI"]
+
+# The custom_ids every built-in accepts: Anthropic's rule, the strictest of the three (OpenAI
+# takes any non-empty string, Gemini any metadata key). The engine's ids fit it.
+CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,8 @@ class SDKBatchAPI(BatchAPI, abc.ABC):
     request with `json=False` then reads differently than online.
     """
 
+    custom_ids: ClassVar[re.Pattern[str] | None] = None  # what the provider accepts as ids
+
     def __init__(self, provider: SDKProvider, backend: Backend, limits: BatchLimits) -> None:
         self.provider = provider
         self.backend = backend
@@ -86,6 +93,9 @@ class SDKBatchAPI(BatchAPI, abc.ABC):
                 f"{len(requests):,}: split them into several batches")
         seen: set[str] = set()
         for item in requests:
+            if self.custom_ids is not None and not self.custom_ids.fullmatch(item.custom_id):
+                raise self.refused(f"custom_id {item.custom_id!r} does not fit this "
+                                   f"provider's rule {self.custom_ids.pattern}")
             if item.custom_id in seen:
                 raise self.refused(f"custom_id {item.custom_id!r} is used twice in one batch")
             seen.add(item.custom_id)
