@@ -55,14 +55,12 @@ class GeminiBatchAPI(SDKBatchAPI):
         super().__init__(provider, GeminiBackend(provider.name, provider.settings), LIMITS)
 
     def item(self, custom_id: str, call: Call) -> tuple[Any, int, str | None]:
-        from google.genai import types as genai_types
-
-        inlined = genai_types.InlinedRequest(contents=_contents(call.messages),
-                                             config=self.backend._config(call),
-                                             metadata={"key": custom_id})
-        # Near what the SDK sends for it: the same fields, by their JSON names.
-        dumped = inlined.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return inlined, len(self.encode(dumped)) + 1, None
+        # An InlinedRequestDict: the SDK converts dicts to the wire format many times faster
+        # than its pydantic objects. The config is the online path's GenerateContentConfig.
+        config = self.backend._config(call).model_dump(exclude_none=True)
+        inlined = {"contents": _contents(call.messages), "config": config,
+                   "metadata": {"key": custom_id}}
+        return inlined, len(self.encode(inlined)) + 1, None
 
     async def submit(self, requests: Sequence[BatchRequest]) -> str:
         from google.genai import types as genai_types
