@@ -151,7 +151,7 @@ class GeminiBatchAPI(SDKBatchAPI):
         return BatchOutcome(custom_id, error=status_error(self.name, status, body, {},
                                                           self.provider.settings))
 
-    async def cancel(self, batch_id: str) -> None:
+    async def cancel_batch(self, batch_id: str) -> None:
         client: genai.Client = self.client()
         with self._errors():
             await client.aio.batches.cancel(name=batch_id)
