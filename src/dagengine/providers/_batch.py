@@ -91,3 +91,9 @@ class BatchAPI(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook for APIs with clients
         """Release the API's clients; called by the provider's `aclose()`."""
+
+    def request_bytes(self, request: BatchRequest) -> int:
+        """How many of `limits.max_bytes` the request takes: a batch whose requests' sizes
+        add up to at most that is not refused for its size. This default is the size of the
+        request as JSON; the built-ins measure the body they send for it."""
+        return len(request.request.model_dump_json()) + len(request.custom_id) + 16

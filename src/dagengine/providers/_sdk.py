@@ -14,12 +14,13 @@ import abc
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import inspect
 import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigurationError, OutputValidationError
 from ..parsing import parse_answer
@@ -27,6 +28,9 @@ from ..types import ProviderRequest, ProviderResponse, TokenUsage
 from ._http import rate_limit, timeout_error
 from ._settings import Settings
 from .base import BaseProvider, ProviderError
+
+if TYPE_CHECKING:
+    from ._batch import BatchAPI
 
 # Options the provider consumes itself; every other option is passed on to the SDK call.
 _OWN_OPTIONS = frozenset({"model", "max_tokens", "system", "json", "stream"})
@@ -146,12 +150,16 @@ class SDKProvider(BaseProvider):
     portkey_provider: ClassVar[str]  # its name for the Portkey gateway
     env_vars: ClassVar[tuple[str, ...]]  # where the API key may come from
     default_max_tokens: ClassVar[int | None] = None
+    # "module:Class" of its batch API, imported on first use (as BUILTIN_PROVIDERS are): the
+    # batch modules build on the provider's module, which therefore never imports them.
+    batch_api_class: ClassVar[str | None] = None
 
     def __init__(self, name: str, settings: Settings, backend: Backend) -> None:
         self.name = name
         self.settings = settings
         self.backend = backend  # direct, or through a gateway: build_provider chooses
         self.handles_retries = settings.gateway is not None
+        self._batch_api: BatchAPI | None = None
 
     @classmethod
     @abc.abstractmethod
@@ -170,6 +178,25 @@ class SDKProvider(BaseProvider):
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+        if self._batch_api is not None:
+            await self._batch_api.aclose()
+
+    def batch_api(self) -> BatchAPI | None:
+        """The provider's batch API, on its official SDK, made on first use. None through a
+        gateway: batches go to the provider's own batch endpoints with its own key."""
+        if self.settings.gateway is not None:
+            return None
+        if self._batch_api is None:
+            self._batch_api = self.new_batch_api()
+        return self._batch_api
+
+    def new_batch_api(self) -> BatchAPI | None:
+        """The batch API `batch_api()` keeps; None for a kind that has none."""
+        if self.batch_api_class is None:
+            return None
+        module_name, class_name = self.batch_api_class.split(":")
+        api: BatchAPI = getattr(importlib.import_module(module_name), class_name)(self)
+        return api
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         if not (options.get("model") or self.settings.default_model):

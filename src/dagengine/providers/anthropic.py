@@ -17,7 +17,7 @@ from .._structured import schema_name
 from ._http import malformed_error, stainless_error
 from ._sdk import Backend, Call, Completion, SDKProvider, sdk_kwargs, sdk_parameters
 from ._settings import Settings
-from ._transport import HTTPBackend, request_options
+from ._transport import HTTPBackend, RequestOptions, request_options
 
 if TYPE_CHECKING:
     import anthropic
@@ -83,11 +83,17 @@ class AnthropicHTTPBackend(HTTPBackend):
             "x-api-key": settings.api_key, "anthropic-version": API_VERSION})
 
     async def complete(self, call: Call) -> Completion:
-        body, options = request_options(_stop_sequences(call.params))
-        _add_call(body, call)
-        tool = _answer_tool(call, body)
+        body, options, tool = message_body(call)
         answer, headers = await self.post("/v1/messages", body, options)
         return _completion(self, answer, headers, call, tool)
+
+
+def message_body(call: Call) -> tuple[dict[str, Any], RequestOptions | None, str | None]:
+    """The JSON body the call posts to /v1/messages (a batch request's `params` too), the
+    options that shape the HTTP request instead, and the name of the answer tool, if any."""
+    body, options = request_options(_stop_sequences(call.params))
+    _add_call(body, call)
+    return body, options, _answer_tool(call, body)
 
 
 def _stop_sequences(params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -168,6 +174,7 @@ class AnthropicProvider(SDKProvider):
     kind = "anthropic"
     portkey_provider = "anthropic"
     env_vars = ("ANTHROPIC_API_KEY",)
+    batch_api_class = "dagengine.providers._batch_anthropic:AnthropicBatchAPI"
     default_max_tokens = 1024
 
     @classmethod

@@ -87,26 +87,7 @@ class GeminiBackend(Backend):
             raise connection_error(self.provider, exc, self.settings) from None
         except ValueError as exc:  # the body of a 200 is not JSON
             raise malformed_error(self.provider, str(exc), self.settings) from None
-        usage = response.usage_metadata
-        candidate = response.candidates[0] if response.candidates else None
-        reason = candidate.finish_reason if candidate else None
-        # No text parts (a filter, or max_tokens spent on thinking) is an empty answer, which
-        # the engine retries and reports as one, with the finish reason.
-        text = response.text or ""
-        headers = response.sdk_http_response.headers if response.sdk_http_response else None
-        return Completion(
-            text=text,
-            model=response.model_version or call.model,
-            # prompt_token_count includes the cached content's tokens.
-            input_tokens=(usage.prompt_token_count or 0) if usage else 0,
-            # Thinking tokens are billed as output.
-            output_tokens=((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0))
-            if usage
-            else 0,
-            finish_reason=reason.value if reason is not None else None,
-            headers=headers,
-            cache_read_tokens=(usage.cached_content_token_count or 0) if usage else 0,
-        )
+        return sdk_completion(response, call)
 
     def _config(self, call: Call) -> genai_types.GenerateContentConfig:
         from google.genai import types as genai_types
@@ -137,6 +118,31 @@ class GeminiBackend(Backend):
         if error.retry_after is None:
             error.retry_after = _retry_delay(exc.details)
         return error
+
+
+def sdk_completion(response: genai_types.GenerateContentResponse, call: Call) -> Completion:
+    """The Completion of a GenerateContentResponse as the SDK gives it (online, or an item
+    of a batch)."""
+    usage = response.usage_metadata
+    candidate = response.candidates[0] if response.candidates else None
+    reason = candidate.finish_reason if candidate else None
+    # No text parts (a filter, or max_tokens spent on thinking) is an empty answer, which
+    # the engine retries and reports as one, with the finish reason.
+    text = response.text or ""
+    headers = response.sdk_http_response.headers if response.sdk_http_response else None
+    return Completion(
+        text=text,
+        model=response.model_version or call.model,
+        # prompt_token_count includes the cached content's tokens.
+        input_tokens=(usage.prompt_token_count or 0) if usage else 0,
+        # Thinking tokens are billed as output.
+        output_tokens=((usage.candidates_token_count or 0) + (usage.thoughts_token_count or 0))
+        if usage
+        else 0,
+        finish_reason=reason.value if reason is not None else None,
+        headers=headers,
+        cache_read_tokens=(usage.cached_content_token_count or 0) if usage else 0,
+    )
 
 
 class GeminiHTTPBackend(HTTPBackend):
@@ -300,6 +306,7 @@ class GeminiProvider(SDKProvider):
     kind = "gemini"
     portkey_provider = "google"
     env_vars = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    batch_api_class = "dagengine.providers._batch_gemini:GeminiBatchAPI"
 
     @classmethod
     def direct_backend(cls, name: str, settings: Settings) -> Backend:

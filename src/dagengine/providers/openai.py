@@ -26,7 +26,7 @@ from ._sdk import (
     sdk_parameters,
 )
 from ._settings import Settings
-from ._transport import HTTPBackend, request_options
+from ._transport import HTTPBackend, RequestOptions, request_options
 
 if TYPE_CHECKING:
     import openai
@@ -117,10 +117,18 @@ class OpenAIHTTPBackend(HTTPBackend):
         self.schema_as_tool = schema_as_tool
 
     async def complete(self, call: Call) -> Completion:
-        body, options = request_options(call.params)
-        tool = _add_call(body, call, self.schema_as_tool)
+        body, options, tool = chat_body(call, self.schema_as_tool)
         answer, headers = await self.post("/chat/completions", body, options)
         return _completion(self, answer, headers, call, tool)
+
+
+def chat_body(call: Call, schema_as_tool: bool = False
+              ) -> tuple[dict[str, Any], RequestOptions | None, str | None]:
+    """The JSON body the call posts to /chat/completions (a batch line's `body` too), the
+    options that shape the HTTP request instead, and the name of the function carrying the
+    answer when the schema goes as a tool."""
+    body, options = request_options(call.params)
+    return body, options, _add_call(body, call, schema_as_tool)
 
 
 def _account_headers() -> dict[str, str]:
@@ -226,6 +234,7 @@ class OpenAIProvider(SDKProvider):
     kind = "openai"
     portkey_provider = "openai"
     env_vars = ("OPENAI_API_KEY",)
+    batch_api_class = "dagengine.providers._batch_openai:OpenAIBatchAPI"
 
     @classmethod
     def direct_backend(cls, name: str, settings: Settings) -> Backend:

@@ -175,6 +175,12 @@ class _BatchApi(ABC):
     def find(self, request: web.Request) -> Batch | None:
         return self.batches.get(self.api, request.match_info["id"])
 
+    def logged(self, request: web.Request, body: Any) -> None:
+        """Keep a batch's body in the recent requests (GET /requests), as online bodies are:
+        tests compare what a client put in a batch with what it sends online. (OpenAI's
+        requests are in the input file, which the Files API gives back.)"""
+        self.core.stats.logged(self.api, request.path, body, request.headers)
+
     def _online_reply(self, prompt: Prompt) -> Reply:
         # The online endpoint's answer to the same request (see _server._ApiEndpoint.handle).
         return self.core.reply(prompt, answer(prompt.text, prompt.last_message, prompt.schema),
@@ -201,6 +207,7 @@ class _Anthropic(_BatchApi):
             return self.error(413, message, kind="request_too_large")
         except ValueError as exc:
             return self.error(400, f"invalid request: the body is not JSON ({exc})")
+        self.logged(request, body)
         try:
             requests = self._requests(body)
         except BadRequest as exc:
@@ -711,6 +718,7 @@ class _Gemini(_BatchApi):
             return self.error(400, f"Request payload size exceeds the limit: {limit} bytes.")
         except ValueError as exc:
             return self.error(400, f"Invalid JSON payload received. {exc}")
+        self.logged(request, body)
         model = "models/" + request.match_info["model"].removeprefix("models/")
         batch_id = f"batches/sim{secrets.token_hex(10)}"
         try:
