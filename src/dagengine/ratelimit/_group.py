@@ -286,6 +286,18 @@ class LimitGroup:
             self._dispatch()
             raise
 
+    def ready_in(self, estimated_tokens: int = 0) -> float:
+        """Seconds until a request of `estimated_tokens` could be admitted; <= 0: now.
+
+        Non-blocking, takes nothing: a pool asks each target's group before it queues in
+        one. Waiters already queued go first, so a group with a queue is never ready now.
+        """
+        now = self._refill()
+        delay = self._delay(estimated_tokens, now)
+        if self._queue:
+            return max(delay, _EPS)
+        return delay
+
     @property
     def paused_until(self) -> float | None:
         """Clock time the group's 429 pause ends, None when not paused."""

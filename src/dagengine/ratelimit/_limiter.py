@@ -53,6 +53,30 @@ class RateLimiter:
         self._by_call[provider, model] = group
         return group
 
+    def target_group(self, pool: str, target: str, model: str | None = None, *,
+                     ramp: bool = True) -> LimitGroup:
+        """The group of one target of a provider pool: `"pool[target]"` (or with `/model`)
+        when configured; else its own copy of the pool's configured limits (a limit set for
+        "pool" is what each of its keys allows); else a group that learns."""
+        qualified = f"{pool}[{target}]"
+        key = (qualified, model)
+        if key in self._by_call:
+            return self._by_call[key]
+        configured = (f"{qualified}/{model}" if model else None, qualified,
+                      f"{pool}/{model}" if model else None, pool)
+        source = next((n for n in configured if n is not None and n in self._groups), None)
+        if source is None or source.startswith(qualified):
+            return self.group(qualified, model, ramp=ramp)
+        name = f"{qualified}/{model}" if model and "/" in source else qualified
+        group = self._groups.get(name)
+        if group is None:
+            template = self._groups[source]
+            group = self._groups[name] = LimitGroup(
+                name, template.requests_per_minute, template.tokens_per_minute,
+                clock=self._clock)
+        self._by_call[key] = group
+        return group
+
     @property
     def waiting(self) -> int:
         """Calls waiting for capacity, across groups."""
