@@ -164,3 +164,27 @@ def test_a_bad_pool_config_is_refused_with_the_fix(targets: Any, fix: str) -> No
         DagEngine(Ask(), providers={"anthropic": {"targets": targets, "api_key": KEY_B}},
                   store=False)
     assert KEY_A not in str(refused.value) and KEY_B not in str(refused.value)
+
+
+async def test_the_run_report_shows_cost_by_target_and_the_hedged_calls(tmp_path: Path) -> None:
+    from dagengine.report import render_report, report_data
+
+    store = tmp_path / "runs.db"
+    script = [200] * 25 + ["hang"] + [200] * 20  # the 26th hangs until its duplicate answers
+    async with Simulator(latency=0.02, script=script) as sim:
+        engine = DagEngine(Ask(), providers=pool(
+            sim, {"api_key": KEY_A, "name": "a"}, {"api_key": KEY_B, "name": "b"}),
+            execution={"concurrency": 1, "hedge": {"after": "p95", "budget": 1.0}},
+            store=str(store))
+        result = await engine.process([f"item {i:02}" for i in range(30)])
+        await engine.close()
+
+    data = report_data(str(store))
+    hedged = sum(s.results["answer"].call.hedged for s in result.sections)
+    assert hedged >= 1 and data.totals.hedged == hedged
+    assert result.costs is not None
+    assert {label: calls for label, (calls, _) in data.totals.by_target.items()} == {
+        label: cost.calls for label, cost in result.costs.by_target.items()}
+    assert set(data.totals.by_target) == {"anthropic[a]", "anthropic[b]"}
+    page = render_report(str(store))
+    assert "Pool targets" in page and "anthropic[a]" in page and "hedged" in page
