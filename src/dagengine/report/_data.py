@@ -332,8 +332,8 @@ def _totals(calls: Sequence[CallRecord]) -> Totals:
         totals.hedged += bool(c.hedged)
         if c.target is not None and not c.cached:
             label = f"{c.provider or ''}[{c.target}]"
-            calls, cost = totals.by_target.get(label, (0, 0.0))
-            totals.by_target[label] = (calls + 1, cost + (c.cost or 0.0))
+            answered, cost = totals.by_target.get(label, (0, 0.0))
+            totals.by_target[label] = (answered + 1, cost + (c.cost or 0.0))
         if c.cached:
             totals.cached += 1
             totals.cache_saved += c.saved_cost or 0.0
