@@ -23,6 +23,10 @@ class RateLimiter:
     "provider/model" group if configured, else its "provider" group if configured, else a
     group of its own "provider/model" (providers limit each model separately) that starts
     unlimited and learns from headers and 429s.
+
+    Each target of a provider pool (providers/_pool.py) is a group of its own,
+    "provider[target]": configured under that name, else a copy of the limits configured
+    for "provider" (each key has the limit the provider sets per key), else learned.
     """
 
     def __init__(
