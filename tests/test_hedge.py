@@ -156,21 +156,21 @@ async def test_no_duplicate_for_a_batch_dimension_or_a_request_marked_not_idempo
 
 async def test_the_duplicate_goes_to_another_pool_target() -> None:
     # Target "b" answers 12 requests, then hangs every one; "a" always answers. A call hung
-    # on "b" is answered by its duplicate, which went to "a": had it gone to "b" again it
-    # would hang too, and the call with it.
+    # on "b" is answered by its duplicate on "a" in its first attempt: had the duplicate
+    # gone to "b" again it would hang too, until the provider timeout failed the attempt.
     n = 40
     async with Simulator(latency=0.02) as sim_a, \
             Simulator(latency=0.02, script=[200] * 12 + ["hang"] * 100) as sim_b:
-        providers = {"anthropic": {"targets": [
+        providers = {"anthropic": {"timeout": 5.0, "targets": [
             {"api_key": KEY, "name": "a", "base_url": sim_a.base_url},
             {"api_key": KEY_B, "name": "b", "base_url": sim_b.base_url}]}}
-        result, stats_a, _ = await run(sim_a, Ask(), n, providers=providers)
+        result, _, _ = await run(sim_a, Ask(), n, providers=providers)
         stats_b = await settled(sim_b)
 
     results = answers(result)
-    hung_on_b = stats_b["requests"] - 12
-    assert hung_on_b >= 1 and all(r.error is None for r in results)
-    assert all(r.call.target == "a" for r in results if r.call.hedged)
-    assert sum(r.call.target == "b" for r in results) == 12
-    assert stats_b["cancelled"] == hung_on_b  # each closed when its duplicate answered
-    assert stats_a["requests"] <= n - 12 + hung_on_b
+    answered_by_b = stats_b["responses_by_status"].get("200", 0)
+    assert stats_b["requests"] > 12  # some did hang
+    assert all(r.error is None and r.call.attempts == 1 for r in results)
+    assert sum(r.call.target == "b" for r in results) <= answered_by_b <= 12
+    assert any(r.call.hedged and r.call.target == "a" for r in results)
+    assert stats_b["cancelled"] == stats_b["requests"] - answered_by_b  # each one closed
