@@ -133,10 +133,9 @@ class Usage:
                         hedged=self.hedged)
 
     def routed(self, sent: _pool.Sent) -> None:
-        """A pool's or a hedge's request came back: its target, extra requests, the
-        cancelled duplicate's cost."""
+        """A pool's or a hedge's request came back: its target, the cancelled duplicate's
+        cost."""
         self.target = sent.target
-        self.attempts += sent.requests - 1
         if sent.hedged:
             self.hedged = True
             self.tokens += sent.lost_tokens
@@ -466,8 +465,12 @@ class _Call:
         return DimensionResult(error=message, metadata=_metadata(info), call=info)
 
     def _mark_sent(self) -> None:
+        """A routed request left the limiter; after the attempt's first, one a pool moved
+        on to after a refusal, which counts as an attempt of its own."""
         if self.sent_at is None:
             self.sent_at = time.time()
+        else:
+            self.usage.attempts += 1
 
     @property
     def provider_name(self) -> str:
