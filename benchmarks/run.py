@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/run.py WN           # random 429s: 10 % at 200 in flight, 50 %
     .venv/bin/python benchmarks/run.py W4S          # W4 over five more latency seeds
     .venv/bin/python benchmarks/run.py W4H          # a slow step beside a quick chain
+    .venv/bin/python benchmarks/run.py W3P W4E      # a pool of keys; W4 hedged (issue 17)
     .venv/bin/python benchmarks/run.py W5           # per-call cost, each API format
 
 The simulator runs in its own process (it never shares this process's CPU or event loop).
@@ -298,6 +299,74 @@ async def w3(sim: SimulatorProcess) -> list[Row]:
             "requests": stats["requests"], "429s": stats["rate_limited"],
             "429 share": f"{100 * stats['rate_limited'] / stats['requests']:.1f}%", **figures}))
     await sim.configure(requests_per_minute=None, rate_limit_headers=True)
+    return rows
+
+
+POOL_KEYS = ("bench-pool-key-a", "bench-pool-key-b")
+
+
+async def w3_pools(sim: SimulatorProcess) -> list[Row]:
+    """W3 over a pool of two keys, each with its own limit and no rate_limits configured:
+    25 + 25 requests/s (the limits learned per key from headers and 429s), and 75 + 25
+    requests/s weighted 3:1 (the split of calls follows capacity and weights)."""
+    rows = []
+    n = 300
+    cases = (("2 keys x 25/s", (25, 25), (1, 1)), ("keys 75/s + 25/s, weights 3:1", (75, 25),
+                                                   (3, 1)))
+    for runner, per_second, weights in cases:
+        await sim.configure(latency=0.1, latency_median=None, latency_sigma=0.0,
+                            requests_per_minute=None, error_429_rate=0.0, error_500_rate=0.0,
+                            seed=13, rate_limit_headers=True, key_limits={
+                                key: {"requests_per_minute": rate * 60}
+                                for key, rate in zip(POOL_KEYS, per_second, strict=True)})
+        await sim.reset()
+        bound = n / sum(per_second)
+        targets = [{"api_key": key, "weight": weight, "name": f"key{i}"}
+                   for i, (key, weight) in enumerate(zip(POOL_KEYS, weights, strict=True))]
+        eng = DagEngine(Bench(["analyze"]), providers={"anthropic": {
+            "base_url": sim.base_url, "targets": targets}}, execution={
+            "concurrency": 100, "max_retries": 8, "retry_delay": 0.5}, store=False)
+        result, wall, _ = await timed(eng.process(sections(n)))
+        await eng.close()
+        stats = await sim.stats()
+        calls = [s.results["analyze"].call for s in result.sections]
+        split = {t["name"]: sum(c is not None and c.target == t["name"] for c in calls)
+                 for t in targets}
+        rows.append(Row("W3 pool", runner, wall, {
+            "success": f"{successes(result)}/{n}", "bound": round(bound, 2),
+            "wall/bound": round(wall / bound, 3), "requests": stats["requests"],
+            "429 share": f"{100 * stats['rate_limited'] / stats['requests']:.1f}%",
+            "split": "/".join(f"{100 * v / n:.1f}%" for v in split.values())}))
+    await sim.configure(key_limits=None, requests_per_minute=None, rate_limit_headers=True)
+    return rows
+
+
+async def w4_hedge(sim: SimulatorProcess) -> list[Row]:
+    """W4 with latency drawn per request (a duplicate draws its own), 50 in flight, without
+    and with hedge={"after": "p95", "budget": 0.05}: the same seed, the same process."""
+    rows: list[Row] = []
+    data: dict[str, list[Any]] = {}
+    for runner, hedge in (("dagengine", None),
+                          ("dagengine, hedge p95 5 %", {"after": "p95", "budget": 0.05})):
+        await sim.configure(latency=0.0, latency_median=0.5, latency_sigma=1.0, seed=17,
+                            latency_draw="request", error_429_rate=0.0, error_500_rate=0.0)
+        await sim.reset()
+        eng = engine(sim, Bench(W4_DIMS, W4_DEPS), concurrency=50, hedge=hedge)
+        result, wall, _ = await timed(eng.process(sections(200)))
+        await eng.close()
+        stats = await sim.stats()
+        calls = 200 * 3 + 1
+        data[runner] = [s.results[d].data for s in result.sections for d in s.results]
+        data[runner].append(result.global_results["overall"].data)
+        figures: dict[str, Any] = {
+            "success": f"{successes(result)}/200", "requests": stats["requests"],
+            "extra requests": f"{100 * (stats['requests'] - calls) / stats['requests']:.1f}%",
+            "cancelled": stats["cancelled"]}
+        if rows:
+            figures["wall ratio"] = round(wall / rows[0].wall, 3)
+            figures["results equal"] = data[runner] == data["dagengine"]
+        rows.append(Row("W4 hedge", runner, wall, figures))
+    await sim.configure(latency_draw="prompt")
     return rows
 
 
@@ -667,7 +736,9 @@ WORKLOADS: dict[str, Callable[[SimulatorProcess], Awaitable[list[Row]]]] = {
     "W2": lambda sim: w1(sim, faults=True),
     "W3": w3,
     "WN": noisy,
+    "W3P": w3_pools,
     "W4": w4,
+    "W4E": w4_hedge,
     "W4S": w4_seeds,
     "W4H": w4_mixed,
     "W5": w5,
@@ -719,8 +790,8 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--w5-child":
         w5_child(sys.argv[2], sys.argv[3])
         sys.exit(0)
-    chosen = [a.upper() for a in sys.argv[1:]] or ["W1", "W2", "W3", "WN", "W4", "W4H", "W5",
-                                                  "W6"]
+    chosen = [a.upper() for a in sys.argv[1:]] or ["W1", "W2", "W3", "W3P", "WN", "W4",
+                                                  "W4E", "W4H", "W5", "W6"]
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     print(f"$ {command.strip()}   ({platform.python_version()}, {platform.machine()}, "
           f"simulated backend)")

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ._hedge import Hedger
 from .config import ExecutionConfig
 from .cost import Pricing, summarize_costs
 from .graph import Plan
@@ -63,6 +64,8 @@ class Run:
     preloaded: Preloaded = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
     """The jitter of retry backoffs."""
+    hedger: Hedger | None = None
+    """execution.hedge's latencies and budget, for this run (dagengine/_hedge.py)."""
 
     def process_result(self, state: RunState) -> ProcessResult:
         """The run's result as `state` stands: finished, stopped early or failed."""

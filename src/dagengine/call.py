@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _pool
 from ._run import Run
 from ._structured import request_schema
 from .errors import (
@@ -114,6 +115,8 @@ class Usage:
     attempts: int = 0
     model: str | None = None
     provider: str | None = None
+    target: str | None = None
+    hedged: bool = False
 
     def add(self, response: ProviderResponse, run: Run, model: str | None) -> None:
         tokens = _tokens(response)
@@ -126,7 +129,17 @@ class Usage:
     def info(self, started: float) -> CallInfo:
         return CallInfo(model=self.model, provider=self.provider, tokens=self.tokens,
                         cost=self.cost, attempts=self.attempts,
-                        duration=time.monotonic() - started)
+                        duration=time.monotonic() - started, target=self.target,
+                        hedged=self.hedged)
+
+    def routed(self, sent: _pool.Sent) -> None:
+        """A pool's or a hedge's request came back: its target, the cancelled duplicate's
+        cost."""
+        self.target = sent.target
+        if sent.hedged:
+            self.hedged = True
+            self.tokens += sent.lost_tokens
+            self.cost += sent.lost_cost
 
 
 class CallRunner:
@@ -378,6 +391,13 @@ class _Call:
         provider, dimension = self.provider, self.site.name
         assert provider is not None  # set by _send_handling_retries before any attempt
         model = request.options.get("model")
+        if _pool.routes(self.run, provider):
+            sent = await _pool.send(self.run, self.observers, provider, request,
+                                    self.site.dimension, _estimate_tokens(request),
+                                    self._mark_sent)
+            self.usage.routed(sent)
+            self.usage.add(sent.response, self.run, model)
+            return sent.response
         group = self.run.limiter.group(provider.name, model, ramp=not provider.handles_retries)
         permit = await group.acquire(_estimate_tokens(request))
         self.sent_at = time.time()
@@ -444,6 +464,14 @@ class _Call:
         info = self.usage.info(self.started)
         return DimensionResult(error=message, metadata=_metadata(info), call=info)
 
+    def _mark_sent(self) -> None:
+        """A routed request left the limiter; after the attempt's first, one a pool moved
+        on to after a refusal, which counts as an attempt of its own."""
+        if self.sent_at is None:
+            self.sent_at = time.time()
+        else:
+            self.usage.attempts += 1
+
     @property
     def provider_name(self) -> str:
         return self.provider.name if self.provider is not None else ""
@@ -466,6 +494,10 @@ def _metadata(info: CallInfo) -> dict[str, Any]:
         metadata["finish_reason"] = info.finish_reason
     if info.status_code is not None:
         metadata["status_code"] = info.status_code
+    if info.target is not None:
+        metadata["target"] = info.target
+    if info.hedged:
+        metadata["hedged"] = True
     return metadata
 
 

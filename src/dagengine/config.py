@@ -41,7 +41,9 @@ class ExecutionConfig:
     batch: {"max_size": requests per batch, "max_wait": seconds to gather ready calls before
         submitting, "poll_interval": first poll delay, backing off to a cap}.
     hedge: None, or {"after": "p95", "budget": 0.05}: one duplicate for a call still running
-        past that latency quantile, at most `budget` x the run's requests.
+        past that latency quantile, at most `budget` x the run's requests. Never in batch
+        mode, nor for a request a before_provider_execute hook returns with metadata
+        {"idempotent": False} (see dagengine/_pool.py).
     """
 
     concurrency: int = 5

@@ -356,6 +356,10 @@ def summarize_costs(
             summary.by_dimension.setdefault(dimension, DimensionCost())]
         if provider:
             buckets.append(summary.by_provider.setdefault(provider, ProviderCost()))
+        if call.target is not None:
+            buckets.append(summary.by_target.setdefault(f"{provider}[{call.target}]",
+                                                        ProviderCost()))
+        summary.hedged_calls += call.hedged
         if model:
             buckets.append(summary.by_model.setdefault(
                 model, ModelCost(priced=pricing.price(model) is not None)))

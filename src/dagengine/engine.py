@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from ._hedge import Hedger
 from ._preflight import preflight
 from ._run import Run, RunState
 from ._sync import exit_130_on, in_running_loop, run_sync
@@ -330,7 +331,8 @@ class DagEngine:
         return Run(process_id=process_id, plan=plan, plugin=self.plugin, hooks=hooks,
                    config=self.execution, registry=self.registry,
                    limiter=RateLimiter(self.execution.rate_limits), pricing=self.pricing,
-                   call_times=self._call_times, metadata=metadata)
+                   call_times=self._call_times, metadata=metadata,
+                   hedger=Hedger.from_config(self.execution.hedge))
 
     async def _execute(self, handle: _RunHandle, state: RunState,
                        observers: Observers) -> tuple[ProcessResult, BaseException | None]:

@@ -376,6 +376,11 @@ class Observer:
     def request_done(self, dimension: str, provider: str) -> Any:
         """That request ended: answered, failed or cancelled."""
 
+    def request_routed(self, dimension: str, provider: str, target: str | None,
+                       hedge: bool) -> Any:
+        """That request went to pool `target` (None: not a pool), or is a hedge's duplicate
+        (`hedge` True); after request_sent."""
+
     def attempt_done(self, attempt: Attempt) -> Any:
         """An attempt whose request was sent ended: answered, refused or failed (a cache hit
         sends none)."""

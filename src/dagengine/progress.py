@@ -43,12 +43,21 @@ class ProgressTracker(Observer):
         self.retries = 0
         self.in_flight = 0
         self.requests = 0
+        self.hedges = 0
+        self.by_target: dict[str, int] = {}
         self.current_dimension: str | None = None
         self.current_section: int | None = None
 
     def request_sent(self, dimension: str, provider: str) -> None:
         self.in_flight += 1
         self.requests += 1
+
+    def request_routed(self, dimension: str, provider: str, target: str | None,
+                       hedge: bool) -> None:
+        self.hedges += hedge
+        if target is not None:
+            label = f"{provider}[{target}]"
+            self.by_target[label] = self.by_target.get(label, 0) + 1
 
     def request_done(self, dimension: str, provider: str) -> None:
         self.in_flight -= 1
@@ -121,6 +130,8 @@ class ProgressTracker(Observer):
             waiting_for_capacity=self.limiter.waiting if self.limiter is not None else 0,
             in_flight=self.in_flight,
             requests_per_second=completed / elapsed if elapsed > 0 else 0.0,
+            hedges=self.hedges,
+            requests_by_target=dict(self.by_target),
         )
 
 

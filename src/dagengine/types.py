@@ -210,6 +210,11 @@ class CallInfo:
     """Why the model stopped, as the provider said it ("stop", "end_turn", "length", ...)."""
     status_code: int | None = None
     """The HTTP status of the answer, when the provider reports it."""
+    target: str | None = None
+    """The pool target that answered (its name, or its key's fingerprint); None outside a
+    pool."""
+    hedged: bool = False
+    """A duplicate request was sent for this call (execution.hedge); its cost is in `cost`."""
 
     def to_dict(self) -> dict[str, Any]:
         """This object as JSON-compatible Python data."""
@@ -608,6 +613,10 @@ class CostSummary(_Data):
     cached_calls: int = 0
     cache_savings: float = 0.0
     unpriced_models: list[str] = Field(default_factory=list)
+    by_target: dict[str, ProviderCost] = Field(default_factory=dict)
+    """Calls a pool target answered, as "provider[target]" (the target's name or its key's
+    fingerprint); a hedged call counts under the target whose answer won."""
+    hedged_calls: int = 0
 
 
 class ProcessResult(_Data):
@@ -668,3 +677,7 @@ class ProgressUpdate(_Data):
     waiting_for_capacity: int = 0
     in_flight: int = 0
     requests_per_second: float = 0.0
+    hedges: int = 0
+    """Duplicate requests sent (execution.hedge)."""
+    requests_by_target: dict[str, int] = Field(default_factory=dict)
+    """Requests sent to each pool target, as "provider[target]"."""

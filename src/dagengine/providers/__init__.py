@@ -41,6 +41,10 @@ def build_provider(name: str, config: Mapping[str, Any]) -> BaseProvider:
     straight to its API; either way over HTTP with its wire format, or on the official SDK
     with `transport="sdk"`.
     """
+    if "targets" in config:
+        from ._pool import build_pool
+
+        return build_pool(name, config, build_provider)
     kind = str(config.get("type", name))
     target = BUILTIN_PROVIDERS.get(kind)
     if target is None:
@@ -89,8 +93,18 @@ def build_registry(providers: ProvidersArg | None) -> ProviderRegistry:
                     f"providers[{name!r}] must be a config dict or a BaseProvider, "
                     f"got {type(value).__name__}"
                 )
+        _bind_pools(registry)
         return registry
     raise ConfigurationError(
         "providers must be a dict of name -> config or BaseProvider, a list of "
         f"BaseProvider, or a ProviderRegistry; got {type(providers).__name__}"
     )
+
+
+def _bind_pools(registry: ProviderRegistry) -> None:
+    """Pools whose targets name other providers of the same config (providers/_pool.py)."""
+    from ._pool import PoolProvider
+
+    for provider in registry:
+        if isinstance(provider, PoolProvider):
+            provider.bind(registry)

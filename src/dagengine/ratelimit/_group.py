@@ -286,6 +286,21 @@ class LimitGroup:
             self._dispatch()
             raise
 
+    def ready_in(self, estimated_tokens: int = 0) -> float:
+        """Seconds until a request of `estimated_tokens` could be admitted; <= 0: now.
+
+        Non-blocking, takes nothing: a pool asks each target's group before it queues in
+        one. Waiters already queued go first, so a group with a queue is never ready now,
+        and each of them adds one request's time at the group's rate (the guess a pool
+        compares its targets by).
+        """
+        now = self._refill()
+        delay = self._delay(estimated_tokens, now)
+        if not self._queue:
+            return delay
+        rate = self._requests.rate if self._requests is not None else 0.0
+        return max(delay, _EPS) + (len(self._queue) / rate if rate > 0 else 0.0)
+
     @property
     def paused_until(self) -> float | None:
         """Clock time the group's 429 pause ends, None when not paused."""

@@ -23,6 +23,10 @@ class RateLimiter:
     "provider/model" group if configured, else its "provider" group if configured, else a
     group of its own "provider/model" (providers limit each model separately) that starts
     unlimited and learns from headers and 429s.
+
+    Each target of a provider pool (providers/_pool.py) is a group of its own,
+    "provider[target]": configured under that name, else a copy of the limits configured
+    for "provider" (each key has the limit the provider sets per key), else learned.
     """
 
     def __init__(
@@ -51,6 +55,30 @@ class RateLimiter:
         if group is None:
             group = self._groups[name] = LimitGroup(name, clock=self._clock, ramp=ramp)
         self._by_call[provider, model] = group
+        return group
+
+    def target_group(self, pool: str, target: str, model: str | None = None, *,
+                     ramp: bool = True) -> LimitGroup:
+        """The group of one target of a provider pool: `"pool[target]"` (or with `/model`)
+        when configured; else its own copy of the pool's configured limits (a limit set for
+        "pool" is what each of its keys allows); else a group that learns."""
+        qualified = f"{pool}[{target}]"
+        key = (qualified, model)
+        if key in self._by_call:
+            return self._by_call[key]
+        configured = (f"{qualified}/{model}" if model else None, qualified,
+                      f"{pool}/{model}" if model else None, pool)
+        source = next((n for n in configured if n is not None and n in self._groups), None)
+        if source is None or source.startswith(qualified):
+            return self.group(qualified, model, ramp=ramp)
+        name = f"{qualified}/{model}" if model and "/" in source else qualified
+        group = self._groups.get(name)
+        if group is None:
+            template = self._groups[source]
+            group = self._groups[name] = LimitGroup(
+                name, template.requests_per_minute, template.tokens_per_minute,
+                clock=self._clock)
+        self._by_call[key] = group
         return group
 
     @property

@@ -56,6 +56,9 @@ class Totals:
     limiter_wait: float | None = None  # seconds requests waited for the client rate limiter
     backoff_wait: float | None = None  # seconds calls waited between attempts
     wall_seconds: float | None = None
+    hedged: int = 0  # calls that sent a duplicate request (execution.hedge)
+    by_target: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Pool targets, as "provider[target]": (calls answered, cost)."""
 
 
 @dataclass(slots=True)
@@ -326,6 +329,11 @@ def _totals(calls: Sequence[CallRecord]) -> Totals:
             totals.ok += 1
         totals.skipped += bool(c.skipped)
         totals.retries += max(0, (c.attempts or 0) - 1)
+        totals.hedged += bool(c.hedged)
+        if c.target is not None and not c.cached:
+            label = f"{c.provider or ''}[{c.target}]"
+            answered, cost = totals.by_target.get(label, (0, 0.0))
+            totals.by_target[label] = (answered + 1, cost + (c.cost or 0.0))
         if c.cached:
             totals.cached += 1
             totals.cache_saved += c.saved_cost or 0.0

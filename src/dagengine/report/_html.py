@@ -139,7 +139,9 @@ def _tiles(data: ReportData) -> str:
               fmt.plural(len(data.failures), "cause") if t.failed else "none",
               bad=t.failed > 0),
         _tile("requests", "Provider requests", requests,
-              unknown if requests is None else fmt.count(requests), rps),
+              unknown if requests is None else fmt.count(requests),
+              " · ".join(filter(None, (rps, fmt.plural(t.hedged, "call") + " hedged"
+                                       if t.hedged else "")))),
         _tile("rate_limited", "Answered 429", t.rate_limited,
               unknown if t.rate_limited is None else fmt.count(t.rate_limited),
               f"{fmt.plural(t.retries, 'retry', 'retries')} · "
@@ -354,6 +356,13 @@ def _reliability_panel(data: ReportData) -> str:
     else:
         fallback = _empty("not recorded" if t.fallbacks is None else "no call fell back")
     figures.append(_figure("Fallbacks", "calls that went on to another provider", fallback))
+    if t.by_target:
+        rows = "".join(f"<tr><td>{esc(label)}</td><td class=\"num\">{calls:,}</td>"
+                       f"<td class=\"num\">{esc(fmt.money(cost))}</td></tr>"
+                       for label, (calls, cost) in sorted(t.by_target.items()))
+        figures.append(_figure("Pool targets", "calls each target answered", (
+            "<table><tr><th>target</th><th class=\"num\">calls</th>"
+            f"<th class=\"num\">cost</th></tr>{rows}</table>")))
     summary = (fmt.plural(t.retries, "retry", "retries") + ", "
                + ("fallbacks not recorded" if t.fallbacks is None
                   else fmt.plural(t.fallbacks, "fallback"))

@@ -34,7 +34,8 @@ _FIELDS = ("error", "metadata.model", "metadata.provider", "metadata.mode", "met
 SELECT_CALLS = (
     "SELECT dimension, nullif(section_index, ?), recorded_at, "
     + ", ".join(f"json_extract(result, '$.{f}')" for f in _FIELDS)
-    + ", request_started_at, request_sent_at, request_ended_at "
+    + ", request_started_at, request_sent_at, request_ended_at"
+    ", json_extract(result, '$.metadata.target'), json_extract(result, '$.metadata.hedged') "
     "FROM results WHERE process_id = ? ORDER BY recorded_at"
 )
 
@@ -69,6 +70,8 @@ class CallRecord(NamedTuple):
     request_started_at: float | None
     request_sent_at: float | None
     request_ended_at: float | None
+    target: str | None = None  # the pool target that answered (its name or fingerprint)
+    hedged: Any = None  # a duplicate request was sent (execution.hedge)
 
     @classmethod
     def of(cls, dimension: str, section_index: int | None, result: DimensionResult,
@@ -85,7 +88,8 @@ class CallRecord(NamedTuple):
             _number(meta.get("duration")), _integer(meta.get("status_code")),
             None if usage is None else usage.input_tokens,
             None if usage is None else usage.output_tokens,
-            None if usage is None else usage.cache_read_tokens, None, None, None)
+            None if usage is None else usage.cache_read_tokens, None, None, None,
+            _text(meta.get("target")), bool(meta.get("hedged")))
 
     @property
     def ok(self) -> bool:
