@@ -68,7 +68,7 @@ def _reason(group: LimitGroup, why: str) -> str:
     if why == DECREASE:
         inferred = group.inferred_requests_per_minute
         if inferred is not None and not group._known:
-            return f"429s: the provider accepts about {inferred:.4g} requests/min"
+            return f"429s: the provider accepts about {_number(inferred)} requests/min"
         return f"429s: slowed to {group._scale:.0%} of the known limit"
     if why == NOISE:
         return "slowing down made the 429s no rarer: they are noise, not a limit"
@@ -85,7 +85,11 @@ def _shown(rates: Rates) -> str:
     requests, tokens = rates
     parts = []
     if requests is not None:
-        parts.append(f"{requests:.4g} requests/min")
+        parts.append(f"{_number(requests)} requests/min")
     if tokens is not None:
-        parts.append(f"{tokens:.4g} tokens/min")
+        parts.append(f"{_number(tokens)} tokens/min")
     return ", ".join(parts) or "no limit"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
