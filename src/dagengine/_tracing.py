@@ -72,4 +72,5 @@ def run_tracer(options: TracingOptions, run: Run) -> Observer:
     """The observer that makes `run`'s spans."""
     from .otel import RunTracer
 
-    return RunTracer(options, run)
+    return RunTracer(run, capture_content=options.capture_content,
+                     tracer_provider=options.tracer_provider)

@@ -33,7 +33,6 @@ from .plugin import Attempt, Observer, Retry
 
 if TYPE_CHECKING:
     from ._run import Run
-    from ._tracing import TracingOptions
     from .graph import Plan
     from .types import DimensionResult
 
@@ -60,10 +59,11 @@ _current: ContextVar[_CallSpan | None] = ContextVar("dagengine_call_span", defau
 class RunTracer(Observer):
     """The spans of one run."""
 
-    def __init__(self, options: TracingOptions, run: Run) -> None:
-        self._tracer = trace.get_tracer(SCOPE, __version__,
-                                        tracer_provider=options.tracer_provider)
-        self._capture = options.capture_content
+    def __init__(self, run: Run, *, capture_content: bool = False,
+                 tracer_provider: Any = None) -> None:
+        """`tracer_provider`: None for the global one."""
+        self._tracer = trace.get_tracer(SCOPE, __version__, tracer_provider=tracer_provider)
+        self._capture = capture_content
         self._run = run
         self._run_span: Span | None = None
         self._dimensions: dict[str, Span] = {}
