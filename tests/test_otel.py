@@ -4,6 +4,7 @@ retries and rate-limit waits as events, and no key and no prompt text unless ask
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,7 +16,15 @@ from typing import Any
 import pytest
 
 from conftest import SimplePlugin
-from dagengine import ConfigurationError, DagEngine, Dimension, ProcessResult
+from dagengine import (
+    BaseProvider,
+    ConfigurationError,
+    DagEngine,
+    Dimension,
+    ProcessResult,
+    ProviderRequest,
+    ProviderResponse,
+)
 from dagengine.simulator import Simulator
 
 pytest.importorskip("opentelemetry.sdk")
@@ -301,3 +310,43 @@ print("clean")
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "clean"
+
+
+async def test_a_run_inside_a_span_of_the_callers_is_a_child_of_it(
+        spans: InMemorySpanExporter) -> None:
+    async with Simulator() as sim:
+        with trace.get_tracer("caller").start_as_current_span("nightly job") as job:
+            await engine(sim).process(sections(1))
+    [run] = named(spans, "dagengine.run")
+    assert parent_of(run) == job.get_span_context().span_id
+
+
+async def test_a_cancelled_run_ends_every_span_it_started(
+        spans: InMemorySpanExporter) -> None:
+    class Hangs(BaseProvider):
+        name = "hangs"
+
+        def __init__(self) -> None:
+            self.calls = 0
+            self.called = asyncio.Event()  # both calls are in flight
+
+        async def execute(self, request: ProviderRequest) -> ProviderResponse:
+            self.calls += 1
+            if self.calls == 2:
+                self.called.set()
+            await asyncio.Event().wait()  # never answers
+            raise AssertionError("unreachable")
+
+    provider = Hangs()
+    eng = DagEngine(SimplePlugin(["a"], provider="hangs"), providers=[provider], store=False,
+                    tracing=True)
+    run = asyncio.create_task(eng.process(sections(2)))
+    await provider.called.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    calls = named(spans, "chat")
+    assert len(calls) == 2
+    assert all((s.attributes or {})["error.type"] == "cancelled" for s in calls)
+    assert len(named(spans, "dimension a")) == 1 and len(named(spans, "dagengine.run")) == 1
+    assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached here
