@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import StatusCode
 
 KEY = "sk-ant-otel-SECRET-0077"
@@ -44,13 +45,27 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The process's global TracerProvider can be set once: every test here shares it (the
 # Anthropic SDK's own spans go there) and reads what it exported since the test began.
+# Outside these tests it samples nothing, so the suite's other runs make no spans.
 _EXPORTER = InMemorySpanExporter()
+_RECORDING = False
+
+
+class _WhileRecording(Sampler):
+    def should_sample(self, parent_context: Any, trace_id: int, name: str, kind: Any = None,
+                      attributes: Any = None, links: Any = None,
+                      trace_state: Any = None) -> SamplingResult:
+        if _RECORDING:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return SamplingResult(Decision.DROP)
+
+    def get_description(self) -> str:
+        return "while a test of test_otel.py runs"
 
 
 def _global_provider() -> TracerProvider:
     current = trace.get_tracer_provider()
     if not isinstance(current, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
+        trace.set_tracer_provider(TracerProvider(sampler=_WhileRecording()))
         current = trace.get_tracer_provider()
     assert isinstance(current, TracerProvider)
     return current
@@ -61,8 +76,11 @@ _global_provider().add_span_processor(SimpleSpanProcessor(_EXPORTER))
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
+    global _RECORDING
     _EXPORTER.clear()
+    _RECORDING = True
     yield _EXPORTER
+    _RECORDING = False
     _EXPORTER.clear()
 
 
