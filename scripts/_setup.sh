@@ -23,7 +23,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     echo "dagengine: installing dagengine and its test tools into .venv" \
          "(first time: about 2 minutes)..." >&2
   fi
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,notebook,pandas,polars,parquet,ray]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,notebook,pandas,polars,parquet,ray,otel]"
   echo "$want" > "$stamp"
   echo "dagengine: .venv is ready" >&2
 fi

@@ -14,11 +14,13 @@ A call is a stack of layers, each handling one concern (as httpx's `send` stack)
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _pool
+from . import _logs, _pool
+from ._logs import call_log
 from ._run import Run
 from ._structured import request_schema
 from .errors import (
@@ -31,7 +33,15 @@ from .errors import (
     UnknownProviderError,
 )
 from .parsing import reask, validated
-from .plugin import Attempt, HookContext, Observers, PromptContext, call_required, with_arity
+from .plugin import (
+    Attempt,
+    HookContext,
+    Observers,
+    PromptContext,
+    Retry,
+    call_required,
+    with_arity,
+)
 from .providers.base import BaseProvider
 from .ratelimit import Permit
 from .retry import backoff_delay, is_retryable
@@ -155,7 +165,16 @@ class CallRunner:
     ) -> tuple[DimensionResult, BaseException | None]:
         """The result of one call under its dimension's time limit and, if it failed, the error
         behind it."""
-        return await _Call(self, site, slot).send()
+        if not self.observers.has("call_started"):
+            return await _Call(self, site, slot).send()
+        await self.observers.call("call_started", site.name, site.section_index)
+        result: DimensionResult | None = None
+        error: BaseException | None = None
+        try:
+            result, error = await _Call(self, site, slot).send()
+        finally:  # cancelled too: an observer's span of the call must end
+            await self.observers.call("call_done", site.name, site.section_index, result, error)
+        return result, error
 
 
 class _Call:
@@ -163,7 +182,7 @@ class _Call:
 
     __slots__ = ("attempt", "backoff_step", "error", "history", "input", "max_attempts",
                  "observers", "options", "provider", "run", "runner", "sent_at", "site", "slot",
-                 "started", "usage")
+                 "started", "usage", "waited")
 
     def __init__(self, runner: CallRunner, site: CallSite, slot: Slot) -> None:
         self.runner = runner
@@ -182,6 +201,7 @@ class _Call:
         self.max_attempts = 0
         self.backoff_step = 0  # failures on this provider that came without a wait
         self.sent_at: float | None = None  # Unix time this attempt's request left the limiter
+        self.waited = 0.0  # ...after waiting this long in it
         self.error: BaseException | None = None  # what ended the last provider's attempts
 
     async def send(self) -> tuple[DimensionResult, BaseException | None]:
@@ -212,6 +232,8 @@ class _Call:
                 decision = await self._fallback_decision(entry, chain[position - 1])
                 if not decision.should_fallback:
                     continue
+                _logs.fallback(self.site.name, self.site.section_index,
+                               chain[position - 1].provider, entry.provider, self.error)
                 # A changed request carries on to the providers after this one.
                 prompt, self.options = decision.changed_request(prompt, self.options)
                 self.input = prompt
@@ -268,14 +290,28 @@ class _Call:
                 "provider": self.provider_name, "attempt": self.attempt, "error": str(error),
                 "status_code": getattr(error, "status_code", None),
             })
+            if (isinstance(error, ProviderError) and error.status_code == 429
+                    and call_log.isEnabledFor(logging.DEBUG)):
+                _logs.rate_limited(self.site.name, self.site.section_index, self.provider_name,
+                                   self.options.get("model"), error)
             if not is_retryable(error) or self.attempt >= self.max_attempts:
                 return error
             wait = await self._retry(request, error)
             if isinstance(wait, BaseException):
                 return wait
             await self.observers.call("retry", self.site.name, error)
+            if self.observers.has("retrying") or call_log.isEnabledFor(logging.INFO):
+                await self._retrying(error, wait)
             await self.slot.pause(wait)
             self.attempt += 1
+
+    async def _retrying(self, error: BaseException, wait: float) -> None:
+        retry = Retry(dimension=self.site.name, section_index=self.site.section_index,
+                      provider=self.provider_name, model=self.options.get("model"),
+                      attempt=self.attempt, max_attempts=self.max_attempts, wait=wait,
+                      error=error)
+        _logs.retry(retry)
+        await self.observers.call("retrying", retry)
 
     async def _retry(self, request: ProviderRequest,
                      error: BaseException) -> float | BaseException:
@@ -307,6 +343,8 @@ class _Call:
                 self.options = {**self.options, **decision.modified_provider.options}
         if isinstance(error, OutputValidationError):
             self.input = reask(self.input, error, self.site.dimension.output_schema)
+            _logs.reask(self.site.name, self.site.section_index, self.provider_name,
+                        self.attempt, self.max_attempts)
         return delay
 
     async def _request(self) -> ProviderRequest:
@@ -356,7 +394,8 @@ class _Call:
             number=self.usage.attempts, provider=self.usage.provider or self.provider_name,
             model=call.model if call is not None else self.options.get("model"),
             started_at=began, sent_at=self.sent_at, ended_at=time.time(),
-            status=call.status_code if call is not None else None, error=error))
+            status=call.status_code if call is not None else None, error=error,
+            requested_model=self.options.get("model"), waited=self.waited, prompt=self.input))
 
     async def _send_one_attempt(self, request: ProviderRequest) -> DimensionResult:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
@@ -366,6 +405,8 @@ class _Call:
         cached = await cache.lookup(scope, request) if cache is not None else None
         if cached is not None and _is_empty(cached.data):
             cached = None  # stored before empty answers were refused: ask again
+        if cached is not None and call_log.isEnabledFor(logging.DEBUG):
+            _logs.cache_hit(self.site.name, self.site.section_index, name)
         response = cached or await self._send_to_provider(request)
         if _is_empty(response.data):
             raise EmptyResponseError(name, response.metadata.get("finish_reason"))
@@ -399,8 +440,10 @@ class _Call:
             self.usage.add(sent.response, self.run, model)
             return sent.response
         group = self.run.limiter.group(provider.name, model, ramp=not provider.handles_retries)
+        asked = time.time()
         permit = await group.acquire(_estimate_tokens(request))
         self.sent_at = time.time()
+        self.waited = self.sent_at - asked
         await self.observers.call("request_sent", dimension, provider.name)
         try:
             response = await provider.execute(request)

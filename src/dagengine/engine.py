@@ -11,16 +11,19 @@ import contextlib
 import inspect
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from . import _logs
 from ._hedge import Hedger
 from ._preflight import preflight
 from ._run import Run, RunState
 from ._sync import exit_130_on, in_running_loop, run_sync
+from ._tracing import run_tracer, tracing_options
 from .config import ExecutionConfig
 from .cost import Pricing
 from .display import ProgressDisplay, make_display
@@ -72,11 +75,13 @@ class DagEngine:
         *,
         store: Any = None,
         cache: bool | None = None,
+        tracing: bool | Mapping[str, Any] = False,
     ) -> None:
         """`store`: a path or `RunStore` to record runs in, False for none, or None (the
         default) for the per-user default store (see `dagengine.store.default_store_path`).
         `cache`: answer identical requests from the store's response cache (default: on
-        whenever there is a store)."""
+        whenever there is a store). `tracing`: OpenTelemetry spans of each run (True, or
+        {"capture_content": bool, "tracer_provider": provider}; needs dagengine[otel])."""
         if not isinstance(plugin, Plugin):
             raise ConfigurationError(
                 f"plugin must be a dagengine.Plugin instance, got {type(plugin).__name__}"
@@ -93,6 +98,7 @@ class DagEngine:
         self._store: Any = _UNOPENED if store is None else (None if store is False
                                                               else _open_store(store))
         self._cache = cache
+        self._tracing = tracing_options(tracing)
         if cache and (store is False or (store is None and _default_store_off())):
             raise ConfigurationError(
                 "cache=True needs a store: pass store='runs.db' (the default store is off: "
@@ -291,8 +297,12 @@ class DagEngine:
                                        resume=resume, retry_failed=retry_failed,
                                        restart=restart, chosen_id=bool(process_id))
         state = RunState(plan, items)
+        began = time.monotonic()
+        _logs.run_started(pid, len(items), plan.order, self.execution.concurrency,
+                          len(run.preloaded))
         self._current = handle = _RunHandle(run, ProgressTracker(state, run.limiter))
-        observers = handle.observers(callbacks, display, update_every, stored)
+        tracer = run_tracer(self._tracing, run) if self._tracing is not None else None
+        observers = handle.observers(callbacks, display, update_every, stored, tracer)
         # From here on the store's run is open: whatever happens, it is closed once.
         try:
             result, error = await self._execute(handle, state, observers)
@@ -302,9 +312,11 @@ class DagEngine:
         except BaseException as failure:
             handle.result = handle.result or run.process_result(state)
             await self._close(stored, handle.result, failed=failure)
+            _logs.run_done(pid, handle.result, time.monotonic() - began, failure)
             raise
         handle.result = result
         await self._close(stored, result, failed=error)
+        _logs.run_done(pid, result, time.monotonic() - began, error)
         return result
 
     # -- the five phases -------------------------------------------------------------------
@@ -419,8 +431,12 @@ class DagEngine:
         if stored.resumed:
             plan = run.plan
             expected = sum(1 if plan.is_global(n) else len(sections) for n in plan.order)
-            log.info("resumed run %s from %s: %d of %d results from the store",
-                     run.process_id, store.path, len(stored.preloaded), expected)
+            log.info("resumed run %s from %s: %d of %d results from the store, %d to run",
+                     run.process_id, store.path, len(stored.preloaded), expected,
+                     expected - len(stored.preloaded))
+        elif resume:
+            log.info("resume: no earlier run %s in %s, so every call runs", run.process_id,
+                     store.path)
         return replace(run, cache=cache, preloaded=stored.preloaded), stored
 
     async def _close(self, stored: StoredRun | None, result: ProcessResult,
@@ -457,14 +473,16 @@ class _RunHandle:
     result: ProcessResult | None = None  # once it ended, or what it had when it stopped
 
     def observers(self, callbacks: Callbacks, display: ProgressDisplay | None,
-                  update_every: int, stored: StoredRun | None) -> Observers:
-        """Progress counts first (what the others show includes them), then the store."""
+                  update_every: int, stored: StoredRun | None,
+                  tracer: Observer | None = None) -> Observers:
+        """Progress counts first (what the others show includes them), then the store;
+        the spans (if tracing) last."""
         reporter = None
         if display is not None or callbacks.get("on_progress") is not None:
             reporter = ProgressReporter(self.progress, display, callbacks, update_every)
         recorder = _StoreRecorder(stored) if stored is not None else None
         return Observers([self.progress, recorder, reporter,
-                          callbacks if callbacks.given else None])
+                          callbacks if callbacks.given else None, tracer])
 
 
 class _StoreRecorder(Observer):

@@ -350,6 +350,29 @@ class Attempt:
     status: int | None
     error: BaseException | None
     """None: answered and accepted."""
+    requested_model: str | None = None
+    """The model the request asked for."""
+    waited: float = 0.0
+    """Seconds the request waited for the rate limiter."""
+    prompt: Any = None
+    """The prompt the attempt asked with (a re-ask's includes the validation error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A failed attempt that will be retried (what `Observer.retrying` gets)."""
+
+    dimension: str
+    section_index: int | None
+    provider: str
+    model: str | None
+    """The model the failed attempt asked for."""
+    attempt: int
+    """The failed attempt's number on this provider, from 1."""
+    max_attempts: int
+    wait: float
+    """Seconds before the next attempt."""
+    error: BaseException
 
 
 class Observer:
@@ -387,6 +410,19 @@ class Observer:
 
     def retry(self, dimension: str, error: BaseException) -> Any:
         """A failed attempt will be retried after its backoff."""
+
+    def retrying(self, retry: Retry) -> Any:
+        """The same retry in full: which call, why, which attempt, and the wait before the
+        next (after `retry`, in the call's task)."""
+
+    def call_started(self, dimension: str, section_index: int | None) -> Any:
+        """A call (prompt, provider chain, retries) begins, in its own task: the events of
+        its attempts and retries follow in that task, until `call_done`."""
+
+    def call_done(self, dimension: str, section_index: int | None,
+                  result: DimensionResult | None, error: BaseException | None) -> Any:
+        """That call ended, in the same task: with `result` (and the error behind a failed
+        one), or cancelled (`result` None)."""
 
     def result(self, dimension: str, index: int | None, result: DimensionResult) -> Any:
         """This run produced `result` (`index` None for a global dimension)."""

@@ -44,12 +44,13 @@ class AnthropicBackend(Backend):
     def new_client(self) -> anthropic.AsyncAnthropic:
         import anthropic
 
+        # No open_telemetry=: the SDK's own spans, and its ANTHROPIC_OPEN_TELEMETRY switch,
+        # are the user's to turn on or off.
         return anthropic.AsyncAnthropic(
             api_key=self.settings.api_key,
             base_url=self.settings.base_url,
             timeout=self.settings.timeout,
             max_retries=0,
-            open_telemetry=False,
             http_client=anthropic.DefaultAioHttpClient(),
         )
 

@@ -7,12 +7,14 @@ How a group decides is described in the package docstring, dagengine/ratelimit/_
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Self
 
+from . import _log
 from ._evidence import Evidence, Trial
 
 Clock = Callable[[], float]
@@ -541,8 +543,10 @@ class LimitGroup:
         limits = [limit for limit in known if limit is not None]
         return min(limits) * HEADROOM / 60 if limits else None
 
-    def _set_rates(self, *, start: float = 0.0) -> None:
-        """Apply limits and scale to the buckets; a new one starts `start` full."""
+    def _set_rates(self, *, start: float = 0.0, why: str | None = None) -> None:
+        """Apply limits and scale to the buckets; a new one starts `start` full. `why`: the
+        reason logged with the change (see _log)."""
+        before = _log.allowed(self) if why and _log.log.isEnabledFor(logging.INFO) else None
         now = self._refill()
         requests = self._limit_per_second("requests")
         tokens = self._limit_per_second("tokens")
@@ -561,6 +565,8 @@ class LimitGroup:
                 self._requests = None  # the ramp's bucket: a limit starts its own
             self._requests = _rebuilt(self._requests, requests, start)
         self._tokens = _rebuilt(self._tokens, tokens * self._scale if tokens else None, start)
+        if before is not None and why:
+            _log.rates_changed(self, before, why)
 
     def _probe_factor(self, now: float) -> float:
         if now <= self._probe_from:
@@ -582,7 +588,7 @@ class LimitGroup:
             self._inferred_per_second = self._confirmed = None
             self._trial = None
             self._scale = min(self._scale, 1.0)
-            self._set_rates()
+            self._set_rates(why=_log.HEADERS)
         reset = positive(rate_limit.get("reset_seconds"))
         for key, unit, bucket in (
             ("requests_remaining", "requests", self._requests),
@@ -630,7 +636,7 @@ class LimitGroup:
                     self._confirmed = test.inferred_before
                 self._inferred_per_second = self._confirmed
                 self._probe_from = math.inf if self._confirmed is None else now
-                self._set_rates()
+                self._set_rates(why=_log.NOISE)
                 return
         epoch_share = self._epoch_refused / max(1, self._epoch_admitted)
         near = (
@@ -750,7 +756,7 @@ class LimitGroup:
         self._growing_since = max(now, self._paused_until)
         # A new limit probes once its test confirms it; a correction after the window.
         self._probe_from = math.inf if self._trial is not None else self._next_decrease_at
-        self._set_rates()
+        self._set_rates(why=_log.DECREASE)
         if self._requests is not None:
             self._requests.available = min(self._requests.available, 0.0)
 
@@ -836,7 +842,7 @@ class LimitGroup:
         self._strikes = 0
         if self._inferred_per_second is not None and not self._known:
             if now > self._probe_from:
-                self._set_rates()
+                self._set_rates(why=_log.PROBE)
             return
         if self._scale >= 1.0:
             return
@@ -844,7 +850,7 @@ class LimitGroup:
             self._scale += (now - self._growing_since) * 0.5 / RECOVERY_SECONDS
             self._scale = min(self._scale, 1.0)
             self._growing_since = now
-            self._set_rates()
+            self._set_rates(why=_log.RECOVERY)
 
     def _pause(self, seconds: float) -> None:
         self._paused_until = max(self._paused_until, self._clock() + seconds)
