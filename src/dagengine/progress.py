@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .plugin import Callbacks, Observer
-from .types import DimensionProgress, DimensionResult, ProgressUpdate
+from .types import DimensionProgress, DimensionResult, ProgressUpdate, WorkerProgress
 
 if TYPE_CHECKING:
     from ._run import RunState
@@ -45,6 +45,7 @@ class ProgressTracker(Observer):
         self.requests = 0
         self.current_dimension: str | None = None
         self.current_section: int | None = None
+        self.workers: list[WorkerProgress] = []  # a run over Ray: set by its driver
 
     def request_sent(self, dimension: str, provider: str) -> None:
         self.in_flight += 1
@@ -121,6 +122,7 @@ class ProgressTracker(Observer):
             waiting_for_capacity=self.limiter.waiting if self.limiter is not None else 0,
             in_flight=self.in_flight,
             requests_per_second=completed / elapsed if elapsed > 0 else 0.0,
+            workers=list(self.workers),
         )
 
 

@@ -650,6 +650,17 @@ class DimensionProgress(_Data):
     eta_seconds: float = 0.0
 
 
+class WorkerProgress(_Data):
+    """One Ray worker of a run over a cluster (ProgressUpdate.workers)."""
+
+    name: str
+    alive: bool = True
+    completed: int = 0  # results it delivered
+    requests: int = 0
+    in_flight: int = 0
+    calls_per_second: float = 0.0  # results per second since it started
+
+
 class ProgressUpdate(_Data):
     completed: int = 0
     total: int = 0
@@ -668,3 +679,4 @@ class ProgressUpdate(_Data):
     waiting_for_capacity: int = 0
     in_flight: int = 0
     requests_per_second: float = 0.0
+    workers: list[WorkerProgress] = Field(default_factory=list)  # a run over Ray: its workers

@@ -1,0 +1,84 @@
+"""What the driver and the worker actors send each other about sections: plain data.
+
+A shard is some sections of one level of the run (the section dimensions between two
+global barriers), each with the results of earlier dimensions it reads; a batch is what a
+worker streams back while it runs one: the results so far, and its counters.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DagEngineError
+from ..plugin import Attempt
+from ..types import DimensionResult, Section
+
+BATCH_SECONDS = 0.05  # a worker sends what it has at least this often while a shard runs
+
+
+@dataclass(slots=True)
+class ShardItem:
+    """One section of a shard and the dimensions of the level it still needs."""
+
+    key: int  # the driver's name for it within the shard
+    index: int  # the section's index in the run (what prompts and hooks see)
+    section: Section
+    prior: dict[str, DimensionResult]  # results it already has that its dimensions read
+    dimensions: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Shard:
+    shard_id: int
+    dimensions: tuple[str, ...]  # the level's section dimensions
+    done: tuple[str, ...]  # the finished dimensions those read (section and global)
+    items: list[ShardItem]
+    total_sections: int
+    preloaded: dict[tuple[str, int | None], DimensionResult] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One result of a shard; `error` is the exception behind a failed one."""
+
+    dimension: str
+    key: int
+    result: DimensionResult
+    restored: bool
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a worker has to tell since its last batch for one shard."""
+
+    worker: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    sent: dict[tuple[str, str], int] = field(default_factory=dict)  # requests (dim, provider)
+    ended: dict[tuple[str, str], int] = field(default_factory=dict)
+    retries: list[tuple[str, BaseException]] = field(default_factory=list)
+    hook_errors: list[tuple[str, BaseException]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    final: bool = False
+    failure: BaseException | None = None  # what stopped the shard (continue_on_error=False)
+
+
+class RemoteError(DagEngineError):
+    """An error raised on a worker whose own type does not survive pickling; the message
+    names that type."""
+
+
+def portable(error: BaseException | None) -> Any:
+    """`error` if it pickles and unpickles as itself, else a RemoteError saying what it was.
+
+    Exceptions whose __init__ takes other arguments than their args unpickle with a
+    TypeError; one such in a batch would lose the whole batch at the driver."""
+    if error is None:
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RemoteError(f"{type(error).__name__}: {error}")
+    return error
