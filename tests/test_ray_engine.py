@@ -202,6 +202,21 @@ async def test_a_plugin_that_cannot_be_pickled_names_its_attribute(
         assert (await sim.stats())["requests"] == 0
 
 
+async def test_a_provider_that_cannot_be_pickled_names_its_attribute(
+        cluster: RayCluster) -> None:
+    from dagengine.testing import FunctionProvider
+
+    provider = FunctionProvider(name="openai")
+    provider.audit_log = open(os.devnull, "w")  # noqa: SIM115 (an open file, on purpose)
+    try:
+        with pytest.raises(ConfigurationError, match=r"provider 'openai'.*attribute audit_log"):
+            await DagEngine(Reviews(), providers=[provider], store=False,
+                            cluster=cluster).process(sections(3))
+    finally:
+        provider.audit_log.close()
+    assert provider.calls == []
+
+
 async def test_a_killed_worker_s_sections_run_again_elsewhere(cluster: RayCluster) -> None:
     import ray
 

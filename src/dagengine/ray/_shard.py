@@ -15,7 +15,7 @@ from ..errors import DagEngineError
 from ..plugin import Attempt
 from ..types import DimensionResult, Section
 
-BATCH_SECONDS = 0.05  # a worker sends what it has at least this often while a shard runs
+BATCH_SECONDS = 0.1  # a worker sends what it has at least this often while a shard runs
 
 
 @dataclass(slots=True)
