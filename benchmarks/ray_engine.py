@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -87,7 +88,7 @@ async def one_run(cluster: RayCluster | None, sim: SimulatorProcess, count: int,
 
 
 async def main(args: argparse.Namespace) -> None:
-    print(f"machine: {Path('/proc/cpuinfo').read_text().count('processor')} CPUs, shared "
+    print(f"machine: {os.cpu_count()} CPUs, shared "
           f"with whatever else runs (figures are lower bounds on a busy machine)")
     two = RayCluster(address=None, workers=2)
     started = time.perf_counter()

@@ -163,6 +163,18 @@ def test_levels_split_the_dag_at_its_global_barriers() -> None:
     assert levels(plan) == [(["a", "b", "d"], ["g"]), (["c"], ["h"])]
 
 
+def test_the_progress_line_shows_the_live_workers_and_their_throughput() -> None:
+    from dagengine.display import format_line
+    from dagengine.types import ProgressUpdate, WorkerProgress
+
+    line = format_line(ProgressUpdate(completed=5, total=10, workers=[
+        WorkerProgress(name="worker-1", calls_per_second=61.4),
+        WorkerProgress(name="worker-2", alive=False, calls_per_second=9.0),
+        WorkerProgress(name="worker-3", calls_per_second=57.6)]))
+    assert line.endswith("| workers: 2 (61/s, 58/s)")
+    assert "workers" not in format_line(ProgressUpdate(completed=5, total=10))
+
+
 # -- on Ray -----------------------------------------------------------------------------
 
 
@@ -207,7 +219,7 @@ async def test_a_provider_that_cannot_be_pickled_names_its_attribute(
     from dagengine.testing import FunctionProvider
 
     provider = FunctionProvider(name="openai")
-    provider.audit_log = open(os.devnull, "w")  # noqa: SIM115 (an open file, on purpose)
+    provider.audit_log = open(os.devnull, "w")  # noqa: SIM115, ASYNC230 (an open file, on purpose)
     try:
         with pytest.raises(ConfigurationError, match=r"provider 'openai'.*attribute audit_log"):
             await DagEngine(Reviews(), providers=[provider], store=False,
@@ -217,7 +229,8 @@ async def test_a_provider_that_cannot_be_pickled_names_its_attribute(
     assert provider.calls == []
 
 
-async def test_a_killed_worker_s_sections_run_again_elsewhere(cluster: RayCluster) -> None:
+async def test_a_killed_worker_s_sections_run_again_elsewhere(
+        cluster: RayCluster, caplog: pytest.LogCaptureFixture) -> None:
     import ray
 
     count, concurrency = 20, 4
@@ -234,6 +247,7 @@ async def test_a_killed_worker_s_sections_run_again_elsewhere(cluster: RayCluste
         log = await sim.recent_requests()
         stats = await sim.stats()
     assert killed, "the run ended before a worker was killed"
+    assert "Ray worker worker-1 was lost" in caplog.text
     assert len(result.sections) == count
     assert all(r.ok for s in result.sections for r in s.results.values())
     assert result.global_results["overview"].ok

@@ -37,7 +37,7 @@ def pickled_parts(parts: Any, plugin: Any, registry: ProviderRegistry) -> bytes:
                 f"create it on first use instead of in __init__ (e.g. keep a path, not an "
                 f"open file; a client, not a lock)")
     try:
-        return cast(bytes, cloudpickle.dumps(parts))
+        return cast(bytes, cloudpickle.dumps(parts))  # type: ignore[no-untyped-call]
     except Exception as exc:
         raise ConfigurationError(
             f"the run cannot be sent to the Ray workers: {type(exc).__name__}: {exc}"
