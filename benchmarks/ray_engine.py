@@ -11,7 +11,8 @@ acceptance shape) with cluster=RayCluster(workers=2):
               process, Ray's own threads included: the difference between a run of N and
               one of N/2 sections over the difference in calls, so a run's fixed start-up
               is printed apart), the limiter actor's remote calls per request, and calls/s
-              with 1 and 2 workers (and in one process, for comparison).
+              with 1 and 2 workers (and in one process, for comparison). "of it: summary" is the
+              end-of-run cost summary (cost.summarize_costs) that one process pays alike.
 
 Wall time counts from process() to its return: the worker actors and the limiter actor
 start inside it (about a second). The store is off (store=False); the driver's CPU with
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dagengine import DagEngine, Dimension, Plugin
+from dagengine.cost import summarize_costs
 from dagengine.ray import RayCluster
 from dagengine.simulator import SimulatorProcess
 
@@ -75,13 +77,20 @@ async def one_run(cluster: RayCluster | None, sim: SimulatorProcess, count: int,
     cpu, wall = time.process_time(), time.perf_counter()
     result = await engine.process(inputs(count))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    # The end-of-run cost summary (cost.summarize_costs), which one process pays alike.
+    pairs = [(d, r) for s in result.sections for d, r in s.results.items()]
+    pairs += list(result.global_results.items())
+    summary_cpu = time.process_time()
+    summarize_costs(pairs, engine.pricing)
+    summary_cpu = time.process_time() - summary_cpu
     await engine.close()
     stats = await sim.stats()
     ok = sum(r.ok for s in result.sections for r in s.results.values())
     ok += sum(r.ok for r in result.global_results.values())
     calls = 2 * count + 1
     limiter = cluster.last_limiter_stats if cluster is not None else None
-    return {"wall": wall, "cpu_us": cpu / calls * 1e6, "ok": ok, "calls": calls,
+    return {"wall": wall, "cpu_us": cpu / calls * 1e6, "summary_us": summary_cpu / calls * 1e6,
+            "ok": ok, "calls": calls,
             "requests": stats["requests"], "r429": stats["rate_limited"],
             "rpc_per_req": (limiter.rpcs / stats["requests"]) if limiter else 0.0,
             "calls_per_s": calls / wall}
@@ -117,8 +126,8 @@ async def main(args: argparse.Namespace) -> None:
               f"{2 * small + 1} and {2 * large + 1} calls; driver CPU per call is the "
               f"difference of the two runs' CPU over the difference of their calls (what a "
               f"run start costs, once, is left out and printed apart)")
-        print(f"{'run':<22}{'calls/s':>9}{'driver us/call':>16}{'per run ms':>12}"
-              f"{'limiter rpc/req':>17}")
+        print(f"{'run':<22}{'calls/s':>9}{'driver us/call':>16}{'of it: summary':>16}"
+              f"{'per run ms':>12}{'limiter rpc/req':>17}")
         async with SimulatorProcess(seed=1) as sim:
             rows = [("one process", None, False), ("1 worker", one, False),
                     ("2 workers", two, False), ("2 workers, store on", two, True)]
@@ -135,7 +144,7 @@ async def main(args: argparse.Namespace) -> None:
                 fixed = cpu[1] - per_call * second["calls"]
                 rpc = f"{second['rpc_per_req']:.4f}" if cluster is not None else "-"
                 print(f"{name:<22}{second['calls_per_s']:>9.0f}{per_call * 1e6:>16.1f}"
-                      f"{fixed * 1e3:>12.0f}{rpc:>17}")
+                      f"{second['summary_us']:>16.1f}{fixed * 1e3:>12.0f}{rpc:>17}")
     finally:
         two.shutdown()
     print(f"\ncommand: {Path(sys.executable).name} benchmarks/ray_engine.py --sections "
