@@ -75,6 +75,15 @@ class Reviews(Plugin):
         return {"provider": "openai", "options": {"model": MODEL, "max_tokens": 60}}
 
 
+class Refusing(Reviews):
+    """A plugin whose prompt for one section fails."""
+
+    def create_prompt(self, ctx: Any) -> str:
+        if not ctx.is_global and ctx.sections[0].metadata["id"] == "s5":
+            raise ValueError("section s5 cannot be prompted")
+        return super().create_prompt(ctx)
+
+
 class Locked(Reviews):
     """A plugin holding a lock, which does not pickle."""
 
@@ -192,6 +201,19 @@ async def test_a_run_on_ray_equals_the_run_in_one_process(cluster: RayCluster) -
     assert on_ray.global_results["overview"].ok
     assert ray_requests == local_requests == 61
     assert completed == ["sentiment", "summary", "overview"]
+
+
+async def test_a_failure_stops_a_strict_run_on_ray_as_in_one_process(
+        cluster: RayCluster) -> None:
+    strict = {"continue_on_error": False}
+    async with Simulator() as sim:
+        with pytest.raises(Exception) as local:
+            await engine(sim, None, Refusing(), execution=strict).process(sections(12))
+        with pytest.raises(Exception) as on_ray:
+            await engine(sim, cluster, Refusing(), execution=strict).process(sections(12))
+    assert type(on_ray.value) is type(local.value)
+    assert "section s5 cannot be prompted" in str(on_ray.value)
+    assert str(on_ray.value) == str(local.value)
 
 
 async def test_progress_shows_each_worker_and_its_throughput(cluster: RayCluster) -> None:

@@ -244,10 +244,13 @@ class _ClusterRun:
             queue.put_nowait(shard)
         left = [len(pending)]
         globals_ref = self.ray.put(dict(state.global_results))
-        async with asyncio.TaskGroup() as group:
-            for worker in list(self.workers):
-                for _ in range(SHARDS_AHEAD):
-                    group.create_task(self._feed(worker, queue, left, globals_ref))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for worker in list(self.workers):
+                    for _ in range(SHARDS_AHEAD):
+                        group.create_task(self._feed(worker, queue, left, globals_ref))
+        except BaseExceptionGroup as failed:
+            raise _first_error(failed) from None
 
     def _shard(self, dims: list[str], reads: set[str],
                items: Iterable[tuple[SectionState, list[str]]]) -> _Pending:
@@ -375,6 +378,16 @@ class _ClusterRun:
             await local._run_global(name, slot)
         finally:
             slot.release()
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What stopped the level (the first shard's error), not the TaskGroup around it."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_error(error)
+        if not isinstance(error, asyncio.CancelledError):
+            return error
+    return group.exceptions[0]
 
 
 __all__ = ["check_cluster", "execute_on_cluster", "levels"]

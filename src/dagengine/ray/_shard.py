@@ -7,6 +7,7 @@ worker streams back while it runs one: the results so far, and its counters.
 
 from __future__ import annotations
 
+import copyreg
 import pickle
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,14 +72,36 @@ class RemoteError(DagEngineError):
 
 
 def portable(error: BaseException | None) -> Any:
-    """`error` if it pickles and unpickles as itself, else a RemoteError saying what it was.
+    """`error`, made to travel to the driver as itself, else a RemoteError saying what it was.
 
-    Exceptions whose __init__ takes other arguments than their args unpickle with a
-    TypeError; one such in a batch would lose the whole batch at the driver."""
+    An exception whose __init__ takes other arguments than its args (dagengine's HookError,
+    DimensionTimeoutError, ...) unpickles with a TypeError, which would lose the whole
+    batch at the driver: its type is then pickled by its args and attributes instead."""
     if error is None:
         return None
+    if _round_trips(error):
+        return error
+    copyreg.pickle(type(error), _reduce_error)
+    if _round_trips(error):
+        return error
+    return RemoteError(f"{type(error).__name__}: {error}")
+
+
+def _round_trips(error: BaseException) -> bool:
     try:
         pickle.loads(pickle.dumps(error))
     except Exception:
-        return RemoteError(f"{type(error).__name__}: {error}")
+        return False
+    return True
+
+
+def _reduce_error(error: BaseException) -> tuple[Any, ...]:
+    return _rebuilt_error, (type(error), error.args, dict(getattr(error, "__dict__", {})))
+
+
+def _rebuilt_error(cls: type[BaseException], args: tuple[Any, ...],
+                   state: dict[str, Any]) -> BaseException:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
     return error

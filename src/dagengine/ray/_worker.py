@@ -32,7 +32,7 @@ from ..graph import Plan
 from ..plugin import Attempt, Hooks, Observer, Observers, Plugin
 from ..providers.base import ProviderRegistry
 from ..ready import CallTimes
-from ..scheduler import Scheduler
+from ..scheduler import RunFailed, Scheduler
 from ..types import DimensionResult
 from ._leased import LeasedLimiter
 from ._shard import BATCH_SECONDS, Batch, Outcome, Shard, portable
@@ -176,8 +176,10 @@ class SectionWorker:
                     yield collector.take()
             final = collector.take()
             final.final = True
-            if not task.cancelled() and task.exception() is not None:
-                final.failure = portable(task.exception())
+            failure = None if task.cancelled() else task.exception()
+            if isinstance(failure, RunFailed):  # the driver raises its own around it
+                failure = failure.error
+            final.failure = portable(failure)
             yield final
         finally:
             if not task.done():
