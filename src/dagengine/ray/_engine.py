@@ -129,25 +129,28 @@ class _ClusterRun:
         self.workers: list[_Worker] = []
         self._names = itertools.count(1)
         self._shard_ids = itertools.count(1)
-        self._replacing: dict[str, asyncio.Task[_Worker]] = {}
+        self._replacing: dict[str, asyncio.Future[_Worker]] = {}
+        self.limiter: Any = None
         self.limiter_stats: Any = None
 
     async def execute(self) -> None:
         ray, run = self.ray, self.run
-        limiter = self.cluster.start_limiter(run.config.rate_limits)
-        leased = LeasedLimiter(limiter, session="driver")
-        # The driver's own calls (the global dimensions) take the cluster's limit too.
-        self.local = Scheduler(replace(run, limiter=cast(Any, leased)), self.state,
-                               self.observers)
-        self.limiter = limiter
         self.parts_ref = ray.put(self.pickled)
         # What the driver holds grows by every result streamed in; each full collection
         # of the cyclic GC would walk all of it again (about a third of the driver's CPU
         # per call, measured). Frozen after each batch, it is walked no more; thawed at the
         # end. A process that froze objects itself is left alone.
         self._freeze = gc.isenabled() and gc.get_freeze_count() == 0
+        leased: LeasedLimiter | None = None
         try:
-            await self._start_workers()
+            # The worker processes start while the limiter actor does (a second each).
+            self.workers = self._spawn_workers()
+            self.limiter = self.cluster.start_limiter(run.config.rate_limits)
+            leased = LeasedLimiter(self.limiter, session="driver")
+            # The driver's own calls (the global dimensions) take the cluster's limit too.
+            self.local = Scheduler(replace(run, limiter=cast(Any, leased)), self.state,
+                                   self.observers)
+            await asyncio.gather(*(self._set_up(worker) for worker in self.workers))
             for name in run.plan.order:
                 await self.local._arm_if_ready(name)
             for section_dims, global_dims in levels(run.plan):
@@ -162,30 +165,38 @@ class _ClusterRun:
 
     # -- workers ---------------------------------------------------------------------------
 
-    async def _start_workers(self) -> None:
+    def _spawn_workers(self) -> list[_Worker]:
         count = min(self.cluster.worker_count(), self.run.config.concurrency)
         concurrency = self.run.config.concurrency
         shares = [concurrency // count + (1 if i < concurrency % count else 0)
                   for i in range(count)]
-        self.workers = list(await asyncio.gather(*(self._new_worker(s) for s in shares)))
-        self.cluster.actors = [w.actor for w in self.workers]
+        workers = [self._spawn(share) for share in shares]
+        self.cluster.actors = [w.actor for w in workers]
+        return workers
 
-    async def _new_worker(self, share: int) -> _Worker:
-        ray = self.ray
+    def _spawn(self, share: int) -> _Worker:
         name = f"worker-{next(self._names)}"
-        actor = ray.remote(SectionWorker).options(
+        actor = self.ray.remote(SectionWorker).options(
             num_cpus=1, max_concurrency=1000, scheduling_strategy="SPREAD",
             namespace=self.cluster.namespace,
         ).remote(name)
+        return _Worker(actor, name, share)
+
+    async def _set_up(self, worker: _Worker) -> _Worker:
         try:
-            await actor.setup.remote(self.parts_ref, self.limiter, share,
-                                     self.observers.has("attempt_done"))
-        except ray.exceptions.RayError as exc:
+            await worker.actor.setup.remote(self.parts_ref, self.limiter, worker.share,
+                                            self.observers.has("attempt_done"))
+        except self.ray.exceptions.RayError as exc:
             raise ClusterError(
                 f"a worker actor did not start: {exc}; the cluster's workers must be able to "
                 f"import dagengine and the plugin's module (install them there, or pass "
                 f"RayCluster(init_options={{'runtime_env': ...}}))") from exc
-        return _Worker(actor, name, share)
+        return worker
+
+    async def _new_worker(self, share: int) -> _Worker:
+        worker = self._spawn(share)
+        self.workers.append(worker)  # killed at the end, even if it never gets to work
+        return await self._set_up(worker)
 
     async def _replacement(self, lost: _Worker) -> _Worker:
         """One new worker for a lost one (started once, however many shards noticed)."""
@@ -197,12 +208,10 @@ class _ClusterRun:
             task = self._replacing[lost.name] = asyncio.ensure_future(
                 self._new_worker(lost.share))
         worker = await task
-        if worker not in self.workers:
-            self.workers.append(worker)
-            self.cluster.actors = [w.actor for w in self.workers if not w.lost]
+        self.cluster.actors = [w.actor for w in self.workers if not w.lost]
         return worker
 
-    async def _finish(self, leased: LeasedLimiter) -> None:
+    async def _finish(self, leased: LeasedLimiter | None) -> None:
         ray = self.ray
         alive = [w for w in self.workers if not w.lost]
         with contextlib.suppress(Exception):
@@ -212,6 +221,8 @@ class _ClusterRun:
             with contextlib.suppress(Exception):
                 ray.kill(worker.actor)
         self.cluster.actors = []
+        if leased is None:  # the limiter actor did not start
+            return
         with contextlib.suppress(Exception):
             await leased.aclose()
         with contextlib.suppress(Exception):
@@ -236,8 +247,9 @@ class _ClusterRun:
             return
         reads = {d for name in dims for d in self.run.plan.dependencies[name]} - set(dims)
         queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        alive = [w for w in self.workers if not w.lost]
         size = max(1, min(SHARD_SECTIONS, math.ceil(
-            len(items) / (len(self.workers) * SHARDS_AHEAD * 2))))
+            len(items) / (len(alive) * SHARDS_AHEAD * 2))))
         pending = [self._shard(dims, reads, items[i:i + size])
                    for i in range(0, len(items), size)]
         for shard in pending:
@@ -246,7 +258,7 @@ class _ClusterRun:
         globals_ref = self.ray.put(dict(state.global_results))
         try:
             async with asyncio.TaskGroup() as group:
-                for worker in list(self.workers):
+                for worker in alive:
                     for _ in range(SHARDS_AHEAD):
                         group.create_task(self._feed(worker, queue, left, globals_ref))
         except BaseExceptionGroup as failed:
