@@ -226,6 +226,18 @@ async def test_progress_shows_each_worker_and_its_throughput(cluster: RayCluster
     assert len(final.workers) == WORKERS
     assert sum(w.completed for w in final.workers) == 40  # the global ran on the driver
     assert all(w.completed > 0 and w.calls_per_second > 0 for w in final.workers)
+    assert [w.concurrency for w in final.workers] == [4, 4]  # concurrency 8, cluster-wide
+
+
+async def test_rate_limits_hold_for_the_whole_cluster(cluster: RayCluster) -> None:
+    async with Simulator(requests_per_minute=1200, seed=3) as sim:  # 20/s, bursts of 20
+        result = await engine(sim, cluster, execution={
+            "concurrency": 32, "rate_limits": {"openai": {"requests_per_second": 20}},
+        }).process(sections(30))
+        stats = await sim.stats()
+    assert all(r.ok for s in result.sections for r in s.results.values())
+    assert stats["rate_limited"] == 0
+    assert stats["requests"] == 61
 
 
 async def test_a_plugin_that_cannot_be_pickled_names_its_attribute(

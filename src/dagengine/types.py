@@ -659,6 +659,7 @@ class WorkerProgress(_Data):
     requests: int = 0
     in_flight: int = 0
     calls_per_second: float = 0.0  # results per second since it started
+    concurrency: int = 0  # its share of execution.concurrency
 
 
 class ProgressUpdate(_Data):

@@ -372,6 +372,7 @@ class _ClusterRun:
         self.progress.workers = [
             WorkerProgress(name=w.name, alive=not w.lost, completed=w.results,
                            requests=w.requests, in_flight=max(0, w.in_flight),
+                           concurrency=w.share,
                            calls_per_second=w.results / max(now - w.started, 1e-9))
             for w in self.workers]
 
