@@ -203,6 +203,26 @@ async def test_a_run_on_ray_equals_the_run_in_one_process(cluster: RayCluster) -
     assert completed == ["sentiment", "summary", "overview"]
 
 
+def test_run_on_ray_retries_on_the_workers_as_in_one_process(cluster: RayCluster) -> None:
+    from dagengine import ProviderError
+    from dagengine.testing import FunctionProvider
+
+    def first_attempt_fails(request: Any, attempt: int) -> BaseException | None:
+        return ProviderError("HTTP 500", status_code=500) if attempt == 1 else None
+
+    def engine_on(where: RayCluster | None) -> DagEngine:
+        provider = FunctionProvider(name="openai", fail=first_attempt_fails,
+                                    answer=lambda request: {"score": 1.0, "echo": request.input})
+        return DagEngine(Reviews(), providers=[provider], store=False, cluster=where,
+                         execution={"concurrency": 6, "retry_delay": 0.01})
+
+    local = engine_on(None).run(sections(10))  # the synchronous entry point
+    on_ray = engine_on(cluster).run(sections(10))
+    assert everything(on_ray) == everything(local)
+    assert [r.call.attempts for s in on_ray.sections for r in s.results.values()
+            if r.call is not None] == [2] * 20
+
+
 async def test_a_failure_stops_a_strict_run_on_ray_as_in_one_process(
         cluster: RayCluster) -> None:
     strict = {"continue_on_error": False}
