@@ -33,7 +33,7 @@ from dagengine import (
 )
 from dagengine.ray import RayCluster
 from dagengine.ray._engine import levels
-from dagengine.simulator import Simulator
+from dagengine.simulator import Simulator, SimulatorProcess
 
 HAVE_RAY = find_spec("ray") is not None
 pytestmark = [
@@ -98,8 +98,8 @@ def sections(count: int) -> list[dict[str, Any]]:
             for i in range(count)]
 
 
-def engine(sim: Simulator, cluster: RayCluster | None, plugin: Plugin | None = None,
-           **options: Any) -> DagEngine:
+def engine(sim: Simulator | SimulatorProcess, cluster: RayCluster | None,
+           plugin: Plugin | None = None, **options: Any) -> DagEngine:
     execution = {"concurrency": 8, "retry_delay": 0.01, **options.pop("execution", {})}
     return DagEngine(plugin or Reviews(),
                      providers={"openai": {"api_key": KEY, "base_url": sim.openai_base_url}},
@@ -250,14 +250,16 @@ async def test_progress_shows_each_worker_and_its_throughput(cluster: RayCluster
 
 
 async def test_rate_limits_hold_for_the_whole_cluster(cluster: RayCluster) -> None:
-    async with Simulator(requests_per_minute=1200, seed=3) as sim:  # 20/s, bursts of 20
+    # In its own process, so that the driver's event loop does not bunch up its arrivals.
+    async with SimulatorProcess(requests_per_minute=1200, seed=3) as sim:  # 20/s, bursts of 20
         result = await engine(sim, cluster, execution={
             "concurrency": 32, "rate_limits": {"openai": {"requests_per_second": 20}},
-        }).process(sections(30))
+        }).process(sections(40))
         stats = await sim.stats()
     assert all(r.ok for s in result.sections for r in s.results.values())
-    assert stats["rate_limited"] == 0
-    assert stats["requests"] == 61
+    # Each worker pacing itself to the limit (40/s together) got 23 429s of 61 in a trial.
+    assert stats["rate_limited"] <= 1
+    assert stats["requests"] == 81 + stats["rate_limited"]
 
 
 async def test_a_plugin_that_cannot_be_pickled_names_its_attribute(
