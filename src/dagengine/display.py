@@ -87,6 +87,10 @@ def _troubles(p: ProgressUpdate) -> str:
         parts.append(f"429s absorbed: {p.rate_limited}")
     if p.waiting_for_capacity:
         parts.append(f"waiting for capacity: {p.waiting_for_capacity}")
+    if p.workers:  # a run over Ray: each worker's results per second
+        alive = [w for w in p.workers if w.alive]
+        rates = ", ".join(f"{w.calls_per_second:.0f}/s" for w in alive)
+        parts.append(f"workers: {len(alive)} ({rates})")
     return " | ".join(parts)
 
 

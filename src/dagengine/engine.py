@@ -76,8 +76,11 @@ class DagEngine:
         store: Any = None,
         cache: bool | None = None,
         tracing: bool | Mapping[str, Any] = False,
+        cluster: Any = None,
     ) -> None:
-        """`store`: a path or `RunStore` to record runs in, False for none, or None (the
+        """`cluster`: None (one process) or a `dagengine.ray.RayCluster` to run the section
+        dimensions on its worker actors (see dagengine.ray).
+        `store`: a path or `RunStore` to record runs in, False for none, or None (the
         default) for the per-user default store (see `dagengine.store.default_store_path`).
         `cache`: answer identical requests from the store's response cache (default: on
         whenever there is a store). `tracing`: OpenTelemetry spans of each run (True, or
@@ -99,6 +102,11 @@ class DagEngine:
                                                               else _open_store(store))
         self._cache = cache
         self._tracing = tracing_options(tracing)
+        if cluster is not None:
+            from .ray._engine import check_cluster
+
+            check_cluster(cluster)
+        self.cluster = cluster
         if cache and (store is False or (store is None and _default_store_off())):
             raise ConfigurationError(
                 "cache=True needs a store: pass store='runs.db' (the default store is off: "
@@ -354,7 +362,12 @@ class DagEngine:
         await observers.call("run_started", run.plan)
         self._active_runs += 1
         try:
-            await Scheduler(run, state, observers).execute()
+            if self.cluster is None:
+                await Scheduler(run, state, observers).execute()
+            else:
+                from .ray._engine import execute_on_cluster
+
+                await execute_on_cluster(self.cluster, run, state, observers, handle.progress)
         except (RunFailed, Exception) as failure:
             error = failure.error if isinstance(failure, RunFailed) else failure
             handle.result = partial = run.process_result(state)

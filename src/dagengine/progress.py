@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .plugin import Callbacks, Observer
-from .types import DimensionProgress, DimensionResult, ProgressUpdate
+from .types import DimensionProgress, DimensionResult, ProgressUpdate, WorkerProgress
 
 if TYPE_CHECKING:
     from ._run import RunState
@@ -47,6 +47,7 @@ class ProgressTracker(Observer):
         self.by_target: dict[str, int] = {}
         self.current_dimension: str | None = None
         self.current_section: int | None = None
+        self.workers: list[WorkerProgress] = []  # a run over Ray: set by its driver
 
     def request_sent(self, dimension: str, provider: str) -> None:
         self.in_flight += 1
@@ -132,6 +133,7 @@ class ProgressTracker(Observer):
             requests_per_second=completed / elapsed if elapsed > 0 else 0.0,
             hedges=self.hedges,
             requests_by_target=dict(self.by_target),
+            workers=list(self.workers),
         )
 
 

@@ -84,7 +84,7 @@ class Scheduler:
             return
         if not all(d in state.finished for d in deps if plan.is_global(d)):
             return
-        snapshot = list(state.current)
+        snapshot = self._snapshot_for(name)
         state.snapshots[name] = snapshot
         state.arm(name, len(snapshot))
         section_deps = [d for d in deps if not plan.is_global(d)]
@@ -97,6 +97,17 @@ class Scheduler:
                 self._enqueue(_Item(name, section_state))
         if not snapshot:
             await self._finish_dimension(name)
+
+    def _snapshot_for(self, name: str) -> list[SectionState]:
+        """The sections section dimension `name` runs over, taken as it is armed (a Ray
+        worker's shard narrows it to the shard's sections of that dimension)."""
+        return list(self.state.current)
+
+    @property
+    def total_sections(self) -> int:
+        """The run's section count as hooks and prompts see it (on a Ray worker: the run's,
+        not the shard's)."""
+        return len(self.state.current)
 
     def _enqueue(self, item: _Item) -> None:
         self._ready.put(item.dimension, None if item.state is None else item.state.index, item)
@@ -169,7 +180,7 @@ class Scheduler:
             return
         deps = await self._dependencies_for_section(name, section_state)
         site = CallSite(self.run.plan.dimensions[name], [section_state.section],
-                        section_state.index, len(self.state.current), deps)
+                        section_state.index, self.total_sections, deps)
         result, error = await self._execute(site, slot, "should_skip_section_dimension")
         await self._complete_section(name, section_state, result, error)
 
@@ -297,7 +308,7 @@ class Scheduler:
 
     def _context(self, name: str, is_global: bool, **fields: Any) -> HookContext:
         return HookContext(process_id=self.run.process_id, dimension=name, is_global=is_global,
-                           total_sections=len(self.state.current), **fields)
+                           total_sections=self.total_sections, **fields)
 
     def _site_context(self, site: CallSite, **fields: Any) -> HookContext:
         global_results = dict(self.state.global_results)

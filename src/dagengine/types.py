@@ -659,6 +659,18 @@ class DimensionProgress(_Data):
     eta_seconds: float = 0.0
 
 
+class WorkerProgress(_Data):
+    """One Ray worker of a run over a cluster (ProgressUpdate.workers)."""
+
+    name: str
+    alive: bool = True
+    completed: int = 0  # results it delivered
+    requests: int = 0
+    in_flight: int = 0
+    calls_per_second: float = 0.0  # results per second since it started
+    concurrency: int = 0  # its share of execution.concurrency
+
+
 class ProgressUpdate(_Data):
     completed: int = 0
     total: int = 0
@@ -681,3 +693,4 @@ class ProgressUpdate(_Data):
     """Duplicate requests sent (execution.hedge)."""
     requests_by_target: dict[str, int] = Field(default_factory=dict)
     """Requests sent to each pool target, as "provider[target]"."""
+    workers: list[WorkerProgress] = Field(default_factory=list)  # a run over Ray: its workers

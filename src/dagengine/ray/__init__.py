@@ -1,8 +1,7 @@
 """Run over a Ray cluster: `DagEngine(..., cluster=RayCluster(address=None, workers=4))`.
 
 Installed with the extra `pip install 'dagengine[ray]'`. Importing this package imports
-nothing of Ray; RayCluster.start() does. What exists so far is the cluster handle and the
-cluster-wide rate limit; the engine side (below) comes with the engine's Run object.
+nothing of Ray; RayCluster.start() does.
 
 The cluster-wide limit
 ----------------------
@@ -20,34 +19,37 @@ the whole cluster pauses within one round trip. A worker that stops calling (kil
 node lost) is ended after SESSION_TTL and what it held is released. Since a permit lent is
 bucket capacity spent, a dead worker costs the cluster at most its last grant, never more.
 
-How the engine will shard a run (the engine-side work, after the Run refactor)
-------------------------------------------------------------------------------
-* The driver keeps what is global: the plan (graph, levels), the global dimensions and
-  their hooks, the transformations after them, the store, progress, the display, cost and
-  the user's callbacks. Workers never open the store.
-* Workers are actors, one per RayCluster.worker_count(), each with `num_cpus=1`. Each is
-  built once per run from the frozen run deps (plugin, providers, ExecutionConfig, pricing),
-  pickled once; a plugin or provider that does not pickle is a ConfigurationError at the
-  driver naming the attribute. Each worker has its own LeasedLimiter on the run's
-  ClusterLimiter, and its share of `concurrency` (the cluster-wide number of calls in
-  flight, split evenly; a later change may lease it like rate permits).
-* The driver shards the sections of a section-level phase into batches (tens of sections,
-  so a batch is worth a round trip) and keeps each worker a few batches ahead. A worker
-  runs each section's own pipeline (dimensions in dependency order, retries, fallbacks,
-  parsing, the per-section hooks) exactly as one process does, and streams results back per
-  (section, dimension) as plain data: DimensionResult, cost, the call information. The
-  driver applies them to its RunState, which the observers (store, progress, callbacks)
-  watch as they do in one process, so `resume=True` after a driver crash calls only what
-  the store lacks.
-* A global dimension is a barrier: the driver waits for its dependencies across all
-  shards, runs it locally, applies the transformation, and re-shards the new sections.
-* A worker that dies (RayActorError on its stream) loses nothing but its calls in flight:
-  the driver knows which (section, dimension) results it received, so the unfinished part
-  of the dead worker's batches goes to the other workers (or a restarted actor), and the
-  run ends with every section accounted for. The dead worker's limiter session is reaped by
-  the ClusterLimiter after SESSION_TTL.
-* Progress carries per-worker counts (calls, calls/s) from the result stream; the limiter
-  actor's stats() and snapshot() give rate_limited, waiting and the groups' limits.
+How a run is spread (engine side: _engine.py on the driver, _worker.py on the workers)
+-----------------------------------------------------------------------------------
+    engine = DagEngine(plugin, providers, execution, cluster=RayCluster(workers=4))
+
+* The driver keeps what is global: the plan, the global dimensions and their hooks, the
+  transformations after them, the store, progress, the display, cost and the user's
+  callbacks. Workers never open the store and never call a callback.
+* The driver runs the DAG level by level across its global barriers: a level is the
+  section dimensions whose global dependencies have all run. Its sections go in shards
+  (up to SHARD_SECTIONS, SHARDS_AHEAD in flight per worker) to the worker actors, which
+  run every section dimension of the level that a section needs, pipelined per section
+  as in one process, on dagengine's own Scheduler and CallRunner (retries, fallbacks,
+  parsing, the per-section hooks). Then the driver runs the level's global dimensions and
+  their transformations, and the next level is sharded from the new section list.
+* Workers are actors (`num_cpus=1`, spread), started per run with the run's frozen parts
+  (plugin, providers, ExecutionConfig, pricing) pickled once by the driver; a plugin or
+  provider that does not pickle is a ConfigurationError naming the attribute, before any
+  call. Each has a LeasedLimiter on the run's ClusterLimiter and its share of
+  `concurrency` (the cluster-wide number of calls in flight, split evenly); the driver's
+  own calls (the global dimensions) go through a LeasedLimiter too.
+* Workers stream results back in batches (every BATCH_SECONDS), which the driver applies
+  through the single-process scheduler's bookkeeping: progress, callbacks, the store and
+  cost see what they see in one process, and `resume=True` sends the stored results with
+  the shards, so only what is missing is called.
+* A worker that dies ends its shards' streams with an actor error: what the driver has
+  not received of them goes to the other workers as new shards while a replacement actor
+  starts; a result received twice counts once. Its limiter session is reaped after
+  SESSION_TTL.
+* ProgressUpdate.workers: per worker, results delivered, requests, in flight, results/s.
+* Not on workers: the response cache (it lives in the store): calls made on workers are
+  always sent. A plugin's own state changed by hooks on a worker stays on that worker.
 
 API for that work
 -----------------

@@ -62,6 +62,8 @@ class RayCluster:
         self.init_options = dict(init_options or {})
         self._ray: ModuleType | None = None
         self._owns_connection = False
+        self.actors: list[Any] = []  # the worker actors of the run under way, for tests
+        self.last_limiter_stats: Any = None  # the limiter actor's LimiterStats at its end
 
     def __repr__(self) -> str:
         return f"RayCluster(address={self.address!r}, workers={self.workers!r})"

@@ -1,0 +1,107 @@
+"""What the driver and the worker actors send each other about sections: plain data.
+
+A shard is some sections of one level of the run (the section dimensions between two
+global barriers), each with the results of earlier dimensions it reads; a batch is what a
+worker streams back while it runs one: the results so far, and its counters.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DagEngineError
+from ..plugin import Attempt
+from ..types import DimensionResult, Section
+
+BATCH_SECONDS = 0.1  # a worker sends what it has at least this often while a shard runs
+
+
+@dataclass(slots=True)
+class ShardItem:
+    """One section of a shard and the dimensions of the level it still needs."""
+
+    key: int  # the driver's name for it within the shard
+    index: int  # the section's index in the run (what prompts and hooks see)
+    section: Section
+    prior: dict[str, DimensionResult]  # results it already has that its dimensions read
+    dimensions: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Shard:
+    shard_id: int
+    dimensions: tuple[str, ...]  # the level's section dimensions
+    done: tuple[str, ...]  # the finished dimensions those read (section and global)
+    items: list[ShardItem]
+    total_sections: int
+    preloaded: dict[tuple[str, int | None], DimensionResult] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One result of a shard; `error` is the exception behind a failed one."""
+
+    dimension: str
+    key: int
+    result: DimensionResult
+    restored: bool
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a worker has to tell since its last batch for one shard."""
+
+    worker: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    sent: dict[tuple[str, str], int] = field(default_factory=dict)  # requests (dim, provider)
+    ended: dict[tuple[str, str], int] = field(default_factory=dict)
+    retries: list[tuple[str, BaseException]] = field(default_factory=list)
+    hook_errors: list[tuple[str, BaseException]] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    final: bool = False
+    failure: BaseException | None = None  # what stopped the shard (continue_on_error=False)
+
+
+class RemoteError(DagEngineError):
+    """An error raised on a worker whose own type does not survive pickling; the message
+    names that type."""
+
+
+def portable(error: BaseException | None) -> Any:
+    """`error`, made to travel to the driver as itself, else a RemoteError saying what it was.
+
+    An exception whose __init__ takes other arguments than its args (dagengine's HookError,
+    DimensionTimeoutError, ...) unpickles with a TypeError, which would lose the whole
+    batch at the driver: its type is then pickled by its args and attributes instead."""
+    if error is None:
+        return None
+    if _round_trips(error):
+        return error
+    copyreg.pickle(type(error), _reduce_error)
+    if _round_trips(error):
+        return error
+    return RemoteError(f"{type(error).__name__}: {error}")
+
+
+def _round_trips(error: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return False
+    return True
+
+
+def _reduce_error(error: BaseException) -> tuple[Any, ...]:
+    return _rebuilt_error, (type(error), error.args, dict(getattr(error, "__dict__", {})))
+
+
+def _rebuilt_error(cls: type[BaseException], args: tuple[Any, ...],
+                   state: dict[str, Any]) -> BaseException:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
