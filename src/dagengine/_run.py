@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import ExecutionConfig
 from .cost import Pricing, summarize_costs
@@ -27,6 +27,9 @@ from .types import (
     Section,
     SectionResult,
 )
+
+if TYPE_CHECKING:
+    from .store._batches import BatchLedger
 
 # Results a resumed run takes as done instead of calling, by (dimension, section index or
 # None for a global dimension).
@@ -63,6 +66,8 @@ class Run:
     preloaded: Preloaded = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.Random)
     """The jitter of retry backoffs."""
+    batch_ledger: BatchLedger | None = None
+    """Where batch mode records its provider batches (the store's), if the run has a store."""
 
     def process_result(self, state: RunState) -> ProcessResult:
         """The run's result as `state` stands: finished, stopped early or failed."""

@@ -323,7 +323,8 @@ class DagEngine:
     async def _plan_for(self, sections: list[Section], process_id: str) -> Plan:
         """2. The checked graph, and a check that each dimension can build its first request."""
         plan = await self.plan()
-        await preflight(self.plugin, plan, sections, self.registry, process_id)
+        await preflight(self.plugin, plan, sections, self.registry, process_id,
+                        mode=self.execution.mode)
         return plan
 
     def _new_run(self, process_id: str, plan: Plan, hooks: Hooks, metadata: Any) -> Run:
@@ -419,7 +420,10 @@ class DagEngine:
             expected = sum(1 if plan.is_global(n) else len(sections) for n in plan.order)
             log.info("resumed run %s from %s: %d of %d results from the store",
                      run.process_id, store.path, len(stored.preloaded), expected)
-        return replace(run, cache=cache, preloaded=stored.preloaded), stored
+        ledger = getattr(store, "batch_ledger", None)  # batch mode's record of its batches
+        return replace(run, cache=cache, preloaded=stored.preloaded,
+                       batch_ledger=ledger(run.process_id) if ledger is not None else None
+                       ), stored
 
     async def _close(self, stored: StoredRun | None, result: ProcessResult,
                      failed: BaseException | None) -> None:

@@ -383,6 +383,10 @@ class Observer:
     def retry(self, dimension: str, error: BaseException) -> Any:
         """A failed attempt will be retried after its backoff."""
 
+    def batch_updated(self, batch: Any) -> Any:
+        """Batch mode: a provider batch (a `_batching.BatchInfo`) was submitted, re-attached
+        to, or polled (its `status` is the provider's latest)."""
+
     def result(self, dimension: str, index: int | None, result: DimensionResult) -> Any:
         """This run produced `result` (`index` None for a global dimension)."""
 

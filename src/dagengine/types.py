@@ -210,6 +210,8 @@ class CallInfo:
     """Why the model stopped, as the provider said it ("stop", "end_turn", "length", ...)."""
     status_code: int | None = None
     """The HTTP status of the answer, when the provider reports it."""
+    mode: str = "online"
+    """"batch" when a provider batch API answered the call (priced at its batch rates)."""
 
     def to_dict(self) -> dict[str, Any]:
         """This object as JSON-compatible Python data."""
@@ -594,6 +596,16 @@ class ModelCost(_Data):
     priced: bool = True
 
 
+class ModeCost(_Data):
+    """The calls of one mode ("online" or "batch"); `online_cost` is what the same tokens
+    cost at the online rates, so for batch calls `online_cost - cost` is the saving."""
+
+    cost: float = 0.0
+    online_cost: float = 0.0
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    calls: int = 0
+
+
 class CostSummary(_Data):
     total_cost: float = 0.0
     total_tokens: int = 0
@@ -608,6 +620,10 @@ class CostSummary(_Data):
     cached_calls: int = 0
     cache_savings: float = 0.0
     unpriced_models: list[str] = Field(default_factory=list)
+    by_mode: dict[str, ModeCost] = Field(default_factory=dict)
+    """"online" and "batch" calls apart (a mode with no call is left out)."""
+    batch_savings: float = 0.0
+    """USD the batch calls saved against the same tokens at the online rates."""
 
 
 class ProcessResult(_Data):
@@ -650,6 +666,17 @@ class DimensionProgress(_Data):
     eta_seconds: float = 0.0
 
 
+class BatchProgress(_Data):
+    """The provider batches of a batch-mode run, as the providers last reported them."""
+
+    submitted: int = 0  # batches submitted by the run (or re-attached to, on resume)
+    in_progress: int = 0
+    ended: int = 0  # done: ended, expired, cancelled or failed
+    items: int = 0  # requests in those batches
+    items_done: int = 0  # of them, processed by the provider (answered or failed)
+    eta_seconds: float | None = None  # until the batches in progress end, by their counts
+
+
 class ProgressUpdate(_Data):
     completed: int = 0
     total: int = 0
@@ -668,3 +695,5 @@ class ProgressUpdate(_Data):
     waiting_for_capacity: int = 0
     in_flight: int = 0
     requests_per_second: float = 0.0
+    batches: BatchProgress | None = None
+    """Batch mode: the provider batches of the run (None when it has none)."""
