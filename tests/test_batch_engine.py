@@ -24,8 +24,8 @@ from typing import Any
 
 import anthropic
 import pytest
-from batch_crash_worker import KEY, MODEL, BatchPlugin, batch_engine, batch_sections
 
+from batch_crash_worker import KEY, BatchPlugin, batch_engine, batch_sections
 from dagengine import DagEngine, Dimension, PreflightError, ProcessResult, RunStore
 from dagengine.errors import ProviderError
 from dagengine.providers._batch import (
@@ -37,7 +37,7 @@ from dagengine.providers._batch import (
 )
 from dagengine.simulator import Simulator
 from dagengine.testing import FunctionProvider
-from dagengine.types import ProviderResponse, TokenUsage
+from dagengine.types import TokenUsage
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Inheritance class AiohttpClientSession:DeprecationWarning"
