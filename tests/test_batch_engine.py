@@ -25,7 +25,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from batch_crash_worker import KEY, BatchPlugin, batch_engine, batch_sections
+from batch_crash_worker import KEY, MODEL, BatchPlugin, batch_engine, batch_sections
 from dagengine import DagEngine, Dimension, PreflightError, ProcessResult, RunStore
 from dagengine.errors import ProviderError
 from dagengine.providers._batch import (
@@ -542,3 +542,42 @@ def test_an_old_store_opens_with_the_batch_tables(tmp_path: Path) -> None:
     tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
     assert {"batches", "batch_items"} <= tables
     assert conn.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 3
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+
+def test_batch_progress_counts_batches_and_items_and_estimates_from_the_providers_counts(
+) -> None:
+    from dagengine._batching import BatchInfo
+    from dagengine.progress import batch_progress
+
+    now = time.monotonic()
+    running = BatchInfo("b1", "anthropic", MODEL, 100, now - 30.0,
+                        BatchStatus("b1", "in_progress", processing=25, succeeded=75))
+    ended = BatchInfo("b2", "anthropic", MODEL, 40, now - 60.0,
+                      BatchStatus("b2", "ended", succeeded=39, errored=1))
+    progress = batch_progress([running, ended])
+    assert (progress.submitted, progress.in_progress, progress.ended) == (2, 1, 1)
+    assert (progress.items, progress.items_done) == (140, 115)
+    assert progress.eta_seconds == pytest.approx(10.0, abs=0.5)  # 75 done in 30 s, 25 left
+
+
+async def test_the_live_display_and_progress_show_the_batches() -> None:
+    import io
+
+    stream = io.StringIO()
+    updates: list[Any] = []
+    async with Simulator(api_key=KEY, batch_delay=0.02) as sim:
+        engine = batch_engine(None, sim.base_url)
+        await engine.process(batch_sections(50), on_progress=updates.append,
+                             progress_display={"display": "simple", "stream": stream,
+                                               "terminal": False, "interval": 0})
+    final = engine.get_progress()
+    assert final is not None and final.batches is not None
+    assert final.batches.submitted == len(sim_batches(sim)) >= 3
+    assert final.batches.ended == final.batches.submitted and final.batches.in_progress == 0
+    assert final.batches.items == final.batches.items_done == 2 * 50 + 1
+    assert any(u.batches is not None and u.batches.in_progress for u in updates)
+    assert "batches: 0 running" in stream.getvalue().splitlines()[-1]
+    assert "running" in stream.getvalue()
