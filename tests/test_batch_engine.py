@@ -581,3 +581,82 @@ async def test_the_live_display_and_progress_show_the_batches() -> None:
     assert any(u.batches is not None and u.batches.in_progress for u in updates)
     assert "batches: 0 running" in stream.getvalue().splitlines()[-1]
     assert "running" in stream.getvalue()
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------
+
+CTRL_C_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+from batch_crash_worker import batch_engine, batch_sections
+engine = batch_engine({store!r}, {base_url!r})
+engine.run(batch_sections(10), process_id="ctrl-c")
+"""
+
+
+async def test_ctrl_c_off_a_terminal_leaves_the_batches_running_and_says_how_to_resume(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "runs.db"
+    async with Simulator(api_key=KEY, batch_delay=30.0) as sim:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CTRL_C_CHILD.format(
+                tests=str(Path(__file__).parent), store=str(store), base_url=sim.base_url),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            await wait_for(lambda: child.returncode is not None or (
+                bool(sim_batches(sim)) and all_on_file(sim, store)))
+            child.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(child.communicate(), 60)
+        finally:
+            if child.returncode is None:
+                child.kill()
+        batches = sim_batches(sim)
+    text = err.decode()
+    assert child.returncode == 130, text
+    assert "provider batch(es) of this run are still running" in text
+    assert "process_id='ctrl-c', resume=True" in text
+    assert batches[0].id in text
+    assert "Cancel them" not in text  # no question off a terminal
+    assert all(b.cancel_at is None for b in batches)
+
+
+async def test_ctrl_c_on_a_terminal_cancels_the_batches_only_when_told_to() -> None:
+    import io
+
+    from dagengine._batching import BatchInfo, after_interrupt
+    from dagengine.providers import build_registry
+    from dagengine.types import ProviderRequest
+
+    async with Simulator(api_key=KEY, batch_delay=30.0) as sim:
+        registry = build_registry({"anthropic": {"api_key": KEY, "base_url": sim.base_url}})
+        api = registry.get("anthropic").batch_api()
+        assert api is not None
+        ids = []
+        for _ in range(2):
+            ids.append(await api.submit([BatchRequest("d0-s0-a1", ProviderRequest(
+                input="Summarize this email in one sentence.\nHello",
+                options={"model": MODEL, "max_tokens": 16}))]))
+        await registry.get("anthropic").aclose()
+        infos = [BatchInfo(i, "anthropic", MODEL, 1, time.monotonic(),
+                           BatchStatus(i, "in_progress", processing=1)) for i in ids]
+        asked: list[str] = []
+
+        def no(prompt: str) -> str:
+            asked.append(prompt)
+            return ""
+
+        def yes(prompt: str) -> str:
+            return "y"
+
+        out = io.StringIO()
+        # after_interrupt runs where the run's loop has ended: on a thread of its own here.
+        left = await asyncio.to_thread(after_interrupt, registry, infos[:1], "p1",
+                                       durable=True, stream=out, ask=no)
+        assert not left and asked and "Left running" in out.getvalue()
+        assert sim._core.batches.by_id[ids[0]].cancel_at is None
+        cancelled = await asyncio.to_thread(after_interrupt, registry, infos[1:], "p1",
+                                            durable=True, stream=out, ask=yes)
+        assert cancelled and sim._core.batches.by_id[ids[1]].cancel_at is not None
+        assert "Cancelled 1 of 1" in out.getvalue()

@@ -45,11 +45,12 @@ import asyncio
 import contextlib
 import logging
 import re
+import sys
 import time
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
 from .errors import ConfigurationError, DagEngineError, ProviderError
 from .providers._batch import BatchAPI, BatchOutcome, BatchRequest, BatchStatus
@@ -151,11 +152,6 @@ class Batcher:
     def covers(self, dimension: Dimension) -> bool:
         return dimension.name in self.dimensions
 
-    @property
-    def in_flight(self) -> list[BatchInfo]:
-        """The batches not done yet (submitted, still running at the provider)."""
-        return [b for b in self.batches.values() if not b.status.done]
-
     # -- lifetime ----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -180,6 +176,13 @@ class Batcher:
         assert self._group is not None
         for task in list(self._running):
             task.cancel()
+        left = batches_left(self.batches.values())
+        if left:
+            log.warning("%d provider batch(es) of run %s are left running (%s); %s",
+                        len(left), self.run.process_id, ", ".join(b.batch_id for b in left),
+                        "resume with the same process_id and resume=True to pick up their "
+                        "results" if self.ledger is not None else
+                        "the run has no store: a later run cannot pick them up")
         await self._group.__aexit__(kind, error, tb)
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
@@ -363,21 +366,6 @@ class Batcher:
                     return
                 await asyncio.sleep(self.poll_interval * failures)
 
-    async def cancel_in_flight(self) -> list[str]:
-        """Ask the providers to cancel this run's batches still running; their ids."""
-        cancelled: list[str] = []
-        for info in self.in_flight:
-            try:
-                provider = self.run.registry.get(info.provider)
-                api = provider.batch_api()
-                if api is not None:
-                    await api.cancel(info.batch_id)
-                    cancelled.append(info.batch_id)
-            except Exception as exc:
-                log.warning("cancelling batch %s of %s failed: %s", info.batch_id,
-                            info.provider, exc)
-        return cancelled
-
 
 def _resolve(answer: asyncio.Future[ProviderResponse], outcome: BatchOutcome,
              info: BatchInfo) -> None:
@@ -414,3 +402,74 @@ def _retrieved(answer: asyncio.Future[Any]) -> None:
     if not answer.cancelled():
         with contextlib.suppress(BaseException):
             answer.exception()
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------------
+
+
+def batches_left(batches: Iterable[BatchInfo]) -> list[BatchInfo]:
+    """Those of `batches` still running at their provider."""
+    return [b for b in batches if not b.status.done]
+
+
+def after_interrupt(engine_registry: Any, batches: list[BatchInfo], process_id: str, *,
+                    durable: bool, stream: TextIO | None = None,
+                    ask: Callable[[str], str] | None = None) -> bool:
+    """Ctrl-C stopped a batch-mode run with `batches` still running: say so and how to
+    resume, and on a terminal ask whether to cancel them at the provider (the default, and
+    the answer off a terminal: leave them, for a resumed run to pick up). True if they
+    were cancelled."""
+    out = stream or sys.stderr
+    if not batches:
+        return False
+    ids = ", ".join(b.batch_id for b in batches[:5]) + (" ..." if len(batches) > 5 else "")
+    items = sum(b.items for b in batches)
+    out.write(f"\n{len(batches)} provider batch(es) of this run are still running "
+              f"({items} requests: {ids}).\n")
+    if durable:
+        out.write(f"They are recorded in the store. To pick up their results without paying "
+                  f"again, resume the run:\n    engine.run(sections, process_id="
+                  f"{process_id!r}, resume=True)\n")
+    else:
+        out.write("This run has no store, so a later run cannot pick up their results.\n")
+    interactive = ask is not None or (sys.stdin.isatty() and out.isatty())
+    if not interactive:
+        out.flush()
+        return False
+    prompt = ask or input
+    try:
+        answer = prompt("Cancel them at the provider? [y/N] ").strip().lower()
+    except (EOFError, KeyboardInterrupt):
+        answer = ""
+    if answer not in ("y", "yes"):
+        out.write("Left running.\n")
+        out.flush()
+        return False
+    cancelled = asyncio.run(_cancel(engine_registry, batches))
+    out.write(f"Cancelled {len(cancelled)} of {len(batches)} batch(es); what they answered "
+              f"before the cancellation is billed, and a resumed run sends the rest "
+              f"again.\n")
+    out.flush()
+    return True
+
+
+async def _cancel(registry: Any, batches: list[BatchInfo]) -> list[str]:
+    cancelled: list[str] = []
+    providers: dict[str, BaseProvider] = {}
+    try:
+        for batch in batches:
+            try:
+                provider = providers.get(batch.provider) or registry.get(batch.provider)
+                providers[batch.provider] = provider
+                api = provider.batch_api()
+                if api is not None:
+                    await api.cancel(batch.batch_id)
+                    cancelled.append(batch.batch_id)
+            except Exception as exc:
+                log.warning("cancelling batch %s of %s failed: %s", batch.batch_id,
+                            batch.provider, exc)
+    finally:
+        for provider in providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+    return cancelled

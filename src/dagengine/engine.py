@@ -233,10 +233,22 @@ class DagEngine:
         try:
             run_sync(lambda: self._process_into_last_result(sections, **kwargs))
         except KeyboardInterrupt:
+            self._batches_interrupted()
             exit_130_on(ProcessInterrupted)  # uncaught, it ends a script as Ctrl-C does
             raise ProcessInterrupted(self.last_result) from None
         assert self.last_result is not None
         return self.last_result
+
+    def _batches_interrupted(self) -> None:
+        """Batch mode: say which provider batches Ctrl-C left running and how to resume,
+        and on a terminal offer to cancel them (see _batching.after_interrupt)."""
+        handle = self._current
+        if handle is None or not handle.progress.batches:
+            return
+        from ._batching import after_interrupt, batches_left
+
+        after_interrupt(self.registry, batches_left(handle.progress.batches.values()),
+                        handle.run.process_id, durable=handle.run.batch_ledger is not None)
 
     async def _process_into_last_result(self, sections: Iterable[SectionLike],
                                         **kwargs: Any) -> None:
