@@ -608,7 +608,7 @@ async def test_ctrl_c_off_a_terminal_leaves_the_batches_running_and_says_how_to_
             await wait_for(lambda: child.returncode is not None or (
                 bool(sim_batches(sim)) and all_on_file(sim, store)))
             child.send_signal(signal.SIGINT)
-            out, err = await asyncio.wait_for(child.communicate(), 60)
+            _, err = await asyncio.wait_for(child.communicate(), 60)
         finally:
             if child.returncode is None:
                 child.kill()
