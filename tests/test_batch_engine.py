@@ -660,3 +660,30 @@ async def test_ctrl_c_on_a_terminal_cancels_the_batches_only_when_told_to() -> N
                                             durable=True, stream=out, ask=yes)
         assert cancelled and sim._core.batches.by_id[ids[1]].cancel_at is not None
         assert "Cancelled 1 of 1" in out.getvalue()
+
+
+# -- the demo ----------------------------------------------------------------------------------
+
+
+def test_the_demo_in_batch_mode_prints_the_saving_next_to_the_online_price() -> None:
+    import io
+    import re
+
+    from dagengine.cli.demo import DemoOptions, run_demo
+    from dagengine.cli.demo.run import build_parser
+
+    assert build_parser().parse_args(["--mode", "batch"]).mode == "batch"
+    run = asyncio.run(run_demo(DemoOptions(emails=20, mode="batch", latency_scale=0.01,
+                                           batch_delay=5.0), out=io.StringIO()))
+    assert run.successes == 20
+    assert run.simulator_stats is not None
+    assert run.simulator_stats["requests"] == 0 and run.simulator_stats["batches_created"] >= 1
+    costs = run.result.costs
+    assert costs is not None
+    line = next(x for x in run.report.splitlines() if x.strip().startswith("Batch mode:"))
+    match = re.search(r"\$([\d.]+) for 20 calls, against \$([\d.]+) online \(saved "
+                      r"\$([\d.]+), 50%\)", line)
+    assert match, line
+    assert float(match[1]) == pytest.approx(costs.total_cost, abs=5e-5)
+    assert float(match[2]) == pytest.approx(2 * costs.total_cost, abs=5e-5)
+    assert "Gateway: none (batch mode" in run.report
