@@ -196,7 +196,7 @@ def _print_costs(report: _Report, run: DemoRun) -> None:
     report.line(f"   Cost per 1M emails: ${per_email * 1_000_000:,.2f}")
     batch = costs.by_mode.get("batch") if costs is not None else None
     if costs is not None and batch is not None:
-        saved = _percent(costs.batch_savings, batch.online_cost) if batch.online_cost else 0.0
+        saved = 100 * costs.batch_savings / batch.online_cost if batch.online_cost else 0.0
         report.line(f"   Batch mode: ${batch.cost:.4f} for {batch.calls} calls, against "
                     f"${batch.online_cost:.4f} online (saved ${costs.batch_savings:.4f}, "
                     f"{saved:.0f}%)")
