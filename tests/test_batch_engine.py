@@ -687,3 +687,11 @@ def test_the_demo_in_batch_mode_prints_the_saving_next_to_the_online_price() -> 
     assert float(match[1]) == pytest.approx(costs.total_cost, abs=5e-5)
     assert float(match[2]) == pytest.approx(2 * costs.total_cost, abs=5e-5)
     assert "Gateway: none (batch mode" in run.report
+
+
+def test_the_estimate_prices_a_batch_dimension_at_the_batch_rates() -> None:
+    online = batch_engine(None, "http://127.0.0.1:9", mode="online").estimate(
+        batch_sections(10))
+    batch = batch_engine(None, "http://127.0.0.1:9").estimate(batch_sections(10))
+    assert batch.cost_expected == pytest.approx(online.cost_expected / 2, rel=1e-6)
+    assert batch.cost_high == pytest.approx(online.cost_high / 2, rel=1e-6)
