@@ -15,18 +15,51 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from dagengine import DagEngine, Dimension, Plugin, ProcessResult, PromptContext
+from dagengine.simulator import SimulatorProcess
 
-from batch_crash_worker import BatchPlugin, batch_sections  # noqa: E402
+TOPICS = ("quarterly report for the client", "birthday dinner with family",
+          "weekly newsletter digest", "urgent prize claim, click now", "project deadline")
 
-from dagengine import DagEngine, ProcessResult  # noqa: E402
-from dagengine.simulator import SimulatorProcess  # noqa: E402
+
+class BatchPlugin(Plugin):
+    """summarize, then classify from the summary, then one overview of every category."""
+
+    def __init__(self) -> None:
+        super().__init__("batch-benchmark", "Batch benchmark")
+        self.dimensions = ["summarize", "classify", Dimension("overview", scope="global")]
+
+    def define_dependencies(self, ctx: Any) -> dict[str, list[str]]:
+        return {"classify": ["summarize"], "overview": ["classify"]}
+
+    def create_prompt(self, ctx: PromptContext) -> str:
+        if ctx.is_global:
+            labels = [r.data for r in ctx.dependencies["classify"].data["sections"]]
+            return (f"Give an overview of {len(labels)} emails from their categories.\n"
+                    + json.dumps(labels, sort_keys=True))
+        email = ctx.sections[0].content
+        if ctx.dimension == "summarize":
+            return f"Summarize this email in one sentence.\n{email}"
+        return (f"Categorize this email as work, personal, newsletter or spam.\n"
+                f"Earlier summary: {json.dumps(ctx.dependencies['summarize'].data)}\n{email}")
+
+    def select_provider(self, dimension: str, sections: Any = None, context: Any = None) -> Any:
+        return {"provider": "anthropic",
+                "options": {"model": "claude-3-5-haiku-20241022", "max_tokens": 64}}
+
+
+def batch_sections(count: int) -> list[str]:
+    return [f"Email {i}: about the {TOPICS[i % len(TOPICS)]} (ref {i * 7919 % 10007})."
+            for i in range(count)]
+
 
 KEY = "sk-benchmark"
 
@@ -76,19 +109,20 @@ async def main(argv: list[str]) -> int:
             store = Path(tmp) / "runs.db"
             stopped = engine(sim.base_url, "batch", args.concurrency, store)
             first = asyncio.create_task(stopped.process(sections, process_id="bench"))
-            while (await sim.stats())["batches_created"] < 1:
+            for _ in range(100_000):  # until its first batch is at the provider
+                if (await sim.stats())["batches_created"]:
+                    break
                 await asyncio.sleep(0.05)
             first.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await first
-            except asyncio.CancelledError:
-                pass
             await stopped.close()
             created_before = (await sim.stats())["batches_created"]
             resumed, resumed_s = await timed(engine(sim.base_url, "batch", args.concurrency,
                                                     store), sections, process_id="bench",
                                              resume=True)
             resumed_stats = await sim.stats()
+            resumed_ok = all(r.ok for s in resumed.sections for r in s.results.values())
 
     print(f"{args.sections:,} sections x (summarize -> classify) + 1 global overview = "
           f"{calls:,} calls; claude-3-5-haiku on the simulator (online latency median 0.8 s, "
@@ -109,7 +143,8 @@ async def main(argv: list[str]) -> int:
     print(f"resume: the run was stopped with {created_before} batch(es) in flight; the resumed "
           f"run re-attached to them, took {resumed_s:.1f} s, submitted "
           f"{resumed_stats['batches_created'] - created_before} more, and the simulator "
-          f"billed {billed:,} items for {calls:,} calls")
+          f"billed {billed:,} items for {calls:,} calls "
+          f"({'every section has data' if resumed_ok else 'some sections failed'})")
     print()
     print("command: python benchmarks/batch.py " + " ".join(argv))
     return 0

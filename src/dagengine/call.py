@@ -436,8 +436,12 @@ class _Call:
         assert batcher is not None
         self.sent_at = time.time()
         self.slot.release()
-        response = await batcher.send(provider, request, self.site.name,
-                                      self.site.section_index, self.usage.attempts)
+        try:
+            response = await batcher.send(provider, request, self.site.name,
+                                          self.site.section_index, self.usage.attempts)
+        except Exception:
+            await self.slot.acquire()  # the call goes on (retry, fallback) with its slot
+            raise
         await self.slot.acquire()
         if response.error is not None:
             meta = response.metadata
