@@ -695,3 +695,39 @@ def test_the_estimate_prices_a_batch_dimension_at_the_batch_rates() -> None:
     batch = batch_engine(None, "http://127.0.0.1:9").estimate(batch_sections(10))
     assert batch.cost_expected == pytest.approx(online.cost_expected / 2, rel=1e-6)
     assert batch.cost_high == pytest.approx(online.cost_high / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["openai", "gemini"])
+async def test_a_stopped_run_re_attaches_to_its_batches_in_each_format(
+    kind: str, tmp_path: Path,
+) -> None:
+    store = tmp_path / "runs.db"
+
+    def durable(sim: Simulator) -> DagEngine:
+        eng = provider_engine(kind, sim, "batch")
+        eng.store = store
+        eng.cache = False
+        return eng
+
+    async with Simulator(api_key=KEY, batch_delay=0.3) as sim:
+        reference_engine = provider_engine(kind, sim, "online")
+        reference = await reference_engine.process(batch_sections(6))
+        await reference_engine.close()
+        stopped = durable(sim)
+        task = asyncio.create_task(stopped.process(batch_sections(6), process_id="p"))
+        await wait_for(lambda: bool(sim_batches(sim)) and all_on_file(sim, store), within=30)
+        first = sim_batches(sim)[0]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await stopped.close()
+        resumed_engine = durable(sim)
+        resumed = await resumed_engine.process(batch_sections(6), process_id="p",
+                                               resume=True)
+        await resumed_engine.close()
+        stats = await sim.stats()
+        later = sim_batches(sim)[1:]
+    assert data_of(resumed) == data_of(reference)
+    assert billed_calls(stats) == Counter(dict.fromkeys(every_call(6), 1))
+    again = {call_key(i.request.custom_id) for b in later for i in b.items}
+    assert not again & {call_key(i.request.custom_id) for i in first.items}

@@ -67,6 +67,7 @@ log = logging.getLogger("dagengine")
 POLL_BACKOFF = 1.5  # each poll waits this much longer than the one before...
 POLL_CAP = 60.0  # ...up to this many seconds
 MAX_POLL_FAILURES = 8  # failed polls (or result reads) in a row before the calls fail
+SUBMIT_GRACE = 30.0  # seconds a stopping run waits for its submissions' answers
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
@@ -148,6 +149,7 @@ class Batcher:
         self.batches: dict[str, BatchInfo] = {}  # every batch of this run so far, by id
         self._group: asyncio.TaskGroup | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._submitting: set[asyncio.Task[str]] = set()
 
     def covers(self, dimension: Dimension) -> bool:
         return dimension.name in self.dimensions
@@ -174,6 +176,8 @@ class Batcher:
         for answer in self._adopted.values():
             answer.cancel()
         assert self._group is not None
+        if self._submitting:
+            await asyncio.wait(self._submitting, timeout=SUBMIT_GRACE)
         for task in list(self._running):
             task.cancel()
         left = batches_left(self.batches.values())
@@ -248,15 +252,27 @@ class Batcher:
 
     async def _run_batch(self, lane: _Lane, items: list[_Waiting]) -> None:
         api, provider = lane.api, lane.provider.name
+        # A submission the run's cancellation (Ctrl-C) meets halfway still gets its answer
+        # and is recorded (__aexit__ waits for it): the provider may have the batch already.
+        submission = asyncio.create_task(self._submit_and_record(api, provider, lane.model,
+                                                                 items))
+        self._submitting.add(submission)
+        submission.add_done_callback(self._submitting.discard)
         try:
-            batch_id = await api.submit([BatchRequest(w.custom_id, w.request) for w in items])
+            batch_id = await asyncio.shield(submission)
         except Exception as exc:  # every call of the batch fails this attempt alike
             _fail((w.answer for w in items), _batch_error(provider, exc))
             return
-        self._record(batch_id, provider, lane.model, items)
         info = BatchInfo(batch_id, provider, lane.model, len(items), time.monotonic(),
                          BatchStatus(batch_id, "in_progress", processing=len(items)))
-        await self._follow(api, info, {w.custom_id: w.answer for w in items})
+        await self._follow(api, info, {w.custom_id: w.answer for w in items},
+                           [w.custom_id for w in items])
+
+    async def _submit_and_record(self, api: BatchAPI, provider: str, model: str | None,
+                                 items: list[_Waiting]) -> str:
+        batch_id = await api.submit([BatchRequest(w.custom_id, w.request) for w in items])
+        self._record(batch_id, provider, model, items)
+        return batch_id
 
     def _record(self, batch_id: str, provider: str, model: str | None,
                 items: list[_Waiting]) -> None:
@@ -299,11 +315,11 @@ class Batcher:
         log.info("re-attached to batch %s of %s (%d requests) submitted by an earlier "
                  "process of run %s", recorded.batch_id, recorded.provider,
                  len(recorded.items), self.run.process_id)
-        self._start(self._follow(api, info, waiting, first_poll=0.0))
+        self._start(self._follow(api, info, waiting, recorded.custom_ids, first_poll=0.0))
 
     async def _follow(self, api: BatchAPI, info: BatchInfo,
                       waiting: Mapping[str, asyncio.Future[ProviderResponse]],
-                      first_poll: float | None = None) -> None:
+                      custom_ids: list[str], first_poll: float | None = None) -> None:
         """Poll the batch until it is done, then answer every waiting call."""
         self.batches[info.batch_id] = info
         await self.observers.call("batch_updated", info)
@@ -315,7 +331,7 @@ class Batcher:
                 f"{info.provider}: batch {info.batch_id} failed as a whole: "
                 f"{status.error or 'the provider refused it'}", provider=info.provider))
         else:
-            await self._read(api, info, dict(waiting))
+            await self._read(api, info, dict(waiting), custom_ids)
         if self.ledger is not None:
             self.ledger.ended(info.batch_id, status.state)
 
@@ -347,13 +363,15 @@ class Batcher:
                 return status
 
     async def _read(self, api: BatchAPI, info: BatchInfo,
-                    waiting: dict[str, asyncio.Future[ProviderResponse]]) -> None:
+                    waiting: dict[str, asyncio.Future[ProviderResponse]],
+                    custom_ids: list[str]) -> None:
         """Answer each waiting call from the batch's outcomes (read again, for those still
-        waiting, when reading fails midway)."""
+        waiting, when reading fails midway). All the batch's `custom_ids` are asked for, in
+        the order submitted, as some providers answer by position."""
         failures = 0
         while waiting:
             try:
-                async for outcome in api.results(info.batch_id, list(waiting)):
+                async for outcome in api.results(info.batch_id, custom_ids):
                     answer = waiting.pop(outcome.custom_id, None)
                     if answer is not None and not answer.done():
                         _resolve(answer, outcome, info)

@@ -27,7 +27,9 @@ from ._schema import GLOBAL_INDEX
 T = TypeVar("T")
 
 _INSERT_BATCH = "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, NULL)"
-_INSERT_ITEM = "INSERT OR REPLACE INTO batch_items VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_ITEM = "INSERT OR REPLACE INTO batch_items VALUES (?, ?, ?, ?, ?, ?, ?)"
+_CUSTOM_IDS = ("SELECT custom_id FROM batch_items WHERE process_id = ? AND batch_id = ? "
+               "ORDER BY position")
 _UNANSWERED = """
 SELECT b.batch_id, b.provider, b.model, b.submitted_at, i.custom_id, i.dimension,
        i.section_index, i.attempt
@@ -58,6 +60,9 @@ class RecordedBatch:
     model: str | None
     submitted_at: float
     items: list[BatchItem] = field(default_factory=list)
+    custom_ids: list[str] = field(default_factory=list)
+    """Every custom_id of the batch in the order submitted (providers may answer by
+    position), those already answered included."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ class BatchLedger:
             conn.executemany(_INSERT_ITEM, [
                 (pid, batch_id, item.custom_id, item.dimension,
                  GLOBAL_INDEX if item.section_index is None else item.section_index,
-                 item.attempt) for item in items])
+                 item.attempt, position) for position, item in enumerate(items)])
 
         self.transaction(write)
 
@@ -112,6 +117,9 @@ class BatchLedger:
             if batch is None:
                 batch = batches[batch_id] = RecordedBatch(batch_id, provider, model, submitted)
             batch.items.append(item)
+        for batch in batches.values():
+            batch.custom_ids = [cid for (cid,) in self.read_all(
+                _CUSTOM_IDS, (self.process_id, batch.batch_id))]
         return sorted(batches.values(), key=lambda b: b.submitted_at)
 
     def states(self) -> dict[str, str]:

@@ -126,6 +126,7 @@ CREATE TABLE batch_items (
     dimension      TEXT NOT NULL,
     section_index  INTEGER NOT NULL,
     attempt        INTEGER NOT NULL,
+    position       INTEGER NOT NULL,
     PRIMARY KEY (process_id, batch_id, custom_id)
 ) WITHOUT ROWID;
 """,
