@@ -277,6 +277,22 @@ async def test_cancelled_batch_gives_each_unfinished_item_a_retryable_cancelled_
 
 
 @pytest.mark.parametrize("kind", KINDS)
+async def test_cancelling_a_batch_that_has_ended_leaves_its_results(
+    kind: str, sim: Simulator, make: Any
+) -> None:
+    api = batch_api(make(kind, sim))
+    batch_id = await api.submit([BatchRequest("s0", email_request(kind, EMAILS[0]))])
+    await done(api, batch_id)
+    await api.cancel(batch_id)
+    assert (await api.status(batch_id)).state == "ended"
+    [outcome] = await outcomes(api, batch_id, ["s0"])
+    assert response_of(outcome).data["category"] == "work"
+    with pytest.raises(ProviderError) as caught:
+        await api.cancel(batch_id[:-3] + "zzz")  # no such batch: that is an error
+    assert caught.value.status_code == 404
+
+
+@pytest.mark.parametrize("kind", KINDS)
 async def test_every_custom_id_comes_back_once_even_when_the_provider_has_none(
     kind: str, sim: Simulator, make: Any
 ) -> None:
@@ -335,9 +351,13 @@ async def test_a_request_that_cannot_be_sent_refuses_the_batch_with_a_provider_e
     assert not caught.value.retryable
     expected = "options not accepted" if kind == "gemini" else "a request is not JSON"
     assert expected in str(caught.value)
+    with pytest.raises(ProviderError, match=expected):  # found while gathering, alone
+        api.request_bytes(odd)
     no_model = BatchRequest("no-model", ProviderRequest(input="hi"))
     with pytest.raises(ProviderError, match="no model given"):
         await api.submit([no_model])
+    with pytest.raises(ProviderError, match="no model given"):
+        api.request_bytes(no_model)
     assert (await sim.stats())["batches_created"] == 0
 
 
@@ -350,6 +370,8 @@ async def test_anthropic_refuses_a_custom_id_its_api_would_refuse(sim: Simulator
         with pytest.raises(ProviderError, match="does not fit") as caught:
             await api.submit([*fine, BatchRequest(custom_id, fine[0].request)])
         assert not caught.value.retryable
+        with pytest.raises(ProviderError, match="does not fit"):
+            api.request_bytes(BatchRequest(custom_id, fine[0].request))
     await api.submit(fine)
     assert (await sim.stats())["batches_created"] == 1
 

@@ -90,7 +90,7 @@ class AnthropicBatchAPI(SDKBatchAPI):
             async for line in lines:
                 yield self._outcome(batch_id, line)
 
-    async def cancel(self, batch_id: str) -> None:
+    async def cancel_batch(self, batch_id: str) -> None:
         client: anthropic.AsyncAnthropic = self.client()
         with self._errors():
             await client.messages.batches.cancel(batch_id)

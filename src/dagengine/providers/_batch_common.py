@@ -93,9 +93,7 @@ class SDKBatchAPI(BatchAPI, abc.ABC):
                 f"{len(requests):,}: split them into several batches")
         seen: set[str] = set()
         for item in requests:
-            if self.custom_ids is not None and not self.custom_ids.fullmatch(item.custom_id):
-                raise self.refused(f"custom_id {item.custom_id!r} does not fit this "
-                                   f"provider's rule {self.custom_ids.pattern}")
+            self.check_id(item.custom_id)
             if item.custom_id in seen:
                 raise self.refused(f"custom_id {item.custom_id!r} is used twice in one batch")
             seen.add(item.custom_id)
@@ -106,7 +104,16 @@ class SDKBatchAPI(BatchAPI, abc.ABC):
         """The call as an item of this provider's batches, the bytes it takes of the batch
         (`limits.max_bytes`), and the name of the tool carrying its answer, if any."""
 
+    def check_id(self, custom_id: str) -> None:
+        if self.custom_ids is not None and not self.custom_ids.fullmatch(custom_id):
+            raise self.refused(f"custom_id {custom_id!r} does not fit this provider's rule "
+                               f"{self.custom_ids.pattern}")
+
     def request_bytes(self, request: BatchRequest) -> int:
+        """The item's size; raises the ProviderError that submitting it would (no model,
+        options that are not JSON, a custom_id the provider refuses), so that a caller
+        measuring each request while gathering a batch can fail that request alone."""
+        self.check_id(request.custom_id)
         return self.item(request.custom_id, self.provider._call(request.request))[1]
 
     def items(self, requests: Sequence[BatchRequest]
@@ -157,6 +164,22 @@ class SDKBatchAPI(BatchAPI, abc.ABC):
             reading = Reading(call.model, call.want_json, tool)
             readings[item.custom_id] = shared.setdefault(reading, reading)
         self._readings[batch_id] = readings
+
+    # --- cancelling -----------------------------------------------------------------------
+
+    async def cancel(self, batch_id: str) -> None:
+        """Cancel the batch; a batch that has ended meanwhile is left as it is (OpenAI and
+        Gemini refuse to cancel one), so cancelling all in-flight batches never fails on
+        one that just ended."""
+        try:
+            await self.cancel_batch(batch_id)
+        except ProviderError as exc:
+            if exc.status_code not in (400, 409) or not (await self.status(batch_id)).done:
+                raise
+
+    @abc.abstractmethod
+    async def cancel_batch(self, batch_id: str) -> None:
+        """Ask the provider to cancel the batch."""
 
     # --- reading results ------------------------------------------------------------------
 

@@ -55,14 +55,12 @@ class GeminiBatchAPI(SDKBatchAPI):
         super().__init__(provider, GeminiBackend(provider.name, provider.settings), LIMITS)
 
     def item(self, custom_id: str, call: Call) -> tuple[Any, int, str | None]:
-        from google.genai import types as genai_types
-
-        inlined = genai_types.InlinedRequest(contents=_contents(call.messages),
-                                             config=self.backend._config(call),
-                                             metadata={"key": custom_id})
-        # Near what the SDK sends for it: the same fields, by their JSON names.
-        dumped = inlined.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return inlined, len(self.encode(dumped)) + 1, None
+        # An InlinedRequestDict: the SDK converts dicts to the wire format many times faster
+        # than its pydantic objects. The config is the online path's GenerateContentConfig.
+        config = self.backend._config(call).model_dump(exclude_none=True)
+        inlined = {"contents": _contents(call.messages), "config": config,
+                   "metadata": {"key": custom_id}}
+        return inlined, len(self.encode(inlined)) + 1, None
 
     async def submit(self, requests: Sequence[BatchRequest]) -> str:
         from google.genai import types as genai_types
@@ -153,7 +151,7 @@ class GeminiBatchAPI(SDKBatchAPI):
         return BatchOutcome(custom_id, error=status_error(self.name, status, body, {},
                                                           self.provider.settings))
 
-    async def cancel(self, batch_id: str) -> None:
+    async def cancel_batch(self, batch_id: str) -> None:
         client: genai.Client = self.client()
         with self._errors():
             await client.aio.batches.cancel(name=batch_id)

@@ -105,7 +105,7 @@ class OpenAIBatchAPI(SDKBatchAPI):
                         if text.strip():
                             yield self._outcome(batch_id, orjson.loads(text))
 
-    async def cancel(self, batch_id: str) -> None:
+    async def cancel_batch(self, batch_id: str) -> None:
         client: openai.AsyncOpenAI = self.client()
         with self._errors():
             await client.batches.cancel(batch_id)
