@@ -251,6 +251,10 @@ def _retries_line(run: DemoRun) -> str | None:
     upstream = int(stats["requests"])
     refused = int(stats["rate_limited"])
     count = len(run.results)
+    if run.options.mode == "batch":
+        return (f"🔁 Batches: {stats['batches_created']} submitted, "
+                f"{run.attempts - count} requests retried into a later batch "
+                f"({stats['batch_items_billed']} items billed for {count} calls)")
     tail = (f"(429s answered upstream: {refused}, upstream requests: {upstream} for "
             f"{count} calls)")
     if run.gateway is not None:
@@ -272,6 +276,8 @@ def _retry_takeaway(run: DemoRun) -> str:
 def _limit_takeaway(run: DemoRun) -> str:
     if run.backend != "simulator":
         return ""
+    if run.options.mode == "batch":
+        return " (batches are outside the online rate limits)"
     return (f" ({run.options.concurrency} concurrent requests against a "
             f"{run.options.requests_per_minute:,.0f} requests/min limit)")
 
