@@ -463,7 +463,9 @@ def after_interrupt(engine_registry: Any, batches: list[BatchInfo], process_id: 
         out.write("Left running.\n")
         out.flush()
         return False
-    cancelled = asyncio.run(_cancel(engine_registry, batches))
+    from ._sync import run_sync  # on a thread of its own inside a running loop (a notebook)
+
+    cancelled = run_sync(lambda: _cancel(engine_registry, batches))
     out.write(f"Cancelled {len(cancelled)} of {len(batches)} batch(es); what they answered "
               f"before the cancellation is billed, and a resumed run sends the rest "
               f"again.\n")
