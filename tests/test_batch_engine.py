@@ -446,7 +446,8 @@ class BatchingProvider(FunctionProvider):
         return self.api
 
 
-def batching_engine(limits: BatchLimits, **batch: float) -> tuple[DagEngine, RecordingBatchAPI]:
+def batching_engine(limits: BatchLimits, rate_limits: dict[str, Any] | None = None,
+                    **batch: float) -> tuple[DagEngine, RecordingBatchAPI]:
     provider = BatchingProvider(name="fake", tokens=(1000, 1000))
     api = provider.api = RecordingBatchAPI(provider, limits)
 
@@ -456,7 +457,7 @@ def batching_engine(limits: BatchLimits, **batch: float) -> tuple[DagEngine, Rec
             return {"provider": "fake", "options": {"model": "gpt-4o-mini"}}
 
     engine = DagEngine(Plugin(), providers=[provider], store=False, execution={
-        "mode": "batch", "concurrency": 2, "retry_delay": 0.01,
+        "mode": "batch", "concurrency": 2, "retry_delay": 0.01, "rate_limits": rate_limits or {},
         "batch": {"max_wait": 0.01, "poll_interval": 0.001, **batch}})
     return engine, api
 
@@ -480,11 +481,11 @@ async def test_batches_stay_within_the_providers_byte_limit() -> None:
     assert max(len(b) for b in api.submitted) == 3  # 100 bytes each
 
 
-async def test_a_batch_call_is_priced_at_the_batch_rate_and_holds_no_concurrency_slot(
+async def test_a_batch_call_is_priced_at_the_batch_rate_and_holds_no_slot_nor_permit(
 ) -> None:
-    # concurrency=2, yet every one of the 23 first calls waits in one batch.
+    # concurrency=2 and one request a minute, yet the 23 first calls wait in one batch.
     engine, api = batching_engine(BatchLimits(max_requests=1000, max_bytes=10**9),
-                                  max_wait=0.05)
+                                  {"fake": {"requests_per_minute": 1}}, max_wait=0.05)
     result = await engine.process(batch_sections(23))
     assert len(api.submitted[0]) == 23
     first = result.sections[0].results["summarize"].call

@@ -31,7 +31,9 @@ provider does it hand the request to the run's `Batcher` and wait for the answer
 - Never hedged, never streamed: a batch answer arrives whole (a `stream` option is dropped).
 - Durable. With a store, each batch id and what each of its custom_ids stands for
   (dimension, section, attempt) are committed before the engine waits on it
-  (store/_batches.py). A resumed run (same process_id) re-attaches to the recorded batches
+  (store/_batches.py); a submission under way when the run is cancelled (Ctrl-C) is still
+  answered and recorded before the run ends. A resumed run (same process_id) re-attaches
+  to the recorded batches
   whose calls have no stored result yet: those calls take their answers from the batch
   (polled and read again) instead of sending their request again.
 
