@@ -33,9 +33,8 @@ provider does it hand the request to the run's `Batcher` and wait for the answer
   (dimension, section, attempt) are committed before the engine waits on it
   (store/_batches.py); a submission under way when the run is cancelled (Ctrl-C) is still
   answered and recorded before the run ends. A resumed run (same process_id) re-attaches
-  to the recorded batches
-  whose calls have no stored result yet: those calls take their answers from the batch
-  (polled and read again) instead of sending their request again.
+  to the recorded batches whose calls have no stored result yet: those calls take their
+  answers from the batch (polled and read again) instead of sending their request again.
 
 custom_ids are `d<dimension position>-s<section index>-a<attempt>` ("g" for a global
 dimension's section), which fits Anthropic's rule ^[a-zA-Z0-9_-]{1,64}$, the strictest.
