@@ -37,6 +37,7 @@ from .plugin import HookContext, Plugin, PromptContext
 from .providers.base import BaseProvider, ProviderRegistry
 from .store import RunStore
 from .types import (
+    BatchProgress,
     CallInfo,
     CostSummary,
     Dimension,
@@ -44,6 +45,7 @@ from .types import (
     DimensionProgress,
     DimensionResult,
     FallbackDecision,
+    ModeCost,
     ModelCost,
     ProcessResult,
     ProgressUpdate,
@@ -61,6 +63,7 @@ from .types import (
 
 __all__ = [
     "BaseProvider",
+    "BatchProgress",
     "CallInfo",
     "CircularDependencyError",
     "ConfigurationError",
@@ -84,6 +87,7 @@ __all__ = [
     "HookResultError",
     "MissingAPIKeyError",
     "MissingExtraError",
+    "ModeCost",
     "ModelCost",
     "OutputValidationError",
     "Plugin",

@@ -17,6 +17,7 @@ Only these two hooks are called, each at most once per dimension, and no provide
 
 from __future__ import annotations
 
+from ._batching import no_batch_api
 from .errors import DagEngineError, PreflightError
 from .graph import Plan
 from .plugin import Plugin, PromptContext, call_required, implements, with_arity
@@ -26,7 +27,7 @@ from .types import ProviderFallback, ProviderSelection, Section, to_prompt
 
 async def preflight(
     plugin: Plugin, plan: Plan, sections: list[Section], registry: ProviderRegistry,
-    process_id: str,
+    process_id: str, *, mode: str = "online",
 ) -> None:
     """Raise PreflightError, naming the dimension, for the first one that cannot work."""
     owner = type(plugin).__name__
@@ -55,7 +56,8 @@ async def preflight(
                  "total_sections": len(sections)}), dimension=name)
             # A before_provider_execute hook may still set the model.
             _check_providers(selection, registry,
-                             options_final=not implements(plugin, "before_provider_execute"))
+                             options_final=not implements(plugin, "before_provider_execute"),
+                             batch=name if (dimension.mode or mode) == "batch" else None)
             if renders:
                 to_prompt(await call_required(
                     "create_prompt", plugin.create_prompt, PromptContext(
@@ -67,12 +69,17 @@ async def preflight(
 
 
 def _check_providers(
-    selection: ProviderSelection, registry: ProviderRegistry, *, options_final: bool
+    selection: ProviderSelection, registry: ProviderRegistry, *, options_final: bool,
+    batch: str | None = None,
 ) -> None:
+    """`batch`: the dimension's name when it runs in batch mode (each provider then needs a
+    batch API)."""
     chain = [ProviderFallback(provider=selection.provider, options=selection.options),
              *selection.fallbacks]
     for entry in chain:
         provider = registry.get(entry.provider)  # UnknownProviderError names the configured
+        if batch is not None and provider.batch_api() is None:
+            raise no_batch_api(batch, entry.provider)
         if options_final:
             provider.check_options(entry.options)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._hedge import Hedger
 from .config import ExecutionConfig
@@ -28,6 +28,9 @@ from .types import (
     Section,
     SectionResult,
 )
+
+if TYPE_CHECKING:
+    from .store._batches import BatchLedger
 
 # Results a resumed run takes as done instead of calling, by (dimension, section index or
 # None for a global dimension).
@@ -66,6 +69,8 @@ class Run:
     """The jitter of retry backoffs."""
     hedger: Hedger | None = None
     """execution.hedge's latencies and budget, for this run (dagengine/_hedge.py)."""
+    batch_ledger: BatchLedger | None = None
+    """Where batch mode records its provider batches (the store's), if the run has a store."""
 
     def process_result(self, state: RunState) -> ProcessResult:
         """The run's result as `state` stands: finished, stopped early or failed."""

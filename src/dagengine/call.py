@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _logs, _pool
+from ._batching import Batcher, batch_dimensions
 from ._logs import call_log
 from ._run import Run
 from ._structured import request_schema
@@ -128,19 +129,24 @@ class Usage:
     target: str | None = None
     hedged: bool = False
 
-    def add(self, response: ProviderResponse, run: Run, model: str | None) -> None:
+    mode: str = "online"  # "batch" once an attempt was answered through a batch API
+
+    def add(self, response: ProviderResponse, run: Run, model: str | None, *,
+            batch: bool = False) -> None:
         tokens = _tokens(response)
         answered_model = response.metadata.get("model") or model
         if tokens is not None:
             self.tokens += tokens
-            self.cost += run.pricing.cost(answered_model, tokens)
+            self.cost += run.pricing.cost(answered_model, tokens, batch=batch)
         self.model = answered_model
+        if batch:
+            self.mode = "batch"
 
     def info(self, started: float) -> CallInfo:
         return CallInfo(model=self.model, provider=self.provider, tokens=self.tokens,
                         cost=self.cost, attempts=self.attempts,
                         duration=time.monotonic() - started, target=self.target,
-                        hedged=self.hedged)
+                        hedged=self.hedged, mode=self.mode)
 
     def routed(self, sent: _pool.Sent) -> None:
         """A pool's or a hedge's request came back: its target, the cancelled duplicate's
@@ -159,6 +165,21 @@ class CallRunner:
         self.run = run
         self.observers = observers
         self.select_provider = with_arity(run.plugin.select_provider, 3)
+        # Batch mode (see _batching): the scheduler enters it around the run's calls.
+        self.batcher = (Batcher(run, observers)
+                        if batch_dimensions(run.plan.dimensions.values(), run.config.mode)
+                        else None)
+
+    def in_batch(self, dimension: Dimension) -> bool:
+        return self.batcher is not None and self.batcher.covers(dimension)
+
+    def time_limit(self, site: CallSite) -> float | None:
+        """The call's time limit: `timeout` online; in batch mode (a batch may take a day)
+        only an explicit `dimension_timeouts` entry."""
+        config = self.run.config
+        if self.in_batch(site.dimension):
+            return config.dimension_timeouts.get(site.name)
+        return config.timeout_for(site.name)
 
     async def execute(
         self, site: CallSite, slot: Slot
@@ -206,7 +227,7 @@ class _Call:
 
     async def send(self) -> tuple[DimensionResult, BaseException | None]:
         """The call's result within its dimension's time limit, and the error behind it."""
-        limit = self.run.config.timeout_for(self.site.name)
+        limit = self.runner.time_limit(self.site)
         try:
             if limit is None:
                 return await self._send_handling_fallbacks()
@@ -431,6 +452,8 @@ class _Call:
         """The provider's answer to `request`, within the rate limits."""
         provider, dimension = self.provider, self.site.name
         assert provider is not None  # set by _send_handling_retries before any attempt
+        if self.runner.in_batch(self.site.dimension):
+            return await self._send_to_batch(provider, request)
         model = request.options.get("model")
         if _pool.routes(self.run, provider):
             sent = await _pool.send(self.run, self.observers, provider, request,
@@ -466,6 +489,28 @@ class _Call:
         permit.success(tokens.total_tokens if tokens is not None else None,
                        response.metadata.get("rate_limit"))
         self.usage.add(response, self.run, model)
+        return response
+
+    async def _send_to_batch(self, provider: BaseProvider,
+                             request: ProviderRequest) -> ProviderResponse:
+        """The answer to `request` from one of the provider's batches (see _batching): no
+        rate-limit permit, and no concurrency slot held while the batch runs."""
+        batcher = self.runner.batcher
+        assert batcher is not None
+        self.sent_at = time.time()
+        self.slot.release()
+        try:
+            response = await batcher.send(provider, request, self.site.name,
+                                          self.site.section_index, self.usage.attempts)
+        except Exception:
+            await self.slot.acquire()  # the call goes on (retry, fallback) with its slot
+            raise
+        await self.slot.acquire()
+        if response.error is not None:
+            meta = response.metadata
+            raise ProviderError(response.error, meta.get("status_code"),
+                                meta.get("retry_after"), provider=provider.name)
+        self.usage.add(response, self.run, request.options.get("model"), batch=True)
         return response
 
     def _answered(self, response: ProviderResponse, cached: ProviderResponse | None,
@@ -531,6 +576,8 @@ def _metadata(info: CallInfo) -> dict[str, Any]:
         "cost": info.cost, "cached": info.cached, "attempts": info.attempts,
         "duration": info.duration,
     }
+    if info.mode != "online":
+        metadata["mode"] = info.mode
     if info.cached:
         metadata["saved_cost"] = info.saved_cost
     if info.finish_reason is not None:

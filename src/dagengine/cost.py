@@ -28,6 +28,7 @@ from .types import (
     CostSummary,
     DimensionCost,
     DimensionResult,
+    ModeCost,
     ModelCost,
     ProviderCost,
     TokenUsage,
@@ -86,7 +87,7 @@ CACHE_RATIOS: tuple[tuple[tuple[str, ...], float, float], ...] = (
 )
 
 # The three providers' batch APIs bill half the online rates; used for prices the library
-# does not hold (the library knows, per model, whether the provider serves it in batch).
+# does not hold, and for models whose batch rates it does not list.
 BATCH_DISCOUNT = 0.5
 
 
@@ -100,6 +101,9 @@ class _Found:
     # too slow to run on every call).
     tiered: tuple[Provider, ModelInfo] | None = None
     first_tier: int = 0  # prompt tokens above which a tier applies
+    # Whether the library holds batch rates of its own for the model; without them the
+    # batch price is BATCH_DISCOUNT of the online one.
+    batch_rates: bool = False
 
 
 class Pricing:
@@ -130,9 +134,10 @@ class Pricing:
         if found is None:
             return 0.0
         if found.tiered is not None and tokens.input_tokens > found.first_tier:
-            library_cost = _library_cost(found.tiered, tokens, batch)
+            library_cost = _library_cost(found.tiered, tokens, batch and found.batch_rates)
             if library_cost is not None:
-                return library_cost
+                return library_cost * (BATCH_DISCOUNT if batch and not found.batch_rates
+                                       else 1.0)
         return _table_cost(found.batch if batch else found.price, tokens)
 
     def _find(self, model: str) -> _Found | None:
@@ -150,11 +155,17 @@ class Pricing:
             return _own(_with_cache_rates(user, model))
         if (library := _library_model(model)) is not None:
             first_tier = _first_tier(library[1])
+            online = _library_price(*library, batch=False)
+            batch = _library_price(*library, batch=True)
+            # The library lacks batch rates for some models the providers serve in batch
+            # (claude-3-5-haiku, gemini-2.0-flash): every model of the three is discounted.
+            batch_rates = batch != online
             return _Found(
-                _library_price(*library, batch=False),
-                _library_price(*library, batch=True),
+                online,
+                batch if batch_rates else _own(online).batch,
                 library if first_tier is not None else None,
                 first_tier or 0,
+                batch_rates,
             )
         if (table := _builtin_price(model)) is not None:
             return _own(_with_cache_rates(table, model))
@@ -369,7 +380,23 @@ def summarize_costs(
             bucket.tokens += tokens
             if model and not isinstance(bucket, ModelCost) and model not in bucket.models:
                 bucket.models.append(model)
+        _add_mode(summary, call.mode, cost, tokens, model, pricing)
     summary.total_tokens = summary.input_tokens + summary.output_tokens
     summary.unpriced_models = sorted(pricing.unpriced)
+    batch = summary.by_mode.get("batch")
+    summary.batch_savings = batch.online_cost - batch.cost if batch is not None else 0.0
     return summary
+
+
+def _add_mode(summary: CostSummary, mode: str, cost: float, tokens: TokenUsage, model: str,
+              pricing: Pricing) -> None:
+    """Count a call under its mode, with what its tokens cost at the online rates."""
+    bucket = summary.by_mode.get(mode)
+    if bucket is None:
+        bucket = summary.by_mode[mode] = ModeCost()
+    bucket.cost += cost
+    # A batch call's tokens are repriced online; an online call's cost already is that.
+    bucket.online_cost += pricing.cost(model, tokens) if mode == "batch" else cost
+    bucket.calls += 1
+    bucket.tokens += tokens
 

@@ -38,6 +38,7 @@ __all__ = [
     "LineDisplay",
     "NotebookDisplay",
     "ProgressDisplay",
+    "format_batches",
     "format_line",
     "in_notebook",
     "make_display",
@@ -91,7 +92,21 @@ def _troubles(p: ProgressUpdate) -> str:
         alive = [w for w in p.workers if w.alive]
         rates = ", ".join(f"{w.calls_per_second:.0f}/s" for w in alive)
         parts.append(f"workers: {len(alive)} ({rates})")
+    if p.batches is not None:
+        parts.append(format_batches(p))
     return " | ".join(parts)
+
+
+def format_batches(p: ProgressUpdate) -> str:
+    """`batches: 2 running, 3 ended, 1200/2001 items, batch ETA 40s` (batch mode)."""
+    b = p.batches
+    if b is None:
+        return ""
+    text = (f"batches: {b.in_progress} running, {b.ended} ended, "
+            f"{b.items_done}/{b.items} items")
+    if b.in_progress and b.eta_seconds is not None:
+        text += f", batch ETA {math.ceil(b.eta_seconds)}s"
+    return text
 
 
 class _Throttled:

@@ -248,10 +248,22 @@ class DagEngine:
         try:
             run_sync(lambda: self._process_into_last_result(sections, **kwargs))
         except KeyboardInterrupt:
+            self._batches_interrupted()
             exit_130_on(ProcessInterrupted)  # uncaught, it ends a script as Ctrl-C does
             raise ProcessInterrupted(self.last_result) from None
         assert self.last_result is not None
         return self.last_result
+
+    def _batches_interrupted(self) -> None:
+        """Batch mode: say which provider batches Ctrl-C left running and how to resume,
+        and on a terminal offer to cancel them (see _batching.after_interrupt)."""
+        handle = self._current
+        if handle is None or not handle.progress.batches:
+            return
+        from ._batching import after_interrupt, batches_left
+
+        after_interrupt(self.registry, batches_left(handle.progress.batches.values()),
+                        handle.run.process_id, durable=handle.run.batch_ledger is not None)
 
     async def _process_into_last_result(self, sections: Iterable[SectionLike],
                                         **kwargs: Any) -> None:
@@ -344,7 +356,8 @@ class DagEngine:
     async def _plan_for(self, sections: list[Section], process_id: str) -> Plan:
         """2. The checked graph, and a check that each dimension can build its first request."""
         plan = await self.plan()
-        await preflight(self.plugin, plan, sections, self.registry, process_id)
+        await preflight(self.plugin, plan, sections, self.registry, process_id,
+                        mode=self.execution.mode)
         return plan
 
     def _new_run(self, process_id: str, plan: Plan, hooks: Hooks, metadata: Any) -> Run:
@@ -450,7 +463,10 @@ class DagEngine:
         elif resume:
             log.info("resume: no earlier run %s in %s, so every call runs", run.process_id,
                      store.path)
-        return replace(run, cache=cache, preloaded=stored.preloaded), stored
+        ledger = getattr(store, "batch_ledger", None)  # batch mode's record of its batches
+        return replace(run, cache=cache, preloaded=stored.preloaded,
+                       batch_ledger=ledger(run.process_id) if ledger is not None else None
+                       ), stored
 
     async def _close(self, stored: StoredRun | None, result: ProcessResult,
                      failed: BaseException | None) -> None:

@@ -30,9 +30,9 @@ guess says so in `Estimate.notes` and in its dimension's `*_source` fields.
   default) is the ceiling behind `cost_high`; the average of earlier runs of the same
   dimension gives `cost_expected` and their smallest answer `cost_low`. Without earlier runs
   the expected figure is a guess (half the ceiling, at most GUESS_OUTPUT_CAP tokens).
-- Cost. Per call, from `engine.pricing` (the user's table, genai-prices, built-in prices).
-  Online prices: batch mode, once a dimension can run in it, is priced by
-  `Pricing.cost(..., batch=True)`.
+- Cost. Per call, from `engine.pricing` (the user's table, genai-prices, built-in prices),
+  at the batch rates (`Pricing.cost(..., batch=True)`) for a dimension in batch mode. (The
+  time estimate is the online one.)
 - Time. Call latencies from earlier runs (a lognormal fitted to them, so that a wave of
   calls ends with its slowest), else from this engine's own earlier calls, else a guess.
   The DAG is cut into stages at global dimensions; a stage lasts as long as the longest of
@@ -935,15 +935,17 @@ class _Job:
                 f"{UNCALIBRATED_BAND[0] - 1:+.0%} to {UNCALIBRATED_BAND[1] - 1:+.0%}, as the "
                 "low and high costs allow (earlier runs in a store calibrate them)")
         price = self.engine.pricing
+        batch = (self.plan.dimensions[name].mode or self.engine.execution.mode) == "batch"
         per_call_low = per_call_expected = per_call_high = 0.0
         for call, counted in zip(made, tokens, strict=True):
             model = call.model
             per_call_low += price.cost(model, TokenUsage.of(
-                math.floor(counted * calibration.low), out_low))
+                math.floor(counted * calibration.low), out_low), batch=batch)
             per_call_expected += price.cost(model, TokenUsage.of(
-                round(counted * calibration.ratio), round(out_expected)))
+                round(counted * calibration.ratio), round(out_expected)), batch=batch)
             per_call_high += price.cost(model, TokenUsage.of(
-                math.ceil(counted * calibration.high), call.ceiling or GUESS_CEILING))
+                math.ceil(counted * calibration.high), call.ceiling or GUESS_CEILING),
+                batch=batch)
         mean = 1 / len(made)
         dim.cost_low = per_call_low * mean * len(certain) * scale
         dim.cost_expected = per_call_expected * mean * expected_made * scale

@@ -423,6 +423,9 @@ class Observer:
                   result: DimensionResult | None, error: BaseException | None) -> Any:
         """That call ended, in the same task: with `result` (and the error behind a failed
         one), or cancelled (`result` None)."""
+    def batch_updated(self, batch: Any) -> Any:
+        """Batch mode: a provider batch (a `_batching.BatchInfo`) was submitted, re-attached
+        to, or polled (its `status` is the provider's latest)."""
 
     def result(self, dimension: str, index: int | None, result: DimensionResult) -> Any:
         """This run produced `result` (`index` None for a global dimension)."""

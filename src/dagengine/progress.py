@@ -9,13 +9,21 @@ skips, cost, retries and requests.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .plugin import Callbacks, Observer
-from .types import DimensionProgress, DimensionResult, ProgressUpdate, WorkerProgress
+from .types import (
+    BatchProgress,
+    DimensionProgress,
+    DimensionResult,
+    ProgressUpdate,
+    WorkerProgress,
+)
 
 if TYPE_CHECKING:
+    from ._batching import BatchInfo
     from ._run import RunState
     from .display import ProgressDisplay
     from .graph import Plan
@@ -48,6 +56,10 @@ class ProgressTracker(Observer):
         self.current_dimension: str | None = None
         self.current_section: int | None = None
         self.workers: list[WorkerProgress] = []  # a run over Ray: set by its driver
+        self.batches: dict[str, BatchInfo] = {}  # batch mode: the run's provider batches
+
+    def batch_updated(self, batch: BatchInfo) -> None:
+        self.batches[batch.batch_id] = batch
 
     def request_sent(self, dimension: str, provider: str) -> None:
         self.in_flight += 1
@@ -134,6 +146,7 @@ class ProgressTracker(Observer):
             hedges=self.hedges,
             requests_by_target=dict(self.by_target),
             workers=list(self.workers),
+            batches=batch_progress(self.batches.values()) if self.batches else None,
         )
 
 
@@ -159,9 +172,37 @@ class ProgressReporter(Observer):
             if done % self.every == 0 or done >= self.progress.total:
                 await self.callbacks.emit("on_progress", self.progress.snapshot())
 
+    def batch_updated(self, batch: BatchInfo) -> None:
+        # A batch run has long stretches with no result: its polls redraw the display.
+        if self.display is not None and self.display.due():
+            self.display.update(self.progress.snapshot())
+
     def run_done(self) -> None:
         if self.display is not None:
             self.display.stop(self.progress.snapshot())
+
+
+def batch_progress(batches: Iterable[BatchInfo]) -> BatchProgress:
+    """The batches' counts as their providers last reported them; the ETA is when the
+    slowest batch in progress ends at the pace its items have been done so far."""
+    progress = BatchProgress()
+    now = time.monotonic()
+    etas: list[float] = []
+    for batch in batches:
+        status = batch.status
+        progress.submitted += 1
+        progress.items += batch.items
+        done = max(0, batch.items - status.processing) if not status.done else batch.items
+        progress.items_done += done
+        if status.done:
+            progress.ended += 1
+            continue
+        progress.in_progress += 1
+        if done:
+            etas.append((now - batch.submitted_at) * status.processing / done)
+    if etas:
+        progress.eta_seconds = max(etas)
+    return progress
 
 
 def _percent(done: int, total: int) -> float:

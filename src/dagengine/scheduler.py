@@ -13,6 +13,7 @@ store, the callbacks) hears of each step through its Observers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -59,8 +60,9 @@ class Scheduler:
         """Execute every item; raises RunFailed on the first failure in strict mode."""
         if self.state.all_finished:
             return
+        batcher = self.calls.batcher or contextlib.nullcontext()
         try:
-            async with asyncio.TaskGroup() as group:
+            async with batcher, asyncio.TaskGroup() as group:
                 for name in self.run.plan.order:
                     await self._arm_if_ready(name)
                 while item := await self._next_item(slot := Slot(self._slots)):

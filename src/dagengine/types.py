@@ -215,6 +215,8 @@ class CallInfo:
     pool."""
     hedged: bool = False
     """A duplicate request was sent for this call (execution.hedge); its cost is in `cost`."""
+    mode: str = "online"
+    """"batch" when a provider batch API answered the call (priced at its batch rates)."""
 
     def to_dict(self) -> dict[str, Any]:
         """This object as JSON-compatible Python data."""
@@ -599,6 +601,16 @@ class ModelCost(_Data):
     priced: bool = True
 
 
+class ModeCost(_Data):
+    """The calls of one mode ("online" or "batch"); `online_cost` is what the same tokens
+    cost at the online rates, so for batch calls `online_cost - cost` is the saving."""
+
+    cost: float = 0.0
+    online_cost: float = 0.0
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    calls: int = 0
+
+
 class CostSummary(_Data):
     total_cost: float = 0.0
     total_tokens: int = 0
@@ -617,6 +629,10 @@ class CostSummary(_Data):
     """Calls a pool target answered, as "provider[target]" (the target's name or its key's
     fingerprint); a hedged call counts under the target whose answer won."""
     hedged_calls: int = 0
+    by_mode: dict[str, ModeCost] = Field(default_factory=dict)
+    """"online" and "batch" calls apart (a mode with no call is left out)."""
+    batch_savings: float = 0.0
+    """USD the batch calls saved against the same tokens at the online rates."""
 
 
 class ProcessResult(_Data):
@@ -669,6 +685,15 @@ class WorkerProgress(_Data):
     in_flight: int = 0
     calls_per_second: float = 0.0  # results per second since it started
     concurrency: int = 0  # its share of execution.concurrency
+class BatchProgress(_Data):
+    """The provider batches of a batch-mode run, as the providers last reported them."""
+
+    submitted: int = 0  # batches submitted by the run (or re-attached to, on resume)
+    in_progress: int = 0
+    ended: int = 0  # done: ended, expired, cancelled or failed
+    items: int = 0  # requests in those batches
+    items_done: int = 0  # of them, processed by the provider (answered or failed)
+    eta_seconds: float | None = None  # until the batches in progress end, by their counts
 
 
 class ProgressUpdate(_Data):
@@ -694,3 +719,5 @@ class ProgressUpdate(_Data):
     requests_by_target: dict[str, int] = Field(default_factory=dict)
     """Requests sent to each pool target, as "provider[target]"."""
     workers: list[WorkerProgress] = Field(default_factory=list)  # a run over Ray: its workers
+    batches: BatchProgress | None = None
+    """Batch mode: the provider batches of the run (None when it has none)."""

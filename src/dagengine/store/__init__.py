@@ -40,6 +40,12 @@ made (table `attempts`: began, sent, ended, HTTP status, cause of failure), queu
 run's timeline, latencies and retries from it. Stores of schema version 1 are upgraded in
 place when opened (the table is added; runs they hold report without it).
 
+Batches. A batch-mode run records each provider batch it submits (table `batches`) and
+what each of its custom_ids stands for (table `batch_items`: dimension, section, attempt),
+committed before the engine waits on the batch (`RunStore.batch_ledger`, store/_batches.py);
+a resumed run re-attaches to the batches whose calls have no result yet. Stores of schema
+version 2 are upgraded in place (the tables are added).
+
 What is never stored: provider configurations and API keys (the store only sees requests,
 which carry none, responses, and error messages, from which the built-in providers remove
 every key they hold, those inside `gateway_config` included). The cache is keyed by a

@@ -73,7 +73,8 @@ class Claim:
                     "that run to finish or stop it, then resume"
                 )
             if self.restart:
-                for table in ("results", "failed_attempts", "sections", "runs"):
+                for table in ("results", "failed_attempts", "batch_items", "batches", "sections",
+                              "runs"):
                     conn.execute(f"DELETE FROM {table} WHERE process_id = ?", (pid,))
             elif not self.resume:
                 raise StoreError(

@@ -13,7 +13,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x64616731  # "dag1": lets `file(1)` and our own check recognise the file
 GLOBAL_INDEX = -1  # section_index stored for a global dimension's result
 
@@ -104,6 +104,31 @@ CREATE TABLE failed_attempts (
     status         INTEGER,
     error          TEXT NOT NULL
 );
+""",
+    # Version 3 keeps the provider batches of batch-mode runs (store/_batches.py): each
+    # batch id and what each of its custom_ids stands for, committed before the run waits on
+    # it, so a resumed run re-attaches to its batches instead of paying for them again.
+    3: """
+CREATE TABLE batches (
+    process_id    TEXT NOT NULL,
+    batch_id      TEXT NOT NULL,
+    provider      TEXT NOT NULL,
+    model         TEXT,
+    submitted_at  REAL NOT NULL,
+    state         TEXT NOT NULL,
+    ended_at      REAL,
+    PRIMARY KEY (process_id, batch_id)
+) WITHOUT ROWID;
+CREATE TABLE batch_items (
+    process_id     TEXT NOT NULL,
+    batch_id       TEXT NOT NULL,
+    custom_id      TEXT NOT NULL,
+    dimension      TEXT NOT NULL,
+    section_index  INTEGER NOT NULL,
+    attempt        INTEGER NOT NULL,
+    position       INTEGER NOT NULL,
+    PRIMARY KEY (process_id, batch_id, custom_id)
+) WITHOUT ROWID;
 """,
 }
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ..errors import StoreError
 from ..graph import Plan
 from ..types import DimensionResult, ProcessResult, Section
+from ._batches import BatchLedger
 from ._cache import INSERT_CACHE, ResponseCache
 from ._calls import SELECT_CALLS, SELECT_FAILED, Attempt, CallRecord, all_attempts, attempt_from_row
 from ._codec import input_hash, result_from_json, sections_json
@@ -103,6 +104,20 @@ class RunStore:
             self._known.update(rows)
             self._known_version = version
         return ResponseCache(self._writer(), self._known)
+
+    def batch_ledger(self, process_id: str) -> BatchLedger:
+        """Where batch mode records the provider batches of run `process_id` (open here)."""
+        def owned_transaction(fn: Callable[[sqlite3.Connection], T]) -> T:
+            def checked(conn: sqlite3.Connection) -> T:
+                if process_id in lost_runs(conn, self._owned, (process_id,), self.path):
+                    owned = self._owned.get(process_id)
+                    raise (owned.lost if owned is not None and owned.lost is not None
+                           else StoreError(f"run {process_id!r} is not open in {self.path}"))
+                return fn(conn)
+
+            return self._transaction(checked)
+
+        return BatchLedger(process_id, owned_transaction, self._read_all)
 
     async def close_run(self, process_id: str, result: ProcessResult | None,
                         failed: BaseException | None = None) -> None:

@@ -52,7 +52,8 @@ async def _open_setup(options: DemoOptions) -> AsyncIterator[Setup]:
             median = LATENCY_MEDIAN * options.latency_scale
             simulator = await stack.enter_async_context(SimulatorProcess(
                 latency_median=median, latency_sigma=LATENCY_SIGMA,
-                requests_per_minute=options.requests_per_minute, seed=options.seed))
+                requests_per_minute=options.requests_per_minute, seed=options.seed,
+                batch_delay=options.batch_delay * options.latency_scale))
             burst = max(1, math.floor(options.requests_per_minute / 60))
             setup = Setup(
                 backend=backend,
@@ -76,6 +77,12 @@ async def _open_setup(options: DemoOptions) -> AsyncIterator[Setup]:
 async def _route(stack: contextlib.AsyncExitStack, options: DemoOptions, setup: Setup) -> None:
     """Through which gateway, if any, the calls go; fills in the setup's gateway lines."""
     reason = None
+    if options.mode == "batch":
+        setup.gateway_line = ("none (batch mode: batches go to the provider's own batch API, "
+                              "at half the online price)")
+        setup.retry_line = (f"Items that fail in a batch are retried in the next batch, up to "
+                            f"{EXECUTION['max_retries']} times")
+        return
     if not options.gateway:
         reason = "--no-gateway"
     elif options.gateway_url is not None:
@@ -120,7 +127,7 @@ def _use_gateway(setup: Setup, kind: Literal["local", "hosted"], url: str | None
 
 def _gateway_expected(options: DemoOptions) -> Literal["given", "hosted", "local"] | None:
     """The gateway `_route` will likely use (a local one may still fail to start)."""
-    if not options.gateway:
+    if not options.gateway or options.mode == "batch":
         return None
     if options.gateway_url is not None:
         return "given"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...types import DimensionResult, ProcessResult, Section
-from .settings import DEFAULT_SEED, REQUESTS_PER_MINUTE, Backend
+from .settings import BATCH_DELAY, DEFAULT_SEED, REQUESTS_PER_MINUTE, Backend
 
 __all__ = ["DemoOptions", "DemoRun"]
 
@@ -24,6 +24,8 @@ class DemoOptions:
     seed: int = DEFAULT_SEED
     latency_scale: float = 1.0  # multiplies the simulator's latency (tests make it small)
     requests_per_minute: float = REQUESTS_PER_MINUTE  # the simulator's limit
+    mode: str = "online"  # "batch": through the provider's batch API (no gateway)
+    batch_delay: float = BATCH_DELAY  # seconds a simulated batch takes (x latency_scale)
 
     @property
     def chosen_backend(self) -> Backend:

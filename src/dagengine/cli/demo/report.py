@@ -111,6 +111,8 @@ def _print_intro(report: _Report, options: DemoOptions, setup: Setup,
         report.line(f"   Simulated API limits: {setup.limits_line}")
     report.line(f"   Gateway: {setup.gateway_line}")
     report.line(f"   Retry Strategy: {setup.retry_line}")
+    if options.mode == "batch":
+        report.line("   Mode: batch (Anthropic Message Batches, 50% of the online price)")
     report.line()
     report.line("📧 Generating test emails...")
     report.line("   Email types:")
@@ -118,8 +120,11 @@ def _print_intro(report: _Report, options: DemoOptions, setup: Setup,
     for kind in EMAIL_TYPES:
         report.line(f"     - {kind}: {types[kind]} ({_percent(types[kind], len(emails)):.0f}%)")
     report.line()
-    report.line(f"⚡ Processing {len(emails)} emails with {options.concurrency} parallel "
-                f"requests...")
+    if options.mode == "batch":
+        report.line(f"⚡ Processing {len(emails)} emails through the batch API...")
+    else:
+        report.line(f"⚡ Processing {len(emails)} emails with {options.concurrency} parallel "
+                    f"requests...")
     report.line()
 
 
@@ -189,6 +194,12 @@ def _print_costs(report: _Report, run: DemoRun) -> None:
     report.line(f"   Cost per Email: ${per_email:.6f}")
     report.line(f"   Cost per 1K emails: ${per_email * 1_000:,.2f}")
     report.line(f"   Cost per 1M emails: ${per_email * 1_000_000:,.2f}")
+    batch = costs.by_mode.get("batch") if costs is not None else None
+    if costs is not None and batch is not None:
+        saved = 100 * costs.batch_savings / batch.online_cost if batch.online_cost else 0.0
+        report.line(f"   Batch mode: ${batch.cost:.4f} for {batch.calls} calls, against "
+                    f"${batch.online_cost:.4f} online (saved ${costs.batch_savings:.4f}, "
+                    f"{saved:.0f}%)")
     report.line()
     report.line("Token Usage:")
     tokens = costs.total_tokens if costs is not None else 0
@@ -240,6 +251,10 @@ def _retries_line(run: DemoRun) -> str | None:
     upstream = int(stats["requests"])
     refused = int(stats["rate_limited"])
     count = len(run.results)
+    if run.options.mode == "batch":
+        return (f"🔁 Batches: {stats['batches_created']} submitted, "
+                f"{run.attempts - count} requests retried into a later batch "
+                f"({stats['batch_items_billed']} items billed for {count} calls)")
     tail = (f"(429s answered upstream: {refused}, upstream requests: {upstream} for "
             f"{count} calls)")
     if run.gateway is not None:
@@ -261,6 +276,8 @@ def _retry_takeaway(run: DemoRun) -> str:
 def _limit_takeaway(run: DemoRun) -> str:
     if run.backend != "simulator":
         return ""
+    if run.options.mode == "batch":
+        return " (batches are outside the online rate limits)"
     return (f" ({run.options.concurrency} concurrent requests against a "
             f"{run.options.requests_per_minute:,.0f} requests/min limit)")
 

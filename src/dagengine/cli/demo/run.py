@@ -25,10 +25,13 @@ from .plugin import EmailAnalyzer
 from .report import _print_banner, _print_intro, _print_report, _ProgressLine, _Report
 from .settings import (
     BACKENDS,
+    BATCH,
+    BATCH_DELAY,
     DEFAULT_SEED,
     DIMENSION,
     DISPLAY_CHOICES,
     EXECUTION,
+    MODES,
     PRICING,
     REQUESTS_PER_MINUTE,
 )
@@ -61,7 +64,8 @@ async def run_demo(options: DemoOptions, out: TextIO | None = None) -> DemoRun:
         engine = DagEngine(
             plugin=EmailAnalyzer(),
             providers={"anthropic": setup.provider},
-            execution={"concurrency": options.concurrency, **EXECUTION},
+            execution={"concurrency": options.concurrency, **EXECUTION,
+                       "mode": options.mode, "batch": BATCH},
             pricing=PRICING,
             progress_display=None if options.display in (None, "none") else options.display,
             # A walkthrough of live calls: a re-run must not be answered from the cache.
@@ -131,6 +135,13 @@ def build_parser(prog: str = "dagengine demo") -> argparse.ArgumentParser:
                              f"(default {DEFAULT_SEED})")
     parser.add_argument("--latency-scale", type=_positive_float, default=1.0, metavar="X",
                         help="multiply the simulator's latency (default 1.0; tests use less)")
+    parser.add_argument("--mode", choices=MODES, default="online",
+                        help="online (default): one request per email; batch: the provider's "
+                             "batch API at half the price, the saving shown next to the "
+                             "online price (no gateway)")
+    parser.add_argument("--batch-delay", type=_positive_float, default=BATCH_DELAY,
+                        metavar="S", help=f"seconds a simulated batch takes (default "
+                                          f"{BATCH_DELAY:g})")
     parser.add_argument("--rpm", type=_positive_float, default=REQUESTS_PER_MINUTE,
                         dest="requests_per_minute",
                         help=f"the simulator's requests-per-minute limit "
@@ -155,7 +166,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "dagengine demo") -> int
         emails=args.emails, concurrency=args.concurrency, backend=args.backend,
         gateway=args.gateway, gateway_url=args.gateway_url, display=args.display,
         seed=args.seed, latency_scale=args.latency_scale,
-        requests_per_minute=args.requests_per_minute,
+        requests_per_minute=args.requests_per_minute, mode=args.mode,
+        batch_delay=args.batch_delay,
     )
     if options.chosen_backend == "anthropic" and not os.environ.get("ANTHROPIC_API_KEY"):
         print(f"{prog}: error: --backend anthropic needs the ANTHROPIC_API_KEY environment "

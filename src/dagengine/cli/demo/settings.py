@@ -20,6 +20,10 @@ RULE = "=" * 70
 LATENCY_MEDIAN = 0.8
 LATENCY_SIGMA = 0.35
 REQUESTS_PER_MINUTE = 3000.0
+# Batch mode (--mode batch): a simulated batch ends this many seconds after it was
+# submitted (a real one takes minutes to hours); the engine gathers and polls quickly.
+BATCH_DELAY = 3.0
+BATCH = {"max_wait": 0.5, "poll_interval": 0.5}
 
 # 727 draws exactly the walkthrough's mix for 100 emails: 38 work, 22 newsletter,
 # 13 personal, 27 spam.
@@ -28,3 +32,4 @@ DEFAULT_SEED = 727
 Backend = Literal["simulator", "anthropic"]
 BACKENDS: tuple[Backend, ...] = ("simulator", "anthropic")
 DISPLAY_CHOICES = ("bar", "multi", "simple", "none")
+MODES = ("online", "batch")
