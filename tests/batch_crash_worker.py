@@ -1,7 +1,11 @@
 """A durable batch-mode run the batch crash test kills: summarize -> classify -> overview
 (global) over N sections through Anthropic Message Batches on the simulator.
 
-    python tests/batch_crash_worker.py STORE PROCESS_ID BASE_URL [--sections N]
+    python tests/batch_crash_worker.py STORE PROCESS_ID BASE_URL [--sections N] [--flag FILE]
+
+With --flag, FILE holds how many batch submissions are on the wire now (written before a
+submission's request leaves and after its answer is back), so the test can stop the process
+at a moment no submission is between it and the provider.
 
 Prints "started" and "done". test_batch_engine.py imports `batch_plugin`, `batch_engine`
 and `batch_sections` from here, so the killed run, the resumed run and the uninterrupted
@@ -70,14 +74,41 @@ def batch_engine(store: Any, base_url: str, *, mode: str = "batch", retries: int
     )
 
 
+def mark_submissions(engine: DagEngine, flag: Path) -> None:
+    """Count the provider batch API's submissions on the wire in `flag` (instrumentation
+    only: each submission still goes to the real API)."""
+    api = engine.registry.get("anthropic").batch_api()
+    assert api is not None
+    submit, on_wire = api.submit, 0
+
+    def write(count: int) -> None:  # a few bytes, and it must land before the request
+        flag.write_text(str(count))
+
+    async def counted(requests: Any) -> str:
+        nonlocal on_wire
+        on_wire += 1
+        write(on_wire)
+        try:
+            return await submit(requests)
+        finally:
+            on_wire -= 1
+            write(on_wire)
+
+    api.submit = counted  # type: ignore[method-assign]
+    write(0)
+
+
 async def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("store", type=Path)
     parser.add_argument("process_id")
     parser.add_argument("base_url")
     parser.add_argument("--sections", type=int, default=200)
+    parser.add_argument("--flag", type=Path)
     args = parser.parse_args(argv)
     engine = batch_engine(args.store, args.base_url)
+    if args.flag is not None:
+        mark_submissions(engine, args.flag)
     print("started", flush=True)
     await engine.process(batch_sections(args.sections), process_id=args.process_id)
     await engine.close()

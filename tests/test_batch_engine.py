@@ -188,18 +188,27 @@ async def test_a_run_sigkilled_mid_batch_resumes_by_batch_id_and_pays_for_nothin
         await sim.reset()
 
         store, process_id = tmp_path / "batch-crash.db", "batch-crash"
+        flag = tmp_path / "submissions-on-the-wire"
         worker = await asyncio.create_subprocess_exec(
             sys.executable, str(WORKER), str(store), process_id, sim.base_url,
-            "--sections", str(CRASH_SECTIONS),
+            "--sections", str(CRASH_SECTIONS), "--flag", str(flag),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
             # Killed once the dependent dimension's first batch is on file, at a moment
-            # when no submission is between the provider and the store.
-            await wait_for(lambda: worker.returncode is not None
-                           or (recorded(store, "classify") > 0 and all_on_file(sim, store)))
-            if worker.returncode is not None:
-                output, _ = await worker.communicate()
-                pytest.fail(f"the worker exited early:\n{output.decode()}")
+            # when no submission is between the provider and the store: the worker is
+            # stopped first, so no submission can start between the check and the kill.
+            while True:
+                await wait_for(lambda: worker.returncode is not None
+                               or (recorded(store, "classify") > 0
+                                   and all_on_file(sim, store)))
+                if worker.returncode is not None:
+                    output, _ = await worker.communicate()
+                    pytest.fail(f"the worker exited early:\n{output.decode()}")
+                os.kill(worker.pid, signal.SIGSTOP)
+                if flag.read_text() == "0" and all_on_file(sim, store):
+                    break
+                os.kill(worker.pid, signal.SIGCONT)
+                await asyncio.sleep(0.005)
             os.kill(worker.pid, signal.SIGKILL)
         finally:
             if worker.returncode is None:
