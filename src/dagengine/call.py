@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ._run import Run
@@ -109,7 +109,7 @@ class Usage:
     """What a call's attempts so far used: tokens and cost add up over every attempt,
     including those whose answer failed validation."""
 
-    tokens: TokenUsage = field(default_factory=TokenUsage)
+    tokens: TokenUsage | None = None  # the provider's own object while one attempt counted
     cost: float = 0.0
     attempts: int = 0
     model: str | None = None
@@ -119,12 +119,13 @@ class Usage:
         tokens = _tokens(response)
         answered_model = response.metadata.get("model") or model
         if tokens is not None:
-            self.tokens += tokens
+            self.tokens = tokens if self.tokens is None else self.tokens + tokens
             self.cost += run.pricing.cost(answered_model, tokens)
         self.model = answered_model
 
     def info(self, started: float) -> CallInfo:
-        return CallInfo(model=self.model, provider=self.provider, tokens=self.tokens,
+        tokens = self.tokens if self.tokens is not None else TokenUsage()
+        return CallInfo(model=self.model, provider=self.provider, tokens=tokens,
                         cost=self.cost, attempts=self.attempts,
                         duration=time.monotonic() - started)
 
@@ -349,8 +350,10 @@ class _Call:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
         name, cache = self.provider_name, self.run.cache
         assert self.provider is not None  # set by _send_handling_retries before any attempt
-        scope = self.provider.cache_name
-        cached = await cache.lookup(scope, request) if cache is not None else None
+        cached = scope = None
+        if cache is not None:  # the scope is a digest: not worth making for no cache
+            scope = self.provider.cache_name
+            cached = await cache.lookup(scope, request)
         if cached is not None and _is_empty(cached.data):
             cached = None  # stored before empty answers were refused: ask again
         response = cached or await self._send_to_provider(request)
@@ -358,6 +361,7 @@ class _Call:
             raise EmptyResponseError(name, response.metadata.get("finish_reason"))
         data, parsed = validated(self.site.dimension, response.data)
         if cache is not None and cached is None:
+            assert scope is not None
             await cache.store(scope, request, response)
         if self.run.hooks.has("after_provider_execute"):
             answered = response.model_copy(update={"data": data})

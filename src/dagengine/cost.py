@@ -333,6 +333,7 @@ def summarize_costs(
 ) -> CostSummary:
     """Add up tokens and cost of (dimension, result) pairs by dimension, provider and model."""
     summary = CostSummary()
+    token_sums: dict[int, tuple[DimensionCost | ProviderCost | ModelCost, list[int]]] = {}
     for dimension, result in results:
         call = result.call
         if call is None:
@@ -362,10 +363,23 @@ def summarize_costs(
         for bucket in buckets:
             bucket.cost += cost
             bucket.calls += 1
-            bucket.tokens += tokens
+            sums = token_sums.get(id(bucket))
+            if sums is None:
+                sums = token_sums[id(bucket)] = (bucket, [0, 0, 0, 0, 0])
+            for position, count in enumerate(_token_counts(tokens)):
+                sums[1][position] += count
             if model and not isinstance(bucket, ModelCost) and model not in bucket.models:
                 bucket.models.append(model)
+    # One TokenUsage per bucket, not one per result added to it.
+    for bucket, counts in token_sums.values():
+        bucket.tokens = bucket.tokens + TokenUsage(
+            input_tokens=counts[0], output_tokens=counts[1], total_tokens=counts[2],
+            cache_read_tokens=counts[3], cache_write_tokens=counts[4])
     summary.total_tokens = summary.input_tokens + summary.output_tokens
     summary.unpriced_models = sorted(pricing.unpriced)
     return summary
 
+
+def _token_counts(tokens: TokenUsage) -> tuple[int, int, int, int, int]:
+    return (tokens.input_tokens, tokens.output_tokens, tokens.total_tokens,
+            tokens.cache_read_tokens, tokens.cache_write_tokens)

@@ -234,8 +234,9 @@ class Scheduler:
         if not section_state.reported_complete and all(
                 d in section_state.results for d in state.section_dims):
             section_state.reported_complete = True
-            await self.observers.call("section_done", section_state.index,
-                                      state.section_result(section_state))
+            if self.observers.has("section_done"):  # a SectionResult only for a listener
+                await self.observers.call("section_done", section_state.index,
+                                          state.section_result(section_state))
         if last:
             await self._finish_dimension(name)
 
