@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from ._gc import collector_paced
 from ._preflight import preflight
 from ._run import Run, RunState
 from ._sync import exit_130_on, in_running_loop, run_sync
@@ -340,7 +341,8 @@ class DagEngine:
         await observers.call("run_started", run.plan)
         self._active_runs += 1
         try:
-            await Scheduler(run, state, observers).execute()
+            with collector_paced():
+                await Scheduler(run, state, observers).execute()
         except (RunFailed, Exception) as failure:
             error = failure.error if isinstance(failure, RunFailed) else failure
             handle.result = partial = run.process_result(state)
