@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/run.py W4S          # W4 over five more latency seeds
     .venv/bin/python benchmarks/run.py W4H          # a slow step beside a quick chain
     .venv/bin/python benchmarks/run.py W5           # per-call cost, each API format
+    .venv/bin/python benchmarks/run.py W7           # first request after process()
 
 The simulator runs in its own process (it never shares this process's CPU or event loop).
 Prints one table and writes benchmarks/results/<timestamp>.json so later runs compare.
@@ -16,6 +17,7 @@ retry on any error, the same SDK client and transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -40,6 +42,7 @@ from dagengine import (
     DagEngine,
     Dimension,
     Plugin,
+    ProcessInterrupted,
     ProcessResult,
     ProviderError,
     ProviderRequest,
@@ -225,9 +228,12 @@ class TimedAnthropic(AnthropicProvider):
         self.answers: list[float] = []
         self.refusals: list[float] = []
         self.start = time.perf_counter()
+        self.answered = asyncio.Event()
+        self.sent: list[float] = []  # when each call reached the provider, from `start`
 
     async def execute(self, request: ProviderRequest) -> ProviderResponse:
         started = time.perf_counter()
+        self.sent.append(started - self.start)
         try:
             response = await super().execute(request)
         except ProviderError as exc:
@@ -238,6 +244,7 @@ class TimedAnthropic(AnthropicProvider):
         key = (request.dimension, request.metadata.get("section_index"))
         self.latencies[key] = ended - started
         self.answers.append(ended - self.start)
+        self.answered.set()
         return response
 
 
@@ -660,6 +667,49 @@ def w6_child(n: int) -> None:
                       "peak RSS MB": round(rss_mb)}))
 
 
+W7_SIZES = (300, 100_000)
+
+
+async def w7(sim: SimulatorProcess) -> list[Row]:
+    """From process() to the first request on the wire, at 300 and 100k sections (100 in
+    flight, 0.1 s latency): what the run prepares before it dispatches. Each size on a warm
+    engine (imports and the session are paid by a first run of 10 sections), without a store
+    and with one; the run is cancelled once the first answer is back."""
+    await sim.configure(latency=0.1, latency_median=None, latency_sigma=0.0, seed=7,
+                        requests_per_minute=None)
+    rows = []
+    for n in W7_SIZES:
+        for runner in ("dagengine", "dagengine + store"):
+            await sim.reset()
+            settings = read_settings("anthropic", {"api_key": KEY, "base_url": sim.base_url},
+                                     TimedAnthropic.env_vars)
+            provider = TimedAnthropic("anthropic", settings,
+                                      TimedAnthropic.direct_backend("anthropic", settings))
+            eng = DagEngine(Bench(["analyze"]), providers=[provider],
+                            execution={"concurrency": 100},
+                            store=fresh_store() if runner.endswith("store") else False)
+            await eng.process(sections(10), process_id="warm-up")
+            texts = sections(n)
+            provider.answers.clear()
+            provider.answered.clear()
+            provider.sent.clear()
+            provider.start = started = time.perf_counter()
+            run = asyncio.create_task(eng.process(texts))
+            answered = asyncio.create_task(provider.answered.wait())
+            await asyncio.wait([run, answered], return_when=asyncio.FIRST_COMPLETED)
+            answered.cancel()
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ProcessInterrupted):
+                await run
+            await eng.close()
+            wire = min(provider.answers) - 0.1  # the first answer, less its latency
+            rows.append(Row("W7 first request", f"{runner} {n:,}", time.perf_counter() - started,
+                            {"first request ms": round(1000 * wire, 1),
+                             "first call to provider ms": round(1000 * provider.sent[0], 1)}))
+    await sim.configure(latency=0.0)
+    return rows
+
+
 # -- the table -------------------------------------------------------------------------------
 
 WORKLOADS: dict[str, Callable[[SimulatorProcess], Awaitable[list[Row]]]] = {
@@ -671,6 +721,7 @@ WORKLOADS: dict[str, Callable[[SimulatorProcess], Awaitable[list[Row]]]] = {
     "W4S": w4_seeds,
     "W4H": w4_mixed,
     "W5": w5,
+    "W7": w7,
 }
 
 

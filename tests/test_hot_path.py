@@ -76,3 +76,127 @@ async def test_overlapping_runs_restore_the_collector_once_both_end(
     await running
     assert all(threshold[0] == RUN_THRESHOLD for threshold, _ in seen)
     assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+
+
+# -- the input, read as the run goes -----------------------------------------------------------
+
+
+class Consumed:
+    """An input of `n` sections that counts how many were taken from it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.taken = 0
+
+    def sync(self) -> Iterator[str]:
+        for i in range(self.n):
+            self.taken += 1
+            yield f"s{i}"
+
+    async def asynchronous(self) -> Any:
+        for i in range(self.n):
+            self.taken += 1
+            yield f"s{i}"
+
+
+def taken_at_first_call(source: Consumed) -> tuple[FakeProvider, list[int]]:
+    seen: list[int] = []
+
+    def answer(request: ProviderRequest) -> Any:
+        seen.append(source.taken)
+        return {"ok": True}
+
+    return FakeProvider(answer=answer, record=False), seen
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_generator_input_is_read_as_the_run_goes(kind: str) -> None:
+    source = Consumed(20_000)
+    provider, seen = taken_at_first_call(source)
+    engine = DagEngine(SimplePlugin(["a"]), providers=[provider], store=False,
+                       execution={"concurrency": 10})
+    result = await engine.process(getattr(source, "sync" if kind == "sync" else "asynchronous")())
+    assert seen[0] < 1000  # the first call went out with most of the input still unread
+    assert len(result.sections) == 20_000
+    assert [s.section.content for s in result.sections[:3]] == ["s0", "s1", "s2"]
+    assert all(s.results["a"].ok for s in result.sections)
+
+
+async def test_a_stream_is_read_at_most_a_window_ahead_of_the_finished_sections() -> None:
+    from dagengine.scheduler import FEED_WINDOW
+
+    source = Consumed(30_000)
+    ahead: list[int] = []
+    engine: DagEngine
+
+    def answer(request: ProviderRequest) -> Any:
+        progress = engine.get_progress()
+        assert progress is not None
+        ahead.append(source.taken - progress.completed)
+        return {"ok": True}
+
+    engine = DagEngine(SimplePlugin(["a"]), providers=[FakeProvider(answer=answer, record=False)],
+                       store=False, execution={"concurrency": 10})
+    result = await engine.process(source.sync())
+    assert len(result.sections) == 30_000
+    assert max(ahead) <= FEED_WINDOW + 256  # one chunk past the window at most
+    assert max(ahead) >= FEED_WINDOW // 2  # and it did read ahead
+
+
+async def test_a_global_dimension_over_an_async_stream_sees_every_section() -> None:
+    from dagengine import Dimension
+
+    source = Consumed(600)
+    seen: list[int] = []
+
+    def answer(request: ProviderRequest) -> Any:
+        if request.dimension == "all":
+            seen.append(source.taken)
+        return {"ok": True}
+
+    plugin = SimplePlugin(["a", Dimension("all", scope="global")], {"all": ["a"]})
+    engine = DagEngine(plugin, providers=[FakeProvider(answer=answer)], store=False)
+    result = await engine.process(source.asynchronous())
+    assert seen == [600]
+    assert result.global_results["all"].ok and len(result.sections) == 600
+
+
+async def test_a_list_input_counts_all_its_sections_from_the_first_call() -> None:
+    totals: list[int | None] = []
+
+    class Counting(SimplePlugin):
+        def select_provider(self, dimension: str, sections: Any = None,
+                            context: Any = None) -> Any:
+            totals.append(context["total_sections"])
+            return super().select_provider(dimension, sections, context)
+
+    engine = DagEngine(Counting(["a"]), providers=[FakeProvider(record=False)], store=False)
+    engine_progress: list[int] = []
+    result = await engine.process([f"s{i}" for i in range(5000)],
+                                  on_progress=lambda p: engine_progress.append(p.total))
+    assert set(totals) == {5000}
+    assert set(engine_progress) == {5000}
+    assert len(result.sections) == 5000
+
+
+async def test_a_bad_item_of_a_stream_fails_the_run_naming_its_index() -> None:
+    from dagengine import ValidationError
+
+    def items() -> Iterator[Any]:
+        yield from ["fine"] * 700
+        yield 7
+
+    engine = DagEngine(SimplePlugin(["a"]), providers=[FakeProvider()], store=False)
+    with pytest.raises(ValidationError, match=r"^sections\[700\]"):
+        await engine.process(items())
+
+
+async def test_a_bare_string_or_an_async_non_iterable_is_still_refused() -> None:
+    from dagengine import ValidationError
+
+    provider = FakeProvider()
+    engine = DagEngine(SimplePlugin(["a"]), providers=[provider], store=False)
+    for value in ("hello", 42):
+        with pytest.raises(ValidationError, match=r"^sections must be a list of sections"):
+            await engine.process(value)  # type: ignore[arg-type]
+    assert provider.calls == []

@@ -12,11 +12,12 @@ import inspect
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from ._feed import SectionFeed
 from ._gc import collector_paced
 from ._preflight import preflight
 from ._run import Run, RunState
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     from .store import ResponseCache, StoredRun
 
 log = logging.getLogger("dagengine")
+
+Sections = Iterable[SectionLike] | AsyncIterable[SectionLike]
 
 
 class DagEngine:
@@ -218,7 +221,7 @@ class DagEngine:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, sections: Iterable[SectionLike], **kwargs: Any) -> ProcessResult:
+    def run(self, sections: Sections, **kwargs: Any) -> ProcessResult:
         """Synchronous `process()`, also inside a running event loop (a notebook cell): the
         run then goes on a worker thread with its own loop while this thread waits.
 
@@ -239,7 +242,7 @@ class DagEngine:
         assert self.last_result is not None
         return self.last_result
 
-    async def _process_into_last_result(self, sections: Iterable[SectionLike],
+    async def _process_into_last_result(self, sections: Sections,
                                         **kwargs: Any) -> None:
         # asyncio.run's main task must not hold the result: on exit, Python 3.11 restores the
         # SIGINT handler through a path that formats the task's repr, result included, which
@@ -251,7 +254,7 @@ class DagEngine:
 
     async def process(
         self,
-        sections: Iterable[SectionLike],
+        sections: Sections,
         *,
         process_id: str | None = None,
         metadata: Any = None,
@@ -267,7 +270,10 @@ class DagEngine:
         retry_failed: bool = True,
         restart: bool = False,
     ) -> ProcessResult:
-        """Run every dimension over `sections`; every input section appears in the result."""
+        """Run every dimension over `sections`; every input section appears in the result.
+
+        `sections`: a list, any iterable or an async iterable (not a bare str); an input
+        that is not a list or tuple is read as the run goes (see dagengine._feed)."""
         if not isinstance(update_every, int) or update_every < 1:
             raise ConfigurationError(f"update_every must be an integer >= 1, got {update_every!r}")
         callbacks = Callbacks({
@@ -282,15 +288,26 @@ class DagEngine:
                                else self.progress_display)
         hooks = Hooks(self.plugin, callbacks.hook_failed,
                       strict=not self.execution.continue_on_error)
-        items = to_sections(sections)
-        pid = process_id or self._default_process_id(items)
+        with collector_paced():
+            feed = SectionFeed(sections)
+            # Those that see or record every section get the whole input now; otherwise it
+            # is read as the run goes, and the first call does not wait for the last section.
+            whole = hooks.has("before_process_start") or self.store is not None
+            items = await feed.all() if whole else []
+            pid = process_id or self._default_process_id(items)
 
-        items, metadata = await self._pre_process(hooks, pid, items, metadata)
-        plan = await self._plan_for(items, pid)
+            items, metadata = await self._pre_process(hooks, pid, items, metadata)
+            plan = await self.plan()
+            if not whole and any(plan.is_global(n) for n in plan.order):
+                items, whole = await feed.all(), True  # a global dimension needs them all
+            if not whole:
+                items = await feed.next_chunk()
+            await preflight(self.plugin, plan, items, self.registry, pid,
+                            total=None if whole else feed.total)
         run, stored = await self._open(self._new_run(pid, plan, hooks, metadata), items,
                                        resume=resume, retry_failed=retry_failed,
                                        restart=restart, chosen_id=bool(process_id))
-        state = RunState(plan, items)
+        state = RunState(plan, items, feed=None if whole else feed)
         self._current = handle = _RunHandle(run, ProgressTracker(state, run.limiter))
         observers = handle.observers(callbacks, display, update_every, stored)
         # From here on the store's run is open: whatever happens, it is closed once.
@@ -320,12 +337,6 @@ class DagEngine:
                 items = to_sections(started["sections"], "before_process_start(ctx)['sections']")
             metadata = started.get("metadata", metadata)
         return items, metadata
-
-    async def _plan_for(self, sections: list[Section], process_id: str) -> Plan:
-        """2. The checked graph, and a check that each dimension can build its first request."""
-        plan = await self.plan()
-        await preflight(self.plugin, plan, sections, self.registry, process_id)
-        return plan
 
     def _new_run(self, process_id: str, plan: Plan, hooks: Hooks, metadata: Any) -> Run:
         return Run(process_id=process_id, plan=plan, plugin=self.plugin, hooks=hooks,
