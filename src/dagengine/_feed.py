@@ -44,6 +44,13 @@ class SectionFeed:
             self._sync = iter(value)
             self.total = None
 
+    @classmethod
+    def given(cls, sections: list[Section]) -> SectionFeed:
+        """A feed of sections already converted and checked."""
+        feed = cls(())
+        feed._known, feed.total = sections, len(sections)
+        return feed
+
     async def chunks(self, size: int = CHUNK) -> AsyncIterator[list[Section]]:
         """The remaining sections, `size` at a time, letting the loop run between chunks."""
         while chunk := await self.next_chunk(size):

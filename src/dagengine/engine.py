@@ -307,7 +307,10 @@ class DagEngine:
         run, stored = await self._open(self._new_run(pid, plan, hooks, metadata), items,
                                        resume=resume, retry_failed=retry_failed,
                                        restart=restart, chosen_id=bool(process_id))
-        state = RunState(plan, items, feed=None if whole else feed)
+        if whole:  # even so the run's states are made as it reaches them
+            feed = SectionFeed.given(items)
+            items = await feed.next_chunk()
+        state = RunState(plan, items, feed=feed)
         self._current = handle = _RunHandle(run, ProgressTracker(state, run.limiter))
         observers = handle.observers(callbacks, display, update_every, stored)
         # From here on the store's run is open: whatever happens, it is closed once.

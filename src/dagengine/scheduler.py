@@ -13,6 +13,7 @@ store, the callbacks) hears of each step through its Observers.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,10 +26,7 @@ from .plugin import HookContext, Observers, maybe_await
 from .ready import ReadyQueue
 from .types import CallInfo, DimensionResult, Section, SkipWithResult, to_sections
 
-# Sections read ahead of the finished ones, at least. The engine feeds a run its input as it
-# goes only when no dimension needs every section (no global one): a section then finishes
-# without waiting for the input's end.
-FEED_WINDOW = 4096
+FEED_WINDOW = 4096  # sections of a stream read ahead of the finished ones, at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +60,11 @@ class Scheduler:
         # While the input is still being read: the section dimensions armed so far (their
         # items grow with it), and how far ahead of the finished sections reading may go.
         self._growing: list[str] = []
-        self._window = max(FEED_WINDOW, 4 * run.config.concurrency)
+        # A list is in memory already, and with a global dimension no section finishes
+        # before the whole input is in: only a stream without one is read a window ahead.
+        bounded = (state.feed is not None and state.feed.total is None
+                   and not any(plan.is_global(n) for n in plan.order))
+        self._window = max(FEED_WINDOW, 4 * run.config.concurrency) if bounded else math.inf
         self._room = asyncio.Event()
 
     async def execute(self) -> None:
