@@ -639,24 +639,41 @@ class GcTime:
             self.seconds += time.process_time() - self._started
 
 
+W6_STORED = (10_000, 1_000_000)  # sections x 1 dimension with a store (issue 14)
+
+
 def w6() -> list[Row]:
-    """Each size in a fresh process so its peak RSS is its own."""
+    """Each size in a fresh process so its peak RSS is its own: 1k, 10k and 100k sections x 2
+    dimensions, then 10k and 1M x 1 dimension with a store (`W6_STORED`)."""
     rows = []
     per_item = {}
     for n in (1_000, 10_000, 100_000):
-        out = subprocess.run([sys.executable, __file__, "--w6-child", str(n)],
-                             capture_output=True, text=True, check=True)
-        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        figures = w6_in_child(n, 2, stored=False)
         per_item[n] = figures["us/item"]
         rows.append(Row("W6 scale", f"dagengine {n:,}x2", figures.pop("wall"), figures))
     rows[-1].figures["per-item 100k/1k"] = round(per_item[100_000] / per_item[1_000], 3)
+    small, big = W6_STORED
+    for n in W6_STORED:
+        figures = w6_in_child(n, 1, stored=True)
+        per_item[-n] = figures["us/item"]
+        rows.append(Row("W6 scale", f"dagengine {n:,}x1 + store", figures.pop("wall"), figures))
+    rows[-1].figures[f"per-item {big:,}/{small:,}"] = round(per_item[-big] / per_item[-small], 3)
     return rows
 
 
-def w6_child(n: int) -> None:
-    plugin = Bench(["first", "second"], {"second": ["first"]})
+def w6_in_child(n: int, dimensions: int, *, stored: bool) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--w6-child", str(n), str(dimensions),
+                          "store" if stored else "none"],
+                         capture_output=True, text=True, check=True)
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def w6_child(n: int, dimensions: int = 2, stored: bool = False) -> None:
+    plugin = (Bench(["first", "second"], {"second": ["first"]}) if dimensions == 2
+              else Bench(["first"]))
     eng = DagEngine(plugin, providers=[in_process()], execution={"concurrency": 200},
-                    store=False)
+                    store=fresh_store() if stored else False)
     items = [f"item {i}" for i in range(n)]
     started = time.perf_counter()
     result = eng.run(items)
@@ -736,8 +753,9 @@ async def main(selected: list[str]) -> list[Row]:
                 print_rows(new_rows)
                 rows.extend(new_rows)
     if "W6" in selected:
-        rows.extend(w6())
-        print_rows(rows[-3:])
+        w6_rows = w6()
+        rows.extend(w6_rows)
+        print_rows(w6_rows)
     return rows
 
 
@@ -764,8 +782,8 @@ def print_rows(rows: list[Row]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--w6-child":
-        w6_child(int(sys.argv[2]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--w6-child":
+        w6_child(int(sys.argv[2]), int(sys.argv[3]), stored=sys.argv[4] == "store")
         sys.exit(0)
     if len(sys.argv) == 4 and sys.argv[1] == "--w5-child":
         w5_child(sys.argv[2], sys.argv[3])

@@ -192,11 +192,11 @@ class _Call:
             prompt, selection = await self._prompt_and_selection()
         except DagEngineError as exc:
             return DimensionResult(error=str(exc), metadata={"duration": 0.0}), exc
-        chain = [ProviderFallback(provider=selection.provider, options=selection.options),
-                 *selection.fallbacks]
+        # The selection itself heads the chain: it has what a first entry needs.
+        chain: list[ProviderSelection | ProviderFallback] = [selection, *selection.fallbacks]
         for position, entry in enumerate(chain):
             self.input, self.options = prompt, dict(entry.options)
-            if position > 0:
+            if isinstance(entry, ProviderFallback):
                 decision = await self._fallback_decision(entry, chain[position - 1])
                 if not decision.should_fallback:
                     continue
@@ -229,7 +229,7 @@ class _Call:
         return prompt, selection
 
     async def _fallback_decision(self, entry: ProviderFallback,
-                                 failed: ProviderFallback) -> FallbackDecision:
+                                 failed: ProviderSelection | ProviderFallback) -> FallbackDecision:
         decision: FallbackDecision = await self.run.hooks.call(
             "handle_provider_fallback", self._context(
                 provider=entry.provider, provider_options=self.options, error=self.error,
@@ -330,7 +330,8 @@ class _Call:
             error = _as_call_error(exc, self.provider_name)
             await self._attempt_done(began, None, error)
             return error
-        await self._attempt_done(began, answer, None)
+        if self.observers.has("attempt_done"):  # no coroutine per call for nobody
+            await self._attempt_done(began, answer, None)
         return answer
 
     async def _attempt_done(self, began: float, answer: DimensionResult | None,

@@ -353,13 +353,22 @@ def summarize_costs(
         summary.output_tokens += tokens.output_tokens
         summary.cache_read_tokens += tokens.cache_read_tokens
         summary.cache_write_tokens += tokens.cache_write_tokens
-        buckets: list[DimensionCost | ProviderCost | ModelCost] = [
-            summary.by_dimension.setdefault(dimension, DimensionCost())]
+        # Each bucket made once, not a fresh default per result that setdefault throws away.
+        by_dimension = summary.by_dimension.get(dimension)
+        if by_dimension is None:
+            by_dimension = summary.by_dimension[dimension] = DimensionCost()
+        buckets: list[DimensionCost | ProviderCost | ModelCost] = [by_dimension]
         if provider:
-            buckets.append(summary.by_provider.setdefault(provider, ProviderCost()))
+            by_provider = summary.by_provider.get(provider)
+            if by_provider is None:
+                by_provider = summary.by_provider[provider] = ProviderCost()
+            buckets.append(by_provider)
         if model:
-            buckets.append(summary.by_model.setdefault(
-                model, ModelCost(priced=pricing.price(model) is not None)))
+            by_model = summary.by_model.get(model)
+            if by_model is None:
+                by_model = summary.by_model[model] = ModelCost(
+                    priced=pricing.price(model) is not None)
+            buckets.append(by_model)
         for bucket in buckets:
             bucket.cost += cost
             bucket.calls += 1
