@@ -200,3 +200,31 @@ async def test_a_bare_string_or_an_async_non_iterable_is_still_refused() -> None
         with pytest.raises(ValidationError, match=r"^sections must be a list of sections"):
             await engine.process(value)  # type: ignore[arg-type]
     assert provider.calls == []
+
+
+async def test_a_bad_item_late_in_a_list_still_raises_before_any_call() -> None:
+    from dagengine import ValidationError
+
+    provider = FakeProvider()
+    engine = DagEngine(SimplePlugin(["a"]), providers=[provider], store=False)
+    with pytest.raises(ValidationError, match=r"^sections\[4999\]"):
+        await engine.process([*(["fine"] * 4999), 7])
+    assert provider.calls == []
+
+
+async def test_an_empty_stream_finishes_every_dimension() -> None:
+    from dagengine import Dimension
+
+    async def nothing() -> Any:
+        for item in ():
+            yield item
+
+    done: list[str] = []
+    plugin = SimplePlugin(["a", "b"], {"b": ["a"]})
+    engine = DagEngine(plugin, providers=[FakeProvider()], store=False)
+    result = await engine.process(nothing(), on_dimension_complete=lambda d, *_: done.append(d))
+    assert result.sections == [] and sorted(done) == ["a", "b"]
+    engine = DagEngine(SimplePlugin(["a", Dimension("g", scope="global")]),
+                       providers=[FakeProvider()], store=False)
+    result = await engine.process(iter([]))
+    assert result.sections == [] and "g" in result.global_results
