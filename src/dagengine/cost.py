@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -331,16 +331,21 @@ def _library_cost(
 def summarize_costs(
     results: Iterable[tuple[str, DimensionResult]], pricing: Pricing
 ) -> CostSummary:
-    """Add up tokens and cost of (dimension, result) pairs by dimension, provider and model."""
-    summary = CostSummary()
-    token_sums: dict[int, tuple[DimensionCost | ProviderCost | ModelCost, list[int]]] = {}
+    """Add up tokens and cost of (dimension, result) pairs by dimension, provider and model.
+
+    The sums go into plain tallies and become models once at the end: a model's attribute
+    assignment costs a validation-free but still slow __setattr__, a dozen per result."""
+    total, cached_calls, cache_savings = _Tally(), 0, 0.0
+    by_dimension: dict[str, _Tally] = {}
+    by_provider: dict[str, _Tally] = {}
+    by_model: dict[str, _Tally] = {}
     for dimension, result in results:
         call = result.call
         if call is None:
             continue
         if call.cached and call.saved_cost:
-            summary.cached_calls += 1
-            summary.cache_savings += call.saved_cost
+            cached_calls += 1
+            cache_savings += call.saved_cost
         if call.cached or call.skipped:
             continue
         cost, tokens = call.cost, call.tokens
@@ -348,47 +353,62 @@ def summarize_costs(
         # its dimension, and is listed under no made-up provider or model name.
         model = call.model or ""
         provider = call.provider or ""
-        summary.total_cost += cost
-        summary.input_tokens += tokens.input_tokens
-        summary.output_tokens += tokens.output_tokens
-        summary.cache_read_tokens += tokens.cache_read_tokens
-        summary.cache_write_tokens += tokens.cache_write_tokens
-        # Each bucket made once, not a fresh default per result that setdefault throws away.
-        by_dimension = summary.by_dimension.get(dimension)
-        if by_dimension is None:
-            by_dimension = summary.by_dimension[dimension] = DimensionCost()
-        buckets: list[DimensionCost | ProviderCost | ModelCost] = [by_dimension]
+        total.add(cost, tokens)
+        tally = by_dimension.get(dimension)
+        if tally is None:
+            tally = by_dimension[dimension] = _Tally()
+        tally.add(cost, tokens, model)
         if provider:
-            by_provider = summary.by_provider.get(provider)
-            if by_provider is None:
-                by_provider = summary.by_provider[provider] = ProviderCost()
-            buckets.append(by_provider)
+            tally = by_provider.get(provider)
+            if tally is None:
+                tally = by_provider[provider] = _Tally()
+            tally.add(cost, tokens, model)
         if model:
-            by_model = summary.by_model.get(model)
-            if by_model is None:
-                by_model = summary.by_model[model] = ModelCost(
-                    priced=pricing.price(model) is not None)
-            buckets.append(by_model)
-        for bucket in buckets:
-            bucket.cost += cost
-            bucket.calls += 1
-            sums = token_sums.get(id(bucket))
-            if sums is None:
-                sums = token_sums[id(bucket)] = (bucket, [0, 0, 0, 0, 0])
-            for position, count in enumerate(_token_counts(tokens)):
-                sums[1][position] += count
-            if model and not isinstance(bucket, ModelCost) and model not in bucket.models:
-                bucket.models.append(model)
-    # One TokenUsage per bucket, not one per result added to it.
-    for bucket, counts in token_sums.values():
-        bucket.tokens = bucket.tokens + TokenUsage(
-            input_tokens=counts[0], output_tokens=counts[1], total_tokens=counts[2],
-            cache_read_tokens=counts[3], cache_write_tokens=counts[4])
-    summary.total_tokens = summary.input_tokens + summary.output_tokens
-    summary.unpriced_models = sorted(pricing.unpriced)
-    return summary
+            tally = by_model.get(model)
+            if tally is None:
+                tally = by_model[model] = _Tally()
+            tally.add(cost, tokens)
+    return CostSummary(
+        total_cost=total.cost, total_tokens=total.input_tokens + total.output_tokens,
+        input_tokens=total.input_tokens, output_tokens=total.output_tokens,
+        cache_read_tokens=total.cache_read_tokens, cache_write_tokens=total.cache_write_tokens,
+        by_dimension={k: DimensionCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                                       models=t.models) for k, t in by_dimension.items()},
+        by_provider={k: ProviderCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                                     models=t.models) for k, t in by_provider.items()},
+        by_model={k: ModelCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                               priced=pricing.price(k) is not None)
+                  for k, t in by_model.items()},
+        cached_calls=cached_calls, cache_savings=cache_savings,
+        unpriced_models=sorted(pricing.unpriced))
 
 
-def _token_counts(tokens: TokenUsage) -> tuple[int, int, int, int, int]:
-    return (tokens.input_tokens, tokens.output_tokens, tokens.total_tokens,
-            tokens.cache_read_tokens, tokens.cache_write_tokens)
+@dataclass(slots=True)
+class _Tally:
+    """Cost, calls and tokens of one bucket while summarize_costs adds them up."""
+
+    cost: float = 0.0
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    models: list[str] = field(default_factory=list)
+
+    def add(self, cost: float, tokens: TokenUsage, model: str = "") -> None:
+        self.cost += cost
+        self.calls += 1
+        self.input_tokens += tokens.input_tokens
+        self.output_tokens += tokens.output_tokens
+        self.total_tokens += tokens.total_tokens
+        self.cache_read_tokens += tokens.cache_read_tokens
+        self.cache_write_tokens += tokens.cache_write_tokens
+        if model and model not in self.models:
+            self.models.append(model)
+
+    def tokens(self) -> TokenUsage:
+        return TokenUsage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                          total_tokens=self.total_tokens,
+                          cache_read_tokens=self.cache_read_tokens,
+                          cache_write_tokens=self.cache_write_tokens)
