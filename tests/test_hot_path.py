@@ -228,3 +228,18 @@ async def test_an_empty_stream_finishes_every_dimension() -> None:
                        providers=[FakeProvider()], store=False)
     result = await engine.process(iter([]))
     assert result.sections == [] and "g" in result.global_results
+
+
+async def test_a_run_that_fails_while_reading_a_list_still_shows_every_section() -> None:
+    from dagengine import ProviderError
+
+    def fail(request: ProviderRequest, attempt: int) -> BaseException | None:
+        return ProviderError("fake: HTTP 400", status_code=400)
+
+    engine = DagEngine(SimplePlugin(["a"]), providers=[FakeProvider(fail=fail)], store=False,
+                       execution={"continue_on_error": False, "concurrency": 2})
+    with pytest.raises(ProviderError):
+        await engine.process([f"s{i}" for i in range(3000)])
+    partial = engine.last_result
+    assert partial is not None and len(partial.sections) == 3000
+    assert partial.sections[-1].section.content == "s2999"

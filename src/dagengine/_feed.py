@@ -80,6 +80,14 @@ class SectionFeed:
         self.taken += len(chunk)
         return chunk
 
+    def rest_of_list(self) -> list[Section]:
+        """The sections of a list or tuple not handed out yet, all at once (none for a
+        stream, whose unread items are never read for it)."""
+        if self._known is None:
+            return []
+        part, self.taken = self._known[self.taken:], len(self._known)
+        return [item if isinstance(item, Section) else Section(content=item) for item in part]
+
     async def all(self) -> list[Section]:
         """Every remaining section, as one list."""
         items: list[Section] = []

@@ -145,6 +145,9 @@ class RunState:
 
     def process_result(self, pricing: Pricing, metadata: Any) -> ProcessResult:
         """The run's result as it stands: finished, stopped early or failed."""
+        if self.feeding and self.feed is not None:
+            # A run that stopped while reading a list still shows every one of its sections.
+            self.add_sections(self.feed.rest_of_list())
         return ProcessResult(
             sections=self.section_results(),
             global_results=dict(self.global_results),
