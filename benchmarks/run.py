@@ -7,6 +7,7 @@
     .venv/bin/python benchmarks/run.py W4H          # a slow step beside a quick chain
     .venv/bin/python benchmarks/run.py W3P W4E      # a pool of keys; W4 hedged (issue 17)
     .venv/bin/python benchmarks/run.py W5           # per-call cost, each API format
+    .venv/bin/python benchmarks/run.py W7           # first request after process()
 
 The simulator runs in its own process (it never shares this process's CPU or event loop).
 Prints one table and writes benchmarks/results/<timestamp>.json so later runs compare.
@@ -17,6 +18,7 @@ retry on any error, the same SDK client and transport.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -41,6 +43,7 @@ from dagengine import (
     DagEngine,
     Dimension,
     Plugin,
+    ProcessInterrupted,
     ProcessResult,
     ProviderError,
     ProviderRequest,
@@ -226,9 +229,12 @@ class TimedAnthropic(AnthropicProvider):
         self.answers: list[float] = []
         self.refusals: list[float] = []
         self.start = time.perf_counter()
+        self.answered = asyncio.Event()
+        self.sent: list[float] = []  # when each call reached the provider, from `start`
 
     async def execute(self, request: ProviderRequest) -> ProviderResponse:
         started = time.perf_counter()
+        self.sent.append(started - self.start)
         try:
             response = await super().execute(request)
         except ProviderError as exc:
@@ -239,6 +245,7 @@ class TimedAnthropic(AnthropicProvider):
         key = (request.dimension, request.metadata.get("section_index"))
         self.latencies[key] = ended - started
         self.answers.append(ended - self.start)
+        self.answered.set()
         return response
 
 
@@ -701,24 +708,41 @@ class GcTime:
             self.seconds += time.process_time() - self._started
 
 
+W6_STORED = (10_000, 1_000_000)  # sections x 1 dimension with a store (issue 14)
+
+
 def w6() -> list[Row]:
-    """Each size in a fresh process so its peak RSS is its own."""
+    """Each size in a fresh process so its peak RSS is its own: 1k, 10k and 100k sections x 2
+    dimensions, then 10k and 1M x 1 dimension with a store (`W6_STORED`)."""
     rows = []
     per_item = {}
     for n in (1_000, 10_000, 100_000):
-        out = subprocess.run([sys.executable, __file__, "--w6-child", str(n)],
-                             capture_output=True, text=True, check=True)
-        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        figures = w6_in_child(n, 2, stored=False)
         per_item[n] = figures["us/item"]
         rows.append(Row("W6 scale", f"dagengine {n:,}x2", figures.pop("wall"), figures))
     rows[-1].figures["per-item 100k/1k"] = round(per_item[100_000] / per_item[1_000], 3)
+    small, big = W6_STORED
+    for n in W6_STORED:
+        figures = w6_in_child(n, 1, stored=True)
+        per_item[-n] = figures["us/item"]
+        rows.append(Row("W6 scale", f"dagengine {n:,}x1 + store", figures.pop("wall"), figures))
+    rows[-1].figures[f"per-item {big:,}/{small:,}"] = round(per_item[-big] / per_item[-small], 3)
     return rows
 
 
-def w6_child(n: int) -> None:
-    plugin = Bench(["first", "second"], {"second": ["first"]})
+def w6_in_child(n: int, dimensions: int, *, stored: bool) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--w6-child", str(n), str(dimensions),
+                          "store" if stored else "none"],
+                         capture_output=True, text=True, check=True)
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def w6_child(n: int, dimensions: int = 2, stored: bool = False) -> None:
+    plugin = (Bench(["first", "second"], {"second": ["first"]}) if dimensions == 2
+              else Bench(["first"]))
     eng = DagEngine(plugin, providers=[in_process()], execution={"concurrency": 200},
-                    store=False)
+                    store=fresh_store() if stored else False)
     items = [f"item {i}" for i in range(n)]
     started = time.perf_counter()
     result = eng.run(items)
@@ -727,6 +751,49 @@ def w6_child(n: int) -> None:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"wall": wall, "us/item": round(1e6 * wall / n, 1),
                       "peak RSS MB": round(rss_mb)}))
+
+
+W7_SIZES = (300, 100_000)
+
+
+async def w7(sim: SimulatorProcess) -> list[Row]:
+    """From process() to the first request on the wire, at 300 and 100k sections (100 in
+    flight, 0.1 s latency): what the run prepares before it dispatches. Each size on a warm
+    engine (imports and the session are paid by a first run of 10 sections), without a store
+    and with one; the run is cancelled once the first answer is back."""
+    await sim.configure(latency=0.1, latency_median=None, latency_sigma=0.0, seed=7,
+                        requests_per_minute=None)
+    rows = []
+    for n in W7_SIZES:
+        for runner in ("dagengine", "dagengine + store"):
+            await sim.reset()
+            settings = read_settings("anthropic", {"api_key": KEY, "base_url": sim.base_url},
+                                     TimedAnthropic.env_vars)
+            provider = TimedAnthropic("anthropic", settings,
+                                      TimedAnthropic.direct_backend("anthropic", settings))
+            eng = DagEngine(Bench(["analyze"]), providers=[provider],
+                            execution={"concurrency": 100},
+                            store=fresh_store() if runner.endswith("store") else False)
+            await eng.process(sections(10), process_id="warm-up")
+            texts = sections(n)
+            provider.answers.clear()
+            provider.answered.clear()
+            provider.sent.clear()
+            provider.start = started = time.perf_counter()
+            run = asyncio.create_task(eng.process(texts))
+            answered = asyncio.create_task(provider.answered.wait())
+            await asyncio.wait([run, answered], return_when=asyncio.FIRST_COMPLETED)
+            answered.cancel()
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ProcessInterrupted):
+                await run
+            await eng.close()
+            wire = min(provider.answers) - 0.1  # the first answer, less its latency
+            rows.append(Row("W7 first request", f"{runner} {n:,}", time.perf_counter() - started,
+                            {"first request ms": round(1000 * wire, 1),
+                             "first call to provider ms": round(1000 * provider.sent[0], 1)}))
+    await sim.configure(latency=0.0)
+    return rows
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -742,6 +809,7 @@ WORKLOADS: dict[str, Callable[[SimulatorProcess], Awaitable[list[Row]]]] = {
     "W4S": w4_seeds,
     "W4H": w4_mixed,
     "W5": w5,
+    "W7": w7,
 }
 
 
@@ -756,8 +824,9 @@ async def main(selected: list[str]) -> list[Row]:
                 print_rows(new_rows)
                 rows.extend(new_rows)
     if "W6" in selected:
-        rows.extend(w6())
-        print_rows(rows[-3:])
+        w6_rows = w6()
+        rows.extend(w6_rows)
+        print_rows(w6_rows)
     return rows
 
 
@@ -784,8 +853,8 @@ def print_rows(rows: list[Row]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--w6-child":
-        w6_child(int(sys.argv[2]))
+    if len(sys.argv) == 5 and sys.argv[1] == "--w6-child":
+        w6_child(int(sys.argv[2]), int(sys.argv[3]), stored=sys.argv[4] == "store")
         sys.exit(0)
     if len(sys.argv) == 4 and sys.argv[1] == "--w5-child":
         w5_child(sys.argv[2], sys.argv[3])

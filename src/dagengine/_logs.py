@@ -84,10 +84,12 @@ def cache_hit(dimension: str, section_index: int | None, provider: str) -> None:
                    where(dimension, section_index), provider)
 
 
-def run_started(process_id: str, sections: int, dimensions: Sequence[str], concurrency: int,
-                resumed: int) -> None:
-    run_log.info("run %s started: %d sections, dimensions %s, concurrency %d%s", process_id,
-                 sections, ", ".join(dimensions), concurrency,
+def run_started(process_id: str, sections: int | None, dimensions: Sequence[str],
+                concurrency: int, resumed: int) -> None:
+    """`sections` None: a stream, read as the run goes."""
+    run_log.info("run %s started: %s sections, dimensions %s, concurrency %d%s", process_id,
+                 "a stream of" if sections is None else sections, ", ".join(dimensions),
+                 concurrency,
                  f", {resumed} results from the store" if resumed else "")
 
 

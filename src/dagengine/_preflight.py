@@ -27,9 +27,12 @@ from .types import ProviderFallback, ProviderSelection, Section, to_prompt
 
 async def preflight(
     plugin: Plugin, plan: Plan, sections: list[Section], registry: ProviderRegistry,
-    process_id: str, *, mode: str = "online",
+    process_id: str, total: int | None = None, *, mode: str = "online",
 ) -> None:
-    """Raise PreflightError, naming the dimension, for the first one that cannot work."""
+    """Raise PreflightError, naming the dimension, for the first one that cannot work.
+
+    `sections` may be the first ones of an input still being read (none of its dimensions
+    is global then), `total` the input's length as far as it is known."""
     owner = type(plugin).__name__
     for hook, signature in (("create_prompt", "ctx"),
                             ("select_provider", "dimension, sections, context")):
@@ -53,7 +56,8 @@ async def preflight(
             selection = ProviderSelection.from_value(await call_required(
                 "select_provider", select, name, site,
                 {"is_global": dimension.is_global, "section_index": index,
-                 "total_sections": len(sections)}), dimension=name)
+                 "total_sections": len(sections) if total is None else total}),
+                dimension=name)
             # A before_provider_execute hook may still set the model.
             _check_providers(selection, registry,
                              options_final=not implements(plugin, "before_provider_execute"),

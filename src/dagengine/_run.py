@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._feed import SectionFeed
 from ._hedge import Hedger
 from .config import ExecutionConfig
 from .cost import Pricing, summarize_costs
@@ -99,8 +100,13 @@ class RunState:
     completion is reported.
     """
 
-    def __init__(self, plan: Plan, sections: list[Section]) -> None:
+    def __init__(self, plan: Plan, sections: list[Section],
+                 feed: SectionFeed | None = None) -> None:
         self.plan = plan
+        # Where more sections come from while the run goes (see _feed.py); None: all given.
+        self.feed = feed
+        self.feeding = feed is not None
+        self.completed_sections = 0  # sections whose every dimension has its result
         self.current = [SectionState(s, i) for i, s in enumerate(sections)]
         self.all_states = list(self.current)
         self.global_results: dict[str, DimensionResult] = {}
@@ -120,9 +126,26 @@ class RunState:
         self.done.setdefault(name, 0)
 
     def count_result(self, name: str) -> bool:
-        """One more result of `name`; True when it was the dimension's last."""
+        """One more result of `name`; True when it was the dimension's last (never while
+        sections are still coming in)."""
         self.done[name] = done = self.done.get(name, 0) + 1
-        return done == self.expected.get(name)
+        return done == self.expected.get(name) and not self.feeding
+
+    @property
+    def total_sections(self) -> int:
+        """The number of sections: of the input while it is still being read (as far as it
+        is known: a list's length, or what a stream gave so far), else of the current list."""
+        if self.feeding and self.feed is not None and self.feed.total is not None:
+            return self.feed.total
+        return len(self.current)
+
+    def add_sections(self, sections: list[Section]) -> list[SectionState]:
+        """More sections of the input, at the end of the list; their states."""
+        start = len(self.current)
+        states = [SectionState(s, start + i) for i, s in enumerate(sections)]
+        self.current.extend(states)
+        self.all_states.extend(states)
+        return states
 
     @property
     def all_finished(self) -> bool:
@@ -130,6 +153,9 @@ class RunState:
 
     def process_result(self, pricing: Pricing, metadata: Any) -> ProcessResult:
         """The run's result as it stands: finished, stopped early or failed."""
+        if self.feeding and self.feed is not None:
+            # A run that stopped while reading a list still shows every one of its sections.
+            self.add_sections(self.feed.rest_of_list())
         return ProcessResult(
             sections=self.section_results(),
             global_results=dict(self.global_results),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from . import _logs, _pool
@@ -121,14 +121,13 @@ class Usage:
     """What a call's attempts so far used: tokens and cost add up over every attempt,
     including those whose answer failed validation."""
 
-    tokens: TokenUsage = field(default_factory=TokenUsage)
+    tokens: TokenUsage | None = None  # the provider's own object while one attempt counted
     cost: float = 0.0
     attempts: int = 0
     model: str | None = None
     provider: str | None = None
     target: str | None = None
     hedged: bool = False
-
     mode: str = "online"  # "batch" once an attempt was answered through a batch API
 
     def add(self, response: ProviderResponse, run: Run, model: str | None, *,
@@ -136,14 +135,15 @@ class Usage:
         tokens = _tokens(response)
         answered_model = response.metadata.get("model") or model
         if tokens is not None:
-            self.tokens += tokens
+            self.tokens = tokens if self.tokens is None else self.tokens + tokens
             self.cost += run.pricing.cost(answered_model, tokens, batch=batch)
         self.model = answered_model
         if batch:
             self.mode = "batch"
 
     def info(self, started: float) -> CallInfo:
-        return CallInfo(model=self.model, provider=self.provider, tokens=self.tokens,
+        tokens = self.tokens if self.tokens is not None else TokenUsage()
+        return CallInfo(model=self.model, provider=self.provider, tokens=tokens,
                         cost=self.cost, attempts=self.attempts,
                         duration=time.monotonic() - started, target=self.target,
                         hedged=self.hedged, mode=self.mode)
@@ -154,7 +154,8 @@ class Usage:
         self.target = sent.target
         if sent.hedged:
             self.hedged = True
-            self.tokens += sent.lost_tokens
+            self.tokens = (sent.lost_tokens if self.tokens is None
+                           else self.tokens + sent.lost_tokens)
             self.cost += sent.lost_cost
 
 
@@ -245,11 +246,11 @@ class _Call:
             prompt, selection = await self._prompt_and_selection()
         except DagEngineError as exc:
             return DimensionResult(error=str(exc), metadata={"duration": 0.0}), exc
-        chain = [ProviderFallback(provider=selection.provider, options=selection.options),
-                 *selection.fallbacks]
+        # The selection itself heads the chain: it has what a first entry needs.
+        chain: list[ProviderSelection | ProviderFallback] = [selection, *selection.fallbacks]
         for position, entry in enumerate(chain):
             self.input, self.options = prompt, dict(entry.options)
-            if position > 0:
+            if isinstance(entry, ProviderFallback):
                 decision = await self._fallback_decision(entry, chain[position - 1])
                 if not decision.should_fallback:
                     continue
@@ -284,7 +285,7 @@ class _Call:
         return prompt, selection
 
     async def _fallback_decision(self, entry: ProviderFallback,
-                                 failed: ProviderFallback) -> FallbackDecision:
+                                 failed: ProviderSelection | ProviderFallback) -> FallbackDecision:
         decision: FallbackDecision = await self.run.hooks.call(
             "handle_provider_fallback", self._context(
                 provider=entry.provider, provider_options=self.options, error=self.error,
@@ -401,7 +402,8 @@ class _Call:
             error = _as_call_error(exc, self.provider_name)
             await self._attempt_done(began, None, error)
             return error
-        await self._attempt_done(began, answer, None)
+        if self.observers.has("attempt_done"):  # no coroutine per call for nobody
+            await self._attempt_done(began, answer, None)
         return answer
 
     async def _attempt_done(self, began: float, answer: DimensionResult | None,
@@ -422,8 +424,10 @@ class _Call:
         """One attempt that succeeds or raises: cache or provider, validation, the after hook."""
         name, cache = self.provider_name, self.run.cache
         assert self.provider is not None  # set by _send_handling_retries before any attempt
-        scope = self.provider.cache_name
-        cached = await cache.lookup(scope, request) if cache is not None else None
+        cached = scope = None
+        if cache is not None:  # the scope is a digest: not worth making for no cache
+            scope = self.provider.cache_name
+            cached = await cache.lookup(scope, request)
         if cached is not None and _is_empty(cached.data):
             cached = None  # stored before empty answers were refused: ask again
         if cached is not None and call_log.isEnabledFor(logging.DEBUG):
@@ -433,6 +437,7 @@ class _Call:
             raise EmptyResponseError(name, response.metadata.get("finish_reason"))
         data, parsed = validated(self.site.dimension, response.data)
         if cache is not None and cached is None:
+            assert scope is not None
             await cache.store(scope, request, response)
         if self.run.hooks.has("after_provider_execute"):
             answered = response.model_copy(update={"data": data})

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -342,15 +342,24 @@ def _library_cost(
 def summarize_costs(
     results: Iterable[tuple[str, DimensionResult]], pricing: Pricing
 ) -> CostSummary:
-    """Add up tokens and cost of (dimension, result) pairs by dimension, provider and model."""
-    summary = CostSummary()
+    """Add up tokens and cost of (dimension, result) pairs by dimension, provider and model.
+
+    The sums go into plain tallies and become models once at the end: a model's attribute
+    assignment costs a validation-free but still slow __setattr__, a dozen per result."""
+    total, cached_calls, cache_savings = _Tally(), 0, 0.0
+    by_dimension: dict[str, _Tally] = {}
+    by_provider: dict[str, _Tally] = {}
+    by_model: dict[str, _Tally] = {}
+    by_target: dict[str, _Tally] = {}
+    by_mode: dict[str, _Tally] = {}
+    hedged_calls = 0
     for dimension, result in results:
         call = result.call
         if call is None:
             continue
         if call.cached and call.saved_cost:
-            summary.cached_calls += 1
-            summary.cache_savings += call.saved_cost
+            cached_calls += 1
+            cache_savings += call.saved_cost
         if call.cached or call.skipped:
             continue
         cost, tokens = call.cost, call.tokens
@@ -358,45 +367,83 @@ def summarize_costs(
         # its dimension, and is listed under no made-up provider or model name.
         model = call.model or ""
         provider = call.provider or ""
-        summary.total_cost += cost
-        summary.input_tokens += tokens.input_tokens
-        summary.output_tokens += tokens.output_tokens
-        summary.cache_read_tokens += tokens.cache_read_tokens
-        summary.cache_write_tokens += tokens.cache_write_tokens
-        buckets: list[DimensionCost | ProviderCost | ModelCost] = [
-            summary.by_dimension.setdefault(dimension, DimensionCost())]
+        total.add(cost, tokens)
+        tally = by_dimension.get(dimension)
+        if tally is None:
+            tally = by_dimension[dimension] = _Tally()
+        tally.add(cost, tokens, model)
         if provider:
-            buckets.append(summary.by_provider.setdefault(provider, ProviderCost()))
-        if call.target is not None:
-            buckets.append(summary.by_target.setdefault(f"{provider}[{call.target}]",
-                                                        ProviderCost()))
-        summary.hedged_calls += call.hedged
+            tally = by_provider.get(provider)
+            if tally is None:
+                tally = by_provider[provider] = _Tally()
+            tally.add(cost, tokens, model)
         if model:
-            buckets.append(summary.by_model.setdefault(
-                model, ModelCost(priced=pricing.price(model) is not None)))
-        for bucket in buckets:
-            bucket.cost += cost
-            bucket.calls += 1
-            bucket.tokens += tokens
-            if model and not isinstance(bucket, ModelCost) and model not in bucket.models:
-                bucket.models.append(model)
-        _add_mode(summary, call.mode, cost, tokens, model, pricing)
-    summary.total_tokens = summary.input_tokens + summary.output_tokens
-    summary.unpriced_models = sorted(pricing.unpriced)
-    batch = summary.by_mode.get("batch")
-    summary.batch_savings = batch.online_cost - batch.cost if batch is not None else 0.0
-    return summary
+            tally = by_model.get(model)
+            if tally is None:
+                tally = by_model[model] = _Tally()
+            tally.add(cost, tokens)
+        if call.target is not None:
+            key = f"{provider}[{call.target}]"
+            tally = by_target.get(key)
+            if tally is None:
+                tally = by_target[key] = _Tally()
+            tally.add(cost, tokens, model)
+        hedged_calls += call.hedged
+        tally = by_mode.get(call.mode)
+        if tally is None:
+            tally = by_mode[call.mode] = _Tally()
+        tally.add(cost, tokens)
+        # A batch call's tokens are repriced online; an online call's cost already is that.
+        tally.online_cost += pricing.cost(model, tokens) if call.mode == "batch" else cost
+    batch = by_mode.get("batch")
+    return CostSummary(
+        total_cost=total.cost, total_tokens=total.input_tokens + total.output_tokens,
+        input_tokens=total.input_tokens, output_tokens=total.output_tokens,
+        cache_read_tokens=total.cache_read_tokens, cache_write_tokens=total.cache_write_tokens,
+        by_dimension={k: DimensionCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                                       models=t.models) for k, t in by_dimension.items()},
+        by_provider={k: ProviderCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                                     models=t.models) for k, t in by_provider.items()},
+        by_model={k: ModelCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                               priced=pricing.price(k) is not None)
+                  for k, t in by_model.items()},
+        by_target={k: ProviderCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                                   models=t.models) for k, t in by_target.items()},
+        hedged_calls=hedged_calls,
+        by_mode={k: ModeCost(cost=t.cost, online_cost=t.online_cost, tokens=t.tokens(),
+                             calls=t.calls) for k, t in by_mode.items()},
+        batch_savings=batch.online_cost - batch.cost if batch is not None else 0.0,
+        cached_calls=cached_calls, cache_savings=cache_savings,
+        unpriced_models=sorted(pricing.unpriced))
 
 
-def _add_mode(summary: CostSummary, mode: str, cost: float, tokens: TokenUsage, model: str,
-              pricing: Pricing) -> None:
-    """Count a call under its mode, with what its tokens cost at the online rates."""
-    bucket = summary.by_mode.get(mode)
-    if bucket is None:
-        bucket = summary.by_mode[mode] = ModeCost()
-    bucket.cost += cost
-    # A batch call's tokens are repriced online; an online call's cost already is that.
-    bucket.online_cost += pricing.cost(model, tokens) if mode == "batch" else cost
-    bucket.calls += 1
-    bucket.tokens += tokens
+@dataclass(slots=True)
+class _Tally:
+    """Cost, calls and tokens of one bucket while summarize_costs adds them up."""
 
+    cost: float = 0.0
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    online_cost: float = 0.0  # by_mode's tallies: the same tokens at the online rates
+    models: list[str] = field(default_factory=list)
+
+    def add(self, cost: float, tokens: TokenUsage, model: str = "") -> None:
+        self.cost += cost
+        self.calls += 1
+        self.input_tokens += tokens.input_tokens
+        self.output_tokens += tokens.output_tokens
+        self.total_tokens += tokens.total_tokens
+        self.cache_read_tokens += tokens.cache_read_tokens
+        self.cache_write_tokens += tokens.cache_write_tokens
+        if model and model not in self.models:
+            self.models.append(model)
+
+    def tokens(self) -> TokenUsage:
+        return TokenUsage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                          total_tokens=self.total_tokens,
+                          cache_read_tokens=self.cache_read_tokens,
+                          cache_write_tokens=self.cache_write_tokens)

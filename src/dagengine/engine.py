@@ -13,12 +13,14 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from . import _logs
+from ._feed import SectionFeed
+from ._gc import collector_paced
 from ._hedge import Hedger
 from ._preflight import preflight
 from ._run import Run, RunState
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
     from .store import ResponseCache, StoredRun
 
 log = logging.getLogger("dagengine")
+
+Sections = Iterable[SectionLike] | AsyncIterable[SectionLike]
 
 
 class DagEngine:
@@ -232,7 +236,7 @@ class DagEngine:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, sections: Iterable[SectionLike], **kwargs: Any) -> ProcessResult:
+    def run(self, sections: Sections, **kwargs: Any) -> ProcessResult:
         """Synchronous `process()`, also inside a running event loop (a notebook cell): the
         run then goes on a worker thread with its own loop while this thread waits.
 
@@ -265,7 +269,7 @@ class DagEngine:
         after_interrupt(self.registry, batches_left(handle.progress.batches.values()),
                         handle.run.process_id, durable=handle.run.batch_ledger is not None)
 
-    async def _process_into_last_result(self, sections: Iterable[SectionLike],
+    async def _process_into_last_result(self, sections: Sections,
                                         **kwargs: Any) -> None:
         # asyncio.run's main task must not hold the result: on exit, Python 3.11 restores the
         # SIGINT handler through a path that formats the task's repr, result included, which
@@ -277,7 +281,7 @@ class DagEngine:
 
     async def process(
         self,
-        sections: Iterable[SectionLike],
+        sections: Sections,
         *,
         process_id: str | None = None,
         metadata: Any = None,
@@ -293,7 +297,10 @@ class DagEngine:
         retry_failed: bool = True,
         restart: bool = False,
     ) -> ProcessResult:
-        """Run every dimension over `sections`; every input section appears in the result."""
+        """Run every dimension over `sections`; every input section appears in the result.
+
+        `sections`: a list, any iterable or an async iterable (not a bare str); an input
+        that is not a list or tuple is read as the run goes (see dagengine._feed)."""
         if not isinstance(update_every, int) or update_every < 1:
             raise ConfigurationError(f"update_every must be an integer >= 1, got {update_every!r}")
         callbacks = Callbacks({
@@ -308,17 +315,31 @@ class DagEngine:
                                else self.progress_display)
         hooks = Hooks(self.plugin, callbacks.hook_failed,
                       strict=not self.execution.continue_on_error)
-        items = to_sections(sections)
-        pid = process_id or self._default_process_id(items)
+        with collector_paced():
+            feed = SectionFeed(sections)
+            # Those that see or record every section get the whole input now; otherwise it
+            # is read as the run goes, and the first call does not wait for the last section.
+            whole = hooks.has("before_process_start") or self.store is not None
+            items = await feed.all() if whole else []
+            pid = process_id or self._default_process_id(items)
 
-        items, metadata = await self._pre_process(hooks, pid, items, metadata)
-        plan = await self._plan_for(items, pid)
+            items, metadata = await self._pre_process(hooks, pid, items, metadata)
+            plan = await self.plan()
+            if not whole and any(plan.is_global(n) for n in plan.order):
+                items, whole = await feed.all(), True  # a global dimension needs them all
+            if not whole:
+                items = await feed.next_chunk()
+            await preflight(self.plugin, plan, items, self.registry, pid,
+                            total=None if whole else feed.total, mode=self.execution.mode)
         run, stored = await self._open(self._new_run(pid, plan, hooks, metadata), items,
                                        resume=resume, retry_failed=retry_failed,
                                        restart=restart, chosen_id=bool(process_id))
-        state = RunState(plan, items)
+        if whole:  # even so the run's states are made as it reaches them
+            feed = SectionFeed.given(items)
+            items = await feed.next_chunk()
+        state = RunState(plan, items, feed=feed)
         began = time.monotonic()
-        _logs.run_started(pid, len(items), plan.order, self.execution.concurrency,
+        _logs.run_started(pid, feed.total, plan.order, self.execution.concurrency,
                           len(run.preloaded))
         self._current = handle = _RunHandle(run, ProgressTracker(state, run.limiter))
         tracer = run_tracer(self._tracing, run) if self._tracing is not None else None
@@ -353,13 +374,6 @@ class DagEngine:
             metadata = started.get("metadata", metadata)
         return items, metadata
 
-    async def _plan_for(self, sections: list[Section], process_id: str) -> Plan:
-        """2. The checked graph, and a check that each dimension can build its first request."""
-        plan = await self.plan()
-        await preflight(self.plugin, plan, sections, self.registry, process_id,
-                        mode=self.execution.mode)
-        return plan
-
     def _new_run(self, process_id: str, plan: Plan, hooks: Hooks, metadata: Any) -> Run:
         return Run(process_id=process_id, plan=plan, plugin=self.plugin, hooks=hooks,
                    config=self.execution, registry=self.registry,
@@ -375,12 +389,13 @@ class DagEngine:
         await observers.call("run_started", run.plan)
         self._active_runs += 1
         try:
-            if self.cluster is None:
-                await Scheduler(run, state, observers).execute()
-            else:
-                from .ray._engine import execute_on_cluster
+            with collector_paced():
+                if self.cluster is None:
+                    await Scheduler(run, state, observers).execute()
+                else:
+                    from .ray._engine import execute_on_cluster
 
-                await execute_on_cluster(self.cluster, run, state, observers, handle.progress)
+                    await execute_on_cluster(self.cluster, run, state, observers, handle.progress)
         except (RunFailed, Exception) as failure:
             error = failure.error if isinstance(failure, RunFailed) else failure
             handle.result = partial = run.process_result(state)

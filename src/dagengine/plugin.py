@@ -249,7 +249,10 @@ async def call_required(hook: str, fn: Callable[..., Any], *args: Any) -> Any:
     """What a required hook (create_prompt, select_provider) answers; what it raises becomes
     a HookError naming it, unless it is already one of the engine's errors."""
     try:
-        return await maybe_await(fn(*args))
+        value = fn(*args)
+        if inspect.isawaitable(value):  # most are sync: no coroutine made for those
+            value = await value
+        return value
     except DagEngineError:
         raise
     except Exception as exc:

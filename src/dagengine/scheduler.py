@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,6 +26,8 @@ from .parsing import with_parsed
 from .plugin import HookContext, Observers, maybe_await
 from .ready import ReadyQueue
 from .types import CallInfo, DimensionResult, Section, SkipWithResult, to_sections
+
+FEED_WINDOW = 4096  # sections of a stream read ahead of the finished ones, at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,15 @@ class Scheduler:
         }
         self._ready: ReadyQueue[_Item] = ReadyQueue(plan, run.call_times)
         self._slots = asyncio.Semaphore(run.config.concurrency)
+        # While the input is still being read: the section dimensions armed so far (their
+        # items grow with it), and how far ahead of the finished sections reading may go.
+        self._growing: list[str] = []
+        # A list is in memory already, and with a global dimension no section finishes
+        # before the whole input is in: only a stream without one is read a window ahead.
+        bounded = (state.feed is not None and state.feed.total is None
+                   and not any(plan.is_global(n) for n in plan.order))
+        self._window = max(FEED_WINDOW, 4 * run.config.concurrency) if bounded else math.inf
+        self._room = asyncio.Event()
 
     async def execute(self) -> None:
         """Execute every item; raises RunFailed on the first failure in strict mode."""
@@ -65,6 +77,8 @@ class Scheduler:
             async with batcher, asyncio.TaskGroup() as group:
                 for name in self.run.plan.order:
                     await self._arm_if_ready(name)
+                if self.state.feeding:
+                    group.create_task(self._feed())
                 while item := await self._next_item(slot := Slot(self._slots)):
                     group.create_task(self._run_item(item, slot))
         except BaseExceptionGroup as group_error:
@@ -80,7 +94,7 @@ class Scheduler:
             return
         deps = plan.dependencies[name]
         if plan.is_global(name):
-            if all(d in state.finished for d in deps):
+            if not state.feeding and all(d in state.finished for d in deps):
                 state.arm(name, 1)
                 self._enqueue(_Item(name, None))
             return
@@ -88,17 +102,52 @@ class Scheduler:
             return
         snapshot = self._snapshot_for(name)
         state.snapshots[name] = snapshot
-        state.arm(name, len(snapshot))
-        section_deps = [d for d in deps if not plan.is_global(d)]
-        for section_state in snapshot:
+        known = state.feed.total if state.feed is not None and state.feeding else None
+        state.arm(name, len(snapshot) if known is None else known)
+        if state.feeding:
+            self._growing.append(name)
+        self._arm_states(name, snapshot)
+        if not snapshot and not state.feeding:
+            await self._finish_dimension(name)
+
+    def _arm_states(self, name: str, states: list[SectionState]) -> None:
+        """Enqueue the items of `name` over `states` that are ready; the others wait."""
+        state, plan = self.state, self.run.plan
+        section_deps = [d for d in plan.dependencies[name] if not plan.is_global(d)]
+        if not section_deps:
+            for section_state in states:
+                self._enqueue(_Item(name, section_state))
+            return
+        for section_state in states:
             missing = sum(1 for d in section_deps
                           if d not in section_state.results and d not in state.finished)
             if missing:
                 section_state.waiting[name] = missing
             else:
                 self._enqueue(_Item(name, section_state))
-        if not snapshot:
-            await self._finish_dimension(name)
+
+    async def _feed(self) -> None:
+        """Read the rest of the input as the run needs it, at most a window ahead of the
+        sections that are finished; then arm what waited for the whole list."""
+        state, feed = self.state, self.state.feed
+        assert feed is not None
+        async for chunk in feed.chunks():
+            states = state.add_sections(chunk)
+            for name in self._growing:
+                state.snapshots[name].extend(states)
+                if feed.total is None:  # a stream: as many items as sections read so far
+                    state.expected[name] += len(states)
+                self._arm_states(name, states)
+            while len(state.current) - state.completed_sections >= self._window:
+                self._room.clear()
+                await self._room.wait()
+        state.feeding = False
+        for name in self._growing:
+            state.expected[name] = len(state.snapshots[name])
+            if state.done.get(name, 0) == state.expected[name]:
+                await self._finish_dimension(name)
+        for name in self.run.plan.order:
+            await self._arm_if_ready(name)
 
     def _snapshot_for(self, name: str) -> list[SectionState]:
         """The sections section dimension `name` runs over, taken as it is armed (a Ray
@@ -109,7 +158,7 @@ class Scheduler:
     def total_sections(self) -> int:
         """The run's section count as hooks and prompts see it (on a Ray worker: the run's,
         not the shard's)."""
-        return len(self.state.current)
+        return self.state.total_sections
 
     def _enqueue(self, item: _Item) -> None:
         self._ready.put(item.dimension, None if item.state is None else item.state.index, item)
@@ -131,6 +180,8 @@ class Scheduler:
 
     async def _finish_dimension(self, name: str) -> None:
         state, plan = self.state, self.run.plan
+        if name in state.finished:  # its last result and the end of the input, both seen
+            return
         state.finished.add(name)
         if name not in state.started:
             await self._dimension_started(name)
@@ -247,8 +298,12 @@ class Scheduler:
         if not section_state.reported_complete and all(
                 d in section_state.results for d in state.section_dims):
             section_state.reported_complete = True
-            await self.observers.call("section_done", section_state.index,
-                                      state.section_result(section_state))
+            state.completed_sections += 1
+            if state.feeding and not self._room.is_set():
+                self._room.set()
+            if self.observers.has("section_done"):  # a SectionResult only for a listener
+                await self.observers.call("section_done", section_state.index,
+                                          state.section_result(section_state))
         if last:
             await self._finish_dimension(name)
 

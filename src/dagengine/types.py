@@ -41,13 +41,18 @@ def to_sections(value: Any, where: str = "sections") -> list[Section]:
     str, bytes, Section or mapping is refused: iterating it would make one section per
     character, byte, field or key, and pay a call for each.
     """
+    check_sections_value(value, where)
+    return [to_section(item, f"{where}[{index}]") for index, item in enumerate(value)]
+
+
+def check_sections_value(value: Any, where: str = "sections") -> None:
+    """Raise ValidationError unless `value` is an iterable that may hold sections."""
     if isinstance(value, (str, bytes, bytearray, Section, Mapping)) or value is None:
         raise ValidationError(where, f"a list of sections, e.g. [{_one_section(value)}]",
                               value, shown=_described(value))
     if not isinstance(value, Iterable):
         raise ValidationError(where, f"a list of sections ({_SECTION_FORMS} each)", value,
                               shown=_described(value))
-    return [to_section(item, f"{where}[{index}]") for index, item in enumerate(value)]
 
 
 def to_section(item: Any, where: str = "section") -> Section:
