@@ -193,8 +193,10 @@ async def test_a_run_on_ray_equals_the_run_in_one_process(cluster: RayCluster) -
         local_requests = (await sim.stats())["requests"]
         await sim.reset()
         completed: list[str] = []
+        # A generator on Ray (the driver reads it whole to shard it), a list in one process.
         on_ray = await engine(sim, cluster).process(
-            sections(30), on_dimension_complete=lambda name, summary: completed.append(name))
+            (s for s in sections(30)),
+            on_dimension_complete=lambda name, summary: completed.append(name))
         ray_requests = (await sim.stats())["requests"]
     assert everything(on_ray) == everything(local)
     assert all(r.ok for s in on_ray.sections for r in s.results.values())

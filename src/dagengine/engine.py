@@ -319,7 +319,9 @@ class DagEngine:
             feed = SectionFeed(sections)
             # Those that see or record every section get the whole input now; otherwise it
             # is read as the run goes, and the first call does not wait for the last section.
-            whole = hooks.has("before_process_start") or self.store is not None
+            # A run over Ray shards the whole list from its driver.
+            whole = (hooks.has("before_process_start") or self.store is not None
+                     or self.cluster is not None)
             items = await feed.all() if whole else []
             pid = process_id or self._default_process_id(items)
 
@@ -334,10 +336,10 @@ class DagEngine:
         run, stored = await self._open(self._new_run(pid, plan, hooks, metadata), items,
                                        resume=resume, retry_failed=retry_failed,
                                        restart=restart, chosen_id=bool(process_id))
-        if whole:  # even so the run's states are made as it reaches them
+        if whole and self.cluster is None:  # even so the states are made as the run goes
             feed = SectionFeed.given(items)
             items = await feed.next_chunk()
-        state = RunState(plan, items, feed=feed)
+        state = RunState(plan, items, feed=None if self.cluster is not None else feed)
         began = time.monotonic()
         _logs.run_started(pid, feed.total, plan.order, self.execution.concurrency,
                           len(run.preloaded))
