@@ -24,7 +24,7 @@ from conftest import FakeProvider, SimplePlugin, http_error
 from dagengine import DagEngine, ProviderRequest
 from dagengine.errors import ValidationError
 from dagengine.ratelimit import LimitGroup, Permit, RateLimiter
-from dagengine.ratelimit._group import HEADROOM, START_HOLD_SECONDS
+from dagengine.ratelimit._group import HEADROOM, RAMP_BURST, START_HOLD_SECONDS
 from dagengine.simulator import Simulator
 from dagengine.testing import VirtualTimeLoop, in_virtual_time
 
@@ -284,6 +284,7 @@ async def test_waiters_are_admitted_first_in_first_out() -> None:
 @in_virtual_time
 async def test_a_group_with_nothing_known_ramps_up_to_admitting_at_once() -> None:
     # So that a limit's first 429s come back while a few calls, not all, are on their way.
+    # With no answer back, the ramp's clock starts START_HOLD_SECONDS in.
     group = limiter().group("sim", "m")
 
     first = [await group.acquire(1000) for _ in range(1000)]  # no answer comes back
@@ -291,12 +292,38 @@ async def test_a_group_with_nothing_known_ramps_up_to_admitting_at_once() -> Non
     await asyncio.sleep(0.5)
     more = [await group.acquire(1000) for _ in range(1000)]
 
-    assert 0.3 < ramped_at < 1.0
+    assert START_HOLD_SECONDS + 0.3 < ramped_at < START_HOLD_SECONDS + 1.0
     assert now() == ramped_at + 0.5  # past the ramp, a group that knows no limit admits at once
     assert group.in_flight == 2000 and group.allowed_requests_per_minute is None
     for permit in first + more:
         permit.success(1000)
     assert group.in_flight == 0
+
+
+@in_virtual_time
+async def test_the_ramp_sends_only_its_first_burst_until_an_answer_comes_back() -> None:
+    # However late the first answer (connections opening, a busy loop or provider), no more
+    # than RAMP_BURST calls go out blind before it; the ramp's clock starts with it.
+    group = limiter().group("sim", "m")
+    permits: list[Permit] = []
+
+    async def call() -> None:
+        permits.append(await group.acquire())
+
+    tasks = [asyncio.create_task(call()) for _ in range(100)]
+    await asyncio.sleep(0.45)
+    blind = group.in_flight
+    permits[0].success()
+    await asyncio.sleep(0.05)
+    after_one = group.in_flight
+
+    assert blind == RAMP_BURST
+    assert RAMP_BURST < after_one + 1 < 100  # ramping from the answer on, not at once
+    await asyncio.sleep(2.0)
+    assert len(permits) == 100
+    await asyncio.gather(*tasks)
+    for permit in permits[1:]:
+        permit.success()
 
 
 @in_virtual_time
@@ -444,11 +471,13 @@ async def test_a_single_429_among_calls_that_get_through_is_noise() -> None:
     burst[0].rate_limited(retry_after=1.0)
     for permit in burst[1:]:
         permit.success()
+    reported_at = now()  # calls past the ramp's first burst waited for an answer
     times = await admission_times(group, 30)
 
     assert group.inferred_requests_per_minute is None
     assert group.paused_until is None
-    assert max(times) < 0.5  # nobody else waited for that call's retry-after (1 s)
+    # Nobody else waited for that call's retry-after (1 s).
+    assert max(times) < reported_at + 0.5
 
 
 @in_virtual_time

@@ -227,12 +227,16 @@ class LimitGroup:
         self._tokens: Bucket | None = None
         self._refilled_at = now
         unknown = requests_per_minute is None and tokens_per_minute is None
-        self._refill_from = -math.inf if unknown else now + START_HOLD_SECONDS
+        # A configured limit's refill, and the ramp of a group with nothing known, wait for
+        # the first answer (or START_HOLD_SECONDS): before it, nothing says how long a round
+        # trip takes, and a ramp clocked from the start would have let a whole burst out
+        # blind when the first answers come back late (connections opening, a busy loop).
+        self._refill_from = -math.inf if unknown and not ramp else now + START_HOLD_SECONDS
         self._scale = 1.0  # share of a known limit currently allowed
         self._growing_since = 0.0
         # A gateway that retries 429s itself starts at once, as a plain client would: the
         # blind first burst is what it absorbs.
-        self._ramp_from: float | None = now if unknown and ramp else None
+        self._ramp_from: float | None = self._refill_from if unknown and ramp else None
         self._ramp_answers = 0
         # what the 429s say
         self._epoch = 0  # bumped at every decrease and limit change
@@ -379,7 +383,7 @@ class LimitGroup:
 
     def _ramp(self, now: float) -> None:
         assert self._ramp_from is not None and self._requests is not None
-        rate = RAMP_RATE * 2 ** ((now - self._ramp_from) / RAMP_DOUBLING_SECONDS)
+        rate = RAMP_RATE * 2 ** (max(0.0, now - self._ramp_from) / RAMP_DOUBLING_SECONDS)
         if rate < RAMP_END_RATE:
             self._requests.set_rate(rate)
         else:
@@ -506,6 +510,8 @@ class LimitGroup:
         if self._first_answer_at > now:
             self._first_answer_at = now
             self._refill_from = min(self._refill_from, now)
+            if self._ramp_from is not None:
+                self._ramp_from = min(self._ramp_from, now)
         if permit._seq > self._answered_seq:
             self._answered_seq = permit._seq
         test = self._trial
@@ -576,6 +582,7 @@ class LimitGroup:
     def _learn(self, rate_limit: Mapping[str, float | None]) -> None:
         requests = positive(rate_limit.get("requests_per_minute"))
         tokens = positive(rate_limit.get("tokens_per_minute"))
+        ramping = self._ramp_from is not None
         changed = False
         if requests is not None and requests != self.learned_requests_per_minute:
             self.learned_requests_per_minute = requests
@@ -589,6 +596,13 @@ class LimitGroup:
             self._trial = None
             self._scale = min(self._scale, 1.0)
             self._set_rates(why=_log.HEADERS)
+            remaining = rate_limit.get("requests_remaining")
+            if ramping and self._requests is not None and isinstance(remaining, int | float) \
+                    and requests is not None:
+                # Learned from the first answers: what remains of the provider's burst may
+                # go now, less the calls still out (counted there or on their way).
+                self._requests.available = max(0.0, min(remaining, self._requests.capacity)
+                                               - self.in_flight)
         reset = positive(rate_limit.get("reset_seconds"))
         for key, unit, bucket in (
             ("requests_remaining", "requests", self._requests),
