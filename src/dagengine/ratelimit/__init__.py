@@ -23,8 +23,8 @@ Pacing:
   calls still out.
 * A group with nothing known ramps up: RAMP_BURST calls at once, then a rate that doubles
   every RAMP_DOUBLING_SECONDS until, a few tenths of a second in, it admits at once. A
-  provider's first 429s then come back while some calls, not all, are on their way. The
-  ramp's clock starts at the group's first answer (or START_HOLD_SECONDS in, if none is
+  provider's first 429s then come back while some calls, not all, are on their way. Its
+  bucket refills only from the group's first answer (or START_HOLD_SECONDS in, if none is
   back by then): however late the first answers come back, no more than RAMP_BURST calls
   go out before them.
 * requests_remaining / tokens_remaining cap what a bucket holds. When one is 0 and the group

@@ -227,16 +227,16 @@ class LimitGroup:
         self._tokens: Bucket | None = None
         self._refilled_at = now
         unknown = requests_per_minute is None and tokens_per_minute is None
-        # A configured limit's refill, and the ramp of a group with nothing known, wait for
-        # the first answer (or START_HOLD_SECONDS): before it, nothing says how long a round
-        # trip takes, and a ramp clocked from the start would have let a whole burst out
-        # blind when the first answers come back late (connections opening, a busy loop).
+        # A configured limit's bucket, and the ramp's of a group with nothing known, refill
+        # from the first answer (or START_HOLD_SECONDS): the ramp's rate grows with time, so
+        # a refill running before any answer would let a whole provider burst out blind when
+        # the first answers come back late (connections opening, a busy loop or provider).
         self._refill_from = -math.inf if unknown and not ramp else now + START_HOLD_SECONDS
         self._scale = 1.0  # share of a known limit currently allowed
         self._growing_since = 0.0
         # A gateway that retries 429s itself starts at once, as a plain client would: the
         # blind first burst is what it absorbs.
-        self._ramp_from: float | None = self._refill_from if unknown and ramp else None
+        self._ramp_from: float | None = now if unknown and ramp else None
         self._ramp_answers = 0
         # what the 429s say
         self._epoch = 0  # bumped at every decrease and limit change
@@ -383,7 +383,7 @@ class LimitGroup:
 
     def _ramp(self, now: float) -> None:
         assert self._ramp_from is not None and self._requests is not None
-        rate = RAMP_RATE * 2 ** (max(0.0, now - self._ramp_from) / RAMP_DOUBLING_SECONDS)
+        rate = RAMP_RATE * 2 ** ((now - self._ramp_from) / RAMP_DOUBLING_SECONDS)
         if rate < RAMP_END_RATE:
             self._requests.set_rate(rate)
         else:
@@ -510,8 +510,6 @@ class LimitGroup:
         if self._first_answer_at > now:
             self._first_answer_at = now
             self._refill_from = min(self._refill_from, now)
-            if self._ramp_from is not None:
-                self._ramp_from = min(self._ramp_from, now)
         if permit._seq > self._answered_seq:
             self._answered_seq = permit._seq
         test = self._trial
