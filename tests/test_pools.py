@@ -100,6 +100,23 @@ async def test_a_target_that_answers_429_is_avoided_until_its_limit_allows_again
     assert all(r.call.target == key_fingerprint(KEY_B) for r in moved_on)
 
 
+async def test_two_unproven_targets_send_no_more_than_the_ramps_burst_before_an_answer() -> None:
+    # No limit configured: each key's limit (a burst of 30) is learned from its first
+    # answers, which take 0.3 s. A ramp clocked from the start would have let the whole
+    # concurrency (50 a key) out blind by then, and 20 a key would have met a 429.
+    limits = {KEY_A: {"requests_per_minute": 1800}, KEY_B: {"requests_per_minute": 1800}}
+    async with Simulator(key_limits=limits, latency=0.3) as sim:
+        engine = DagEngine(Ask(), providers=pool(
+            sim, {"api_key": KEY_A, "name": "a"}, {"api_key": KEY_B, "name": "b"}),
+            execution={"concurrency": 100}, store=False)
+        result = await engine.process([f"item {i}" for i in range(120)])
+        stats = await sim.stats()
+
+    assert all(s.results["answer"].error is None for s in result.sections)
+    refused = by_key(stats, KEY_A).get("429", 0) + by_key(stats, KEY_B).get("429", 0)
+    assert refused <= 2, (by_key(stats, KEY_A), by_key(stats, KEY_B))
+
+
 async def test_a_pool_across_providers_is_one_name_for_select_provider() -> None:
     async with Simulator() as sim:
         providers = {

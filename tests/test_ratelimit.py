@@ -24,7 +24,7 @@ from conftest import FakeProvider, SimplePlugin, http_error
 from dagengine import DagEngine, ProviderRequest
 from dagengine.errors import ValidationError
 from dagengine.ratelimit import LimitGroup, Permit, RateLimiter
-from dagengine.ratelimit._group import HEADROOM, START_HOLD_SECONDS
+from dagengine.ratelimit._group import HEADROOM, RAMP_BURST, START_HOLD_SECONDS
 from dagengine.simulator import Simulator
 from dagengine.testing import VirtualTimeLoop, in_virtual_time
 
@@ -300,6 +300,32 @@ async def test_a_group_with_nothing_known_ramps_up_to_admitting_at_once() -> Non
 
 
 @in_virtual_time
+async def test_the_ramp_sends_only_its_first_burst_until_an_answer_comes_back() -> None:
+    # However late the first answer (connections opening, a busy loop or provider), no more
+    # than RAMP_BURST calls go out blind before it.
+    group = limiter().group("sim", "m")
+    permits: list[Permit] = []
+
+    async def call() -> None:
+        permits.append(await group.acquire())
+
+    tasks = [asyncio.create_task(call()) for _ in range(100)]
+    await asyncio.sleep(0.45)
+    blind = group.in_flight
+    permits[0].success()
+    await asyncio.sleep(0.05)
+    after_one = group.in_flight
+
+    assert blind == RAMP_BURST
+    assert after_one > RAMP_BURST - 1  # the answer lets the ramp go on
+    await asyncio.sleep(2.0)
+    assert len(permits) == 100
+    await asyncio.gather(*tasks)
+    for permit in permits[1:]:
+        permit.success()
+
+
+@in_virtual_time
 async def test_the_ramp_ends_once_answers_come_back_quickly() -> None:
     group = limiter().group("sim", "m")
     for _ in range(32):
@@ -444,11 +470,13 @@ async def test_a_single_429_among_calls_that_get_through_is_noise() -> None:
     burst[0].rate_limited(retry_after=1.0)
     for permit in burst[1:]:
         permit.success()
+    reported_at = now()  # calls past the ramp's first burst waited for an answer
     times = await admission_times(group, 30)
 
     assert group.inferred_requests_per_minute is None
     assert group.paused_until is None
-    assert max(times) < 0.5  # nobody else waited for that call's retry-after (1 s)
+    # Nobody else waited for that call's retry-after (1 s).
+    assert max(times) < reported_at + 0.5
 
 
 @in_virtual_time

@@ -18,10 +18,15 @@ Pacing:
   one learned from response headers. A configured limit starts with its bucket full, but it
   refills only from the group's first answer (or START_HOLD_SECONDS): the first requests may
   reach the provider late and bunched (connections opening, a busy loop), and only its own
-  bucket's refill counts then. A limit learned mid-run starts empty.
+  bucket's refill counts then. A limit learned mid-run starts empty; one learned from the
+  first answers, while the group still ramps, with what the headers say remains less the
+  calls still out.
 * A group with nothing known ramps up: RAMP_BURST calls at once, then a rate that doubles
   every RAMP_DOUBLING_SECONDS until, a few tenths of a second in, it admits at once. A
-  provider's first 429s then come back while some calls, not all, are on their way.
+  provider's first 429s then come back while some calls, not all, are on their way. Its
+  bucket refills only from the group's first answer (or START_HOLD_SECONDS in, if none is
+  back by then): however late the first answers come back, no more than RAMP_BURST calls
+  go out before them.
 * requests_remaining / tokens_remaining cap what a bucket holds. When one is 0 and the group
   has no rate for it, the group pauses until reset_seconds; with a rate, waiting for the
   next unit suffices, as providers' "reset" is when the window is *fully* replenished.

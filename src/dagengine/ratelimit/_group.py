@@ -227,7 +227,11 @@ class LimitGroup:
         self._tokens: Bucket | None = None
         self._refilled_at = now
         unknown = requests_per_minute is None and tokens_per_minute is None
-        self._refill_from = -math.inf if unknown else now + START_HOLD_SECONDS
+        # A configured limit's bucket, and the ramp's of a group with nothing known, refill
+        # from the first answer (or START_HOLD_SECONDS): the ramp's rate grows with time, so
+        # a refill running before any answer would let a whole provider burst out blind when
+        # the first answers come back late (connections opening, a busy loop or provider).
+        self._refill_from = -math.inf if unknown and not ramp else now + START_HOLD_SECONDS
         self._scale = 1.0  # share of a known limit currently allowed
         self._growing_since = 0.0
         # A gateway that retries 429s itself starts at once, as a plain client would: the
@@ -576,6 +580,7 @@ class LimitGroup:
     def _learn(self, rate_limit: Mapping[str, float | None]) -> None:
         requests = positive(rate_limit.get("requests_per_minute"))
         tokens = positive(rate_limit.get("tokens_per_minute"))
+        ramping = self._ramp_from is not None
         changed = False
         if requests is not None and requests != self.learned_requests_per_minute:
             self.learned_requests_per_minute = requests
@@ -589,6 +594,13 @@ class LimitGroup:
             self._trial = None
             self._scale = min(self._scale, 1.0)
             self._set_rates(why=_log.HEADERS)
+            remaining = rate_limit.get("requests_remaining")
+            if ramping and self._requests is not None and isinstance(remaining, int | float) \
+                    and requests is not None:
+                # Learned from the first answers: what remains of the provider's burst may
+                # go now, less the calls still out (counted there or on their way).
+                self._requests.available = max(0.0, min(remaining, self._requests.capacity)
+                                               - self.in_flight)
         reset = positive(rate_limit.get("reset_seconds"))
         for key, unit, bucket in (
             ("requests_remaining", "requests", self._requests),
