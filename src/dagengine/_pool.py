@@ -25,6 +25,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import _permitted
 from ._hedge import Hedger, LatencyKey
 from ._run import Run
 from .errors import ProviderError
@@ -154,33 +155,7 @@ async def _one(route: _Route, sender: BaseProvider, request: ProviderRequest, pe
     if target is not None or hedge:
         await observers.call("request_routed", dimension, name,
                              target.name if target is not None else None, hedge)
-    try:
-        response = await sender.execute(request)
-    except ProviderError as exc:
-        _report_failure(permit, exc)
-        raise
-    except BaseException:
-        permit.failed()
-        raise
-    finally:
-        await observers.call("request_done", dimension, name)
-    if response.error is not None:
-        meta = response.metadata
-        failure = ProviderError(response.error, meta.get("status_code"), meta.get("retry_after"),
-                                provider=name, rate_limit=meta.get("rate_limit"))
-        _report_failure(permit, failure)
-        raise failure
-    tokens = response.metadata.get("tokens")
-    permit.success(tokens.total_tokens if isinstance(tokens, TokenUsage) else None,
-                   response.metadata.get("rate_limit"))
-    return response
-
-
-def _report_failure(permit: Permit, exc: ProviderError) -> None:
-    if exc.status_code == 429:
-        permit.rate_limited(exc.retry_after, exc.rate_limit)
-    else:
-        permit.failed()
+    return await _permitted.execute(sender, request, permit, observers, dimension, name)
 
 
 # -- hedging --------------------------------------------------------------------------------

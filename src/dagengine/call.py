@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import _logs, _pool
+from . import _logs, _permitted, _pool
 from ._batching import Batcher, batch_dimensions
 from ._logs import call_log
 from ._run import Run
@@ -44,7 +44,6 @@ from .plugin import (
     with_arity,
 )
 from .providers.base import BaseProvider
-from .ratelimit import Permit
 from .retry import backoff_delay, is_retryable
 from .types import (
     CallInfo,
@@ -473,26 +472,8 @@ class _Call:
         self.sent_at = time.time()
         self.waited = self.sent_at - asked
         await self.observers.call("request_sent", dimension, provider.name)
-        try:
-            response = await provider.execute(request)
-        except ProviderError as exc:
-            _report_failure(permit, exc)
-            raise
-        except BaseException:
-            permit.failed()
-            raise
-        finally:
-            await self.observers.call("request_done", dimension, provider.name)
-        if response.error is not None:
-            meta = response.metadata
-            failure = ProviderError(response.error, meta.get("status_code"),
-                                    meta.get("retry_after"), provider=provider.name,
-                                    rate_limit=meta.get("rate_limit"))
-            _report_failure(permit, failure)
-            raise failure
-        tokens = _tokens(response)
-        permit.success(tokens.total_tokens if tokens is not None else None,
-                       response.metadata.get("rate_limit"))
+        response = await _permitted.execute(provider, request, permit, self.observers,
+                                            dimension, provider.name)
         self.usage.add(response, self.run, model)
         return response
 
@@ -601,12 +582,6 @@ def _tokens(response: ProviderResponse) -> TokenUsage | None:
     tokens = response.metadata.get("tokens")
     return tokens if isinstance(tokens, TokenUsage) else None
 
-
-def _report_failure(permit: Permit, exc: ProviderError) -> None:
-    if exc.status_code == 429:
-        permit.rate_limited(exc.retry_after, exc.rate_limit)
-    else:
-        permit.failed()
 
 
 def _is_empty(data: Any) -> bool:
