@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from . import _logs
+from ._bounded import StoredSections, bounded_run
 from ._feed import SectionFeed
 from ._gc import collector_paced
 from ._hedge import Hedger
@@ -334,10 +335,15 @@ class DagEngine:
         run, stored = await self._open(self._new_run(pid, plan, hooks, metadata), items,
                                        resume=resume, retry_failed=retry_failed,
                                        restart=restart, chosen_id=bool(process_id))
+        bounded = None
         if whole:  # even so the run's states are made as it reaches them
+            bounded = bounded_run(self.store, pid, plan, items, self.pricing, eligible=(
+                stored is not None and self.cluster is None and self.execution.mode != "batch"
+                and not hooks.has("finalize_results")))
             feed = SectionFeed.given(items)
             items = await feed.next_chunk()
         state = RunState(plan, items, feed=feed)
+        state.bounded = bounded
         began = time.monotonic()
         _logs.run_started(pid, feed.total, plan.order, self.execution.concurrency,
                           len(run.preloaded))
@@ -489,21 +495,26 @@ class DagEngine:
             return
         store = self.store
         await store.close_run(stored.process_id, result, failed=failed)
-        calls = [r.call for s in (*result.sections, *result.dropped_sections)
-                 for r in s.results.values()]
-        calls += [r.call for r in result.global_results.values()]
-        hits = [c for c in calls if c is not None and c.saved_cost is not None]
-        if not hits:
+        if isinstance(result.sections, StoredSections):  # a run that let its sections go
+            hit_count, made, saved = (result.sections.hits, result.sections.calls,
+                                      result.sections.saved)
+        else:
+            calls = [r.call for s in (*result.sections, *result.dropped_sections)
+                     for r in s.results.values()]
+            calls += [r.call for r in result.global_results.values()]
+            hits = [c for c in calls if c is not None and c.saved_cost is not None]
+            hit_count = len(hits)
+            made = sum(1 for c in calls if c is not None and c.attempts)
+            saved = sum(c.saved_cost or 0.0 for c in hits)
+        if not hit_count:
             return
-        made = sum(1 for c in calls if c is not None and c.attempts)
-        saved = sum(c.saved_cost or 0.0 for c in hits)
         # Loud when nobody asked for the store nor the cache: replayed answers must not pass
         # for fresh ones.
         quiet = self._store_chosen or self._cache is not None
         log.log(logging.INFO if quiet else logging.WARNING,
                 "run %s: %d of %d calls answered from the response cache in %s (saved $%.4f); "
                 "pass cache=False for fresh calls, or store=False for no store",
-                stored.process_id, len(hits), max(made, len(hits)), store.path, saved)
+                stored.process_id, hit_count, max(made, hit_count), store.path, saved)
 
 
 @dataclass(slots=True, eq=False)
