@@ -19,16 +19,19 @@ import copy
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
+from ._run import RunState, SectionState
 from .cost import CostTally, Pricing
 from .types import DimensionResult, ProcessResult, Section, SectionResult
 
 if TYPE_CHECKING:
-    from ._run import RunState, SectionState
     from .graph import Plan
 
 __all__ = ["KEEP_IN_MEMORY", "BoundedRun", "StoredSections"]
 
 KEEP_IN_MEMORY = 10_000  # sections a run with a store keeps whole; beyond, it lets them go
+
+RELEASED = SectionState(Section(content=""), -1, reported_complete=True)
+"""What stands in a run's lists for a section it let go: no results, waiting for nothing."""
 
 
 class BoundedRun:
@@ -180,12 +183,3 @@ class StoredSections(Sequence[SectionResult]):
                    for name in self._dimensions if name in results}
         return SectionResult(section=section or Section(content=""), results=ordered)
 
-
-def _released() -> Any:
-    from ._run import SectionState
-
-    return SectionState(Section(content=""), -1, reported_complete=True)
-
-
-RELEASED = _released()
-"""What stands in a run's lists for a section it let go: no results, waiting for nothing."""

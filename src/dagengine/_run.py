@@ -31,7 +31,6 @@ from .types import (
 )
 
 if TYPE_CHECKING:
-    from ._bounded import BoundedRun
     from .store._batches import BatchLedger
 
 # Results a resumed run takes as done instead of calling, by (dimension, section index or
@@ -47,6 +46,16 @@ class ResponseCache(Protocol):
 
     async def store(self, provider_name: str, request: ProviderRequest,
                     response: ProviderResponse) -> None: ...
+
+
+class LetsSectionsGo(Protocol):
+    """What a run that lets its finished sections go keeps of them (_bounded.BoundedRun)."""
+
+    counts: dict[str, list[int]]  # per dimension: completed, failed, skipped, of those
+
+    def release(self, state: RunState, section: SectionState) -> None: ...
+
+    def process_result(self, state: RunState, metadata: Any) -> ProcessResult: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,7 +128,7 @@ class RunState:
         self.started: set[str] = set()  # dimensions whose start was reported
         self.finished: set[str] = set()  # dimensions whose completion was reported
         # Set when the run lets its finished sections go (a big run with a store: _bounded).
-        self.bounded: BoundedRun | None = None
+        self.bounded: LetsSectionsGo | None = None
 
     def armed(self, name: str) -> bool:
         return name in self.expected
