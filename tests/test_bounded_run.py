@@ -7,6 +7,7 @@ run is quick; the run's path is the same as a big one's."""
 from __future__ import annotations
 
 import gc
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import dagengine._bounded as bounded
 from dagengine import DagEngine, Plugin, ProviderRequest, SectionResult
 from dagengine._bounded import StoredSections
+from dagengine._logs import run_log
 from dagengine._run import SectionState
 from dagengine.scheduler import FEED_WINDOW
 from dagengine.testing import FunctionProvider
@@ -150,3 +152,19 @@ def test_a_small_run_keeps_its_results_in_memory(tmp_path: Path) -> None:
     result = DagEngine(Chain(), providers=[provider()], store=tmp_path / "runs.db").run(
         ["x", "y"])
     assert isinstance(result.sections, list)
+
+
+def test_the_run_end_log_counts_what_the_run_let_go(
+        small_threshold: None, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def ended(store: Any) -> str:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=run_log.name):
+            DagEngine(Chain(), providers=[provider(fail=lambda request, attempt: (
+                RuntimeError("down") if str(request.input).endswith("|s5") else None))],
+                store=store, execution={"max_retries": 0}).run([f"s{i}" for i in range(300)])
+        line = next(r.getMessage() for r in caplog.records if " finished in " in r.getMessage())
+        return line.split(": ", 1)[1]
+
+    # "299 ok, 1 failed ..." per dimension pair: a dropped section's results still count.
+    assert ended(tmp_path / "runs.db") == ended(False)
+    assert "598 ok, 2 failed, 0 skipped, 0 from the cache; 600 requests" in ended(False)

@@ -16,6 +16,7 @@ A plugin with finalize_results, a cluster run and batch mode keep them too.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
@@ -24,9 +25,10 @@ from .cost import CostTally, Pricing
 from .types import DimensionResult, ProcessResult, Section, SectionResult
 
 if TYPE_CHECKING:
+    from ._feed import SectionFeed
     from .graph import Plan
 
-__all__ = ["KEEP_IN_MEMORY", "BoundedRun", "StoredSections"]
+__all__ = ["KEEP_IN_MEMORY", "BoundedRun", "FeedSections", "StoredSections"]
 
 KEEP_IN_MEMORY = 10_000  # sections a run with a store keeps whole; beyond, it lets them go
 
@@ -37,7 +39,7 @@ RELEASED = SectionState(Section(content=""), -1, reported_complete=True)
 class BoundedRun:
     """What a run that lets its finished sections go keeps of them."""
 
-    def __init__(self, store: Any, process_id: str, plan: Plan, sections: list[Section],
+    def __init__(self, store: Any, process_id: str, plan: Plan, sections: Sequence[Section],
                  pricing: Pricing) -> None:
         self.store = store
         self.process_id = process_id
@@ -50,6 +52,9 @@ class BoundedRun:
         self.hits = 0  # results the response cache answered
         self.saved = 0.0
         self.released = 0
+        # What the run's end logs (_logs.run_done): results by outcome, provider requests.
+        self.outcomes: Counter[str] = Counter()
+        self.requests = 0
 
     def release(self, state: RunState, section: SectionState) -> None:
         """Tally `section`'s results and drop it from the run's lists."""
@@ -70,7 +75,9 @@ class BoundedRun:
         call = result.call
         counts[2] += call is not None and call.skipped
         self.costs.add(name, result)
+        _count_outcome(self.outcomes, result)
         if call is not None:
+            self.requests += call.attempts
             self.calls += bool(call.attempts)
             if call.saved_cost is not None:
                 self.hits += 1
@@ -87,9 +94,12 @@ class BoundedRun:
             costs.add(name, result)
         sections = StoredSections(self.store, self.process_id, self.plan, len(self.sections))
         sections.calls, sections.hits, sections.saved = self.calls, self.hits, self.saved
+        sections.outcomes, sections.requests = Counter(self.outcomes), self.requests
         for live in state.all_states:
             for result in live.results.values():
+                _count_outcome(sections.outcomes, result)
                 if result.call is not None:
+                    sections.requests += result.call.attempts
                     sections.calls += bool(result.call.attempts)
                     if result.call.saved_cost is not None:
                         sections.hits += 1
@@ -97,12 +107,22 @@ class BoundedRun:
         # model_construct: the sequence stays lazy (validation would read it all).
         fields: dict[str, Any] = {
             "sections": sections, "global_results": dict(state.global_results),
-            "transformed_sections": list(self.sections), "costs": costs.summary(),
+            "transformed_sections": (list(self.sections) if isinstance(self.sections, list)
+                                     else self.sections), "costs": costs.summary(),
             "metadata": metadata, "dropped_sections": []}
         return ProcessResult.model_construct(**fields)
 
 
-def bounded_run(store: Any, process_id: str, plan: Plan, sections: list[Section],
+def _count_outcome(outcomes: Counter[str], result: DimensionResult) -> None:
+    call = result.call
+    if call is not None and call.skipped:
+        outcomes["skipped"] += 1
+    else:
+        outcomes["ok" if result.error is None else "failed"] += 1
+        outcomes["cached"] += call is not None and call.cached
+
+
+def bounded_run(store: Any, process_id: str, plan: Plan, sections: Sequence[Section],
                 pricing: Pricing, *, eligible: bool) -> BoundedRun | None:
     """A BoundedRun if this run lets its finished sections go (see the module text)."""
     if (not eligible or len(sections) <= KEEP_IN_MEMORY
@@ -122,10 +142,12 @@ class StoredSections(Sequence[SectionResult]):
         self._plan = plan
         self._count = count
         self._dimensions = [n for n in plan.order if not plan.is_global(n)]
-        # What the run's calls did, for the engine's response cache line.
+        # What the run's calls did, for the engine's response cache line and its end's log.
         self.calls = 0
         self.hits = 0
         self.saved = 0.0
+        self.outcomes: Counter[str] = Counter()
+        self.requests = 0
 
     def __len__(self) -> int:
         return self._count
@@ -183,3 +205,41 @@ class StoredSections(Sequence[SectionResult]):
                    for name in self._dimensions if name in results}
         return SectionResult(section=section or Section(content=""), results=ordered)
 
+
+
+class FeedSections(Sequence[Section]):
+    """`ProcessResult.transformed_sections` of a run that let its sections go and read its
+    input list as it went: the caller's list, each item converted as it is read here."""
+
+    def __init__(self, feed: SectionFeed) -> None:
+        assert feed.total is not None
+        self._feed = feed
+        self._count = feed.total
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> Section: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Section]: ...
+
+    def __getitem__(self, index: int | slice) -> Section | list[Section]:
+        if isinstance(index, slice):
+            return [self._feed.item(i) for i in range(*index.indices(self._count))]
+        return self._feed.item(index)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (FeedSections, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other,
+                                                                          strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Section]:
+        return list(self)
+
+    def __repr__(self) -> str:
+        return f"FeedSections({self._count} sections)"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from . import _logs
-from ._bounded import StoredSections, bounded_run
+from ._bounded import FeedSections, StoredSections, bounded_run
 from ._feed import SectionFeed
 from ._gc import collector_paced
 from ._hedge import Hedger
@@ -320,9 +320,14 @@ class DagEngine:
             feed = SectionFeed(sections)
             # Those that see or record every section get the whole input now; otherwise it
             # is read as the run goes, and the first call does not wait for the last section.
-            whole = hooks.has("before_process_start") or self.store is not None
+            # A store records a new run of a list as it reads it (a resume checks it whole).
+            streamed = (_streams_input(self.store) and feed.total is not None and not resume
+                        and self.cluster is None)
+            whole = hooks.has("before_process_start") or (self.store is not None
+                                                          and not streamed)
             items = await feed.all() if whole else []
-            pid = process_id or self._default_process_id(items)
+            pid = process_id or self._default_process_id(
+                items if whole else feed.first(_ID_SECTIONS), feed.total)
 
             items, metadata = await self._pre_process(hooks, pid, items, metadata)
             plan = await self.plan()
@@ -334,14 +339,21 @@ class DagEngine:
                             total=None if whole else feed.total, mode=self.execution.mode)
         run, stored = await self._open(self._new_run(pid, plan, hooks, metadata), items,
                                        resume=resume, retry_failed=retry_failed,
-                                       restart=restart, chosen_id=bool(process_id))
+                                       restart=restart, chosen_id=bool(process_id),
+                                       streamed=not whole and self.store is not None)
+        if stored is not None and stored.input is not None:  # the input, as it is read
+            stored.input.add(items)
+            feed.on_read = stored.input.add
+        eligible = (stored is not None and self.cluster is None
+                    and self.execution.mode != "batch" and not hooks.has("finalize_results"))
         bounded = None
         if whole:  # even so the run's states are made as it reaches them
-            bounded = bounded_run(self.store, pid, plan, items, self.pricing, eligible=(
-                stored is not None and self.cluster is None and self.execution.mode != "batch"
-                and not hooks.has("finalize_results")))
+            bounded = bounded_run(self.store, pid, plan, items, self.pricing, eligible=eligible)
             feed = SectionFeed.given(items)
             items = await feed.next_chunk()
+        elif feed.total is not None:
+            bounded = bounded_run(self.store, pid, plan, FeedSections(feed), self.pricing,
+                                  eligible=eligible)
         state = RunState(plan, items, feed=feed)
         state.bounded = bounded
         began = time.monotonic()
@@ -358,11 +370,11 @@ class DagEngine:
                 result = await _post_process(run, result)
         except BaseException as failure:
             handle.result = handle.result or run.process_result(state)
-            await self._close(stored, handle.result, failed=failure)
+            await self._close(stored, handle.result, failed=failure, feed=feed)
             _logs.run_done(pid, handle.result, time.monotonic() - began, failure)
             raise
         handle.result = result
-        await self._close(stored, result, failed=error)
+        await self._close(stored, result, failed=error, feed=feed)
         _logs.run_done(pid, result, time.monotonic() - began, error)
         return result
 
@@ -433,16 +445,16 @@ class DagEngine:
         return write_report(result, path, graph=graph, store=self.store,
                             title=self.plugin.name)
 
-    def _default_process_id(self, sections: list[Section]) -> str:
+    def _default_process_id(self, sections: list[Section], count: int | None = None) -> str:
         if self.store is None:
             return uuid.uuid4().hex
         from .store import default_process_id
 
-        return default_process_id(self.plugin, sections)
+        return default_process_id(self.plugin, sections, count)
 
     async def _open(self, run: Run, sections: list[Section], *, resume: bool,
-                    retry_failed: bool, restart: bool,
-                    chosen_id: bool) -> tuple[Run, StoredRun | None]:
+                    retry_failed: bool, restart: bool, chosen_id: bool,
+                    streamed: bool = False) -> tuple[Run, StoredRun | None]:
         """`run` with the results and the response cache the store (if any) has for it, and
         the run opened in the store (or None).
 
@@ -468,7 +480,8 @@ class DagEngine:
             stored: StoredRun = await store.open_run(
                 run.process_id, sections=sections, plan=run.plan, plugin=self.plugin,
                 resume=resume, retry_failed=retry_failed,
-                restart=restart or not (strict or resume))
+                restart=restart or not (strict or resume),
+                **({"streamed": True} if streamed else {}))
         except RunInUseError as exc:
             if strict or resume:
                 raise
@@ -490,10 +503,13 @@ class DagEngine:
                        ), stored
 
     async def _close(self, stored: StoredRun | None, result: ProcessResult,
-                     failed: BaseException | None) -> None:
+                     failed: BaseException | None, feed: SectionFeed | None = None) -> None:
         if stored is None:
             return
         store = self.store
+        if stored.input is not None and feed is not None:  # the rest of the list, then its hash
+            feed.rest_of_list()
+            stored.input.finish()
         await store.close_run(stored.process_id, result, failed=failed)
         if isinstance(result.sections, StoredSections):  # a run that let its sections go
             hit_count, made, saved = (result.sections.hits, result.sections.calls,
@@ -638,6 +654,18 @@ def _check_store(store: Any) -> None:
         raise ConfigurationError(
             f"store must be a file path, a RunStore, False (no store) or None (the default "
             f"store), got {type(store).__name__}")
+
+
+_ID_SECTIONS = 1000  # store._default.ID_SECTIONS: the sections a default process id hashes
+
+
+def _streams_input(store: Any) -> bool:
+    """Whether `store` records a run's input as the run reads it (a RunStore does)."""
+    if store is None:
+        return False
+    from .store import RunStore
+
+    return isinstance(store, RunStore)
 
 
 def _default_store_off() -> bool:

@@ -660,7 +660,7 @@ class ProcessResult(_Data):
     metadata: Any = None
     dropped_sections: list[SectionResult] = Field(default_factory=list)
 
-    @field_serializer("sections", mode="wrap")
+    @field_serializer("sections", "transformed_sections", mode="wrap")
     def _sections_as_list(self, value: Any, handler: SerializerFunctionWrapHandler) -> Any:
         # A big run with a store reads its sections back lazily (dagengine._bounded).
         return handler(value if isinstance(value, list) else list(value))
