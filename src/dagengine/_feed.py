@@ -13,7 +13,7 @@ bad item of a streamed input raises ValidationError when it is reached.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from .types import Section, check_sections_value, to_section
@@ -32,6 +32,8 @@ class SectionFeed:
         self._sync: Iterator[Any] | None = None
         self._known: list[Any] | None = None
         self.taken = 0  # sections handed out so far
+        # Told of each section as it is handed out (a store writing the input as it goes).
+        self.on_read: Callable[[list[Section]], None] | None = None
         if isinstance(value, AsyncIterable) and not isinstance(value, Iterable):
             self._async = aiter(value)
             self.total: int | None = None
@@ -78,6 +80,8 @@ class SectionFeed:
                 if len(chunk) == size:
                     break
         self.taken += len(chunk)
+        if self.on_read is not None and chunk:
+            self.on_read(chunk)
         return chunk
 
     def rest_of_list(self) -> list[Section]:
@@ -86,7 +90,22 @@ class SectionFeed:
         if self._known is None:
             return []
         part, self.taken = self._known[self.taken:], len(self._known)
+        rest = [item if isinstance(item, Section) else Section(content=item) for item in part]
+        if self.on_read is not None and rest:
+            self.on_read(rest)
+        return rest
+
+    def first(self, count: int) -> list[Section]:
+        """The first `count` sections of a list or tuple, converted, without handing them
+        out (none for a stream)."""
+        part = self._known[:count] if self._known is not None else []
         return [item if isinstance(item, Section) else Section(content=item) for item in part]
+
+    def item(self, index: int) -> Section:
+        """Section `index` of a list or tuple, converted."""
+        assert self._known is not None
+        item = self._known[index]
+        return item if isinstance(item, Section) else Section(content=item)
 
     async def all(self) -> list[Section]:
         """Every remaining section, as one list."""

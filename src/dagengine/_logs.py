@@ -100,8 +100,14 @@ def run_done(process_id: str, result: ProcessResult, seconds: float,
         return
     outcomes: Counter[str] = Counter()
     requests = 0
-    results = [r for s in (*result.sections, *result.dropped_sections)
-               for r in s.results.values()]
+    counted = getattr(result.sections, "outcomes", None)  # a run that let its sections go
+    if counted is not None:
+        outcomes.update(counted)
+        requests = getattr(result.sections, "requests", 0)
+        results = [r for s in result.dropped_sections for r in s.results.values()]
+    else:
+        results = [r for s in (*result.sections, *result.dropped_sections)
+                   for r in s.results.values()]
     for item in (*results, *result.global_results.values()):
         call = item.call
         if call is not None and call.skipped:

@@ -48,6 +48,16 @@ class ResponseCache(Protocol):
                     response: ProviderResponse) -> None: ...
 
 
+class LetsSectionsGo(Protocol):
+    """What a run that lets its finished sections go keeps of them (_bounded.BoundedRun)."""
+
+    counts: dict[str, list[int]]  # per dimension: completed, failed, skipped, of those
+
+    def release(self, state: RunState, section: SectionState) -> None: ...
+
+    def process_result(self, state: RunState, metadata: Any) -> ProcessResult: ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Run:
     """What one run works with, the same from its first call to its last."""
@@ -117,6 +127,8 @@ class RunState:
         self.done: dict[str, int] = {}  # results of each dimension so far
         self.started: set[str] = set()  # dimensions whose start was reported
         self.finished: set[str] = set()  # dimensions whose completion was reported
+        # Set when the run lets its finished sections go (a big run with a store: _bounded).
+        self.bounded: LetsSectionsGo | None = None
 
     def armed(self, name: str) -> bool:
         return name in self.expected
@@ -156,6 +168,8 @@ class RunState:
         if self.feeding and self.feed is not None:
             # A run that stopped while reading a list still shows every one of its sections.
             self.add_sections(self.feed.rest_of_list())
+        if self.bounded is not None:
+            return self.bounded.process_result(self, metadata)
         return ProcessResult(
             sections=self.section_results(),
             global_results=dict(self.global_results),
@@ -189,7 +203,12 @@ class RunState:
         results = [s.results[name] for s in snapshot if name in s.results]
         failed = sum(1 for r in results if r.error is not None)
         skipped = sum(1 for r in results if r.call is not None and r.call.skipped)
-        data = {"total": len(snapshot), "completed": len(results), "failed": failed,
+        completed = len(results)
+        if self.bounded is not None and name in self.bounded.counts:  # sections let go
+            let_go, let_go_failed, let_go_skipped = self.bounded.counts[name]
+            completed, failed, skipped = (completed + let_go, failed + let_go_failed,
+                                          skipped + let_go_skipped)
+        data = {"total": len(snapshot), "completed": completed, "failed": failed,
                 "skipped": skipped}
         error = f"{failed} of {len(snapshot)} sections failed" if failed else None
         return DimensionResult(data=data, error=error)

@@ -342,79 +342,94 @@ def _library_cost(
 def summarize_costs(
     results: Iterable[tuple[str, DimensionResult]], pricing: Pricing
 ) -> CostSummary:
-    """Add up tokens and cost of (dimension, result) pairs by dimension, provider and model.
+    """Add up tokens and cost of (dimension, result) pairs by dimension, provider and model."""
+    tally = CostTally(pricing)
+    for dimension, result in results:
+        tally.add(dimension, result)
+    return tally.summary()
+
+
+class CostTally:
+    """summarize_costs as it goes: add results one at a time (a run that does not keep them
+    all adds each as it lets it go), then `summary()`.
 
     The sums go into plain tallies and become models once at the end: a model's attribute
     assignment costs a validation-free but still slow __setattr__, a dozen per result."""
-    total, cached_calls, cache_savings = _Tally(), 0, 0.0
-    by_dimension: dict[str, _Tally] = {}
-    by_provider: dict[str, _Tally] = {}
-    by_model: dict[str, _Tally] = {}
-    by_target: dict[str, _Tally] = {}
-    by_mode: dict[str, _Tally] = {}
-    hedged_calls = 0
-    for dimension, result in results:
+
+    def __init__(self, pricing: Pricing) -> None:
+        self.pricing = pricing
+        self.total, self.cached_calls, self.cache_savings = _Tally(), 0, 0.0
+        self.by_dimension: dict[str, _Tally] = {}
+        self.by_provider: dict[str, _Tally] = {}
+        self.by_model: dict[str, _Tally] = {}
+        self.by_target: dict[str, _Tally] = {}
+        self.by_mode: dict[str, _Tally] = {}
+        self.hedged_calls = 0
+
+    def add(self, dimension: str, result: DimensionResult) -> None:
         call = result.call
         if call is None:
-            continue
+            return
         if call.cached and call.saved_cost:
-            cached_calls += 1
-            cache_savings += call.saved_cost
+            self.cached_calls += 1
+            self.cache_savings += call.saved_cost
         if call.cached or call.skipped:
-            continue
+            return
         cost, tokens = call.cost, call.tokens
         # A call that failed before a provider or model answered has neither: it counts for
         # its dimension, and is listed under no made-up provider or model name.
         model = call.model or ""
         provider = call.provider or ""
-        total.add(cost, tokens)
-        tally = by_dimension.get(dimension)
+        self.total.add(cost, tokens)
+        tally = self.by_dimension.get(dimension)
         if tally is None:
-            tally = by_dimension[dimension] = _Tally()
+            tally = self.by_dimension[dimension] = _Tally()
         tally.add(cost, tokens, model)
         if provider:
-            tally = by_provider.get(provider)
+            tally = self.by_provider.get(provider)
             if tally is None:
-                tally = by_provider[provider] = _Tally()
+                tally = self.by_provider[provider] = _Tally()
             tally.add(cost, tokens, model)
         if model:
-            tally = by_model.get(model)
+            tally = self.by_model.get(model)
             if tally is None:
-                tally = by_model[model] = _Tally()
+                tally = self.by_model[model] = _Tally()
             tally.add(cost, tokens)
         if call.target is not None:
             key = f"{provider}[{call.target}]"
-            tally = by_target.get(key)
+            tally = self.by_target.get(key)
             if tally is None:
-                tally = by_target[key] = _Tally()
+                tally = self.by_target[key] = _Tally()
             tally.add(cost, tokens, model)
-        hedged_calls += call.hedged
-        tally = by_mode.get(call.mode)
+        self.hedged_calls += call.hedged
+        tally = self.by_mode.get(call.mode)
         if tally is None:
-            tally = by_mode[call.mode] = _Tally()
+            tally = self.by_mode[call.mode] = _Tally()
         tally.add(cost, tokens)
         # A batch call's tokens are repriced online; an online call's cost already is that.
-        tally.online_cost += pricing.cost(model, tokens) if call.mode == "batch" else cost
-    batch = by_mode.get("batch")
-    return CostSummary(
-        total_cost=total.cost, total_tokens=total.input_tokens + total.output_tokens,
-        input_tokens=total.input_tokens, output_tokens=total.output_tokens,
-        cache_read_tokens=total.cache_read_tokens, cache_write_tokens=total.cache_write_tokens,
-        by_dimension={k: DimensionCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
-                                       models=t.models) for k, t in by_dimension.items()},
-        by_provider={k: ProviderCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
-                                     models=t.models) for k, t in by_provider.items()},
-        by_model={k: ModelCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
-                               priced=pricing.price(k) is not None)
-                  for k, t in by_model.items()},
-        by_target={k: ProviderCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
-                                   models=t.models) for k, t in by_target.items()},
-        hedged_calls=hedged_calls,
-        by_mode={k: ModeCost(cost=t.cost, online_cost=t.online_cost, tokens=t.tokens(),
-                             calls=t.calls) for k, t in by_mode.items()},
-        batch_savings=batch.online_cost - batch.cost if batch is not None else 0.0,
-        cached_calls=cached_calls, cache_savings=cache_savings,
-        unpriced_models=sorted(pricing.unpriced))
+        tally.online_cost += self.pricing.cost(model, tokens) if call.mode == "batch" else cost
+
+    def summary(self) -> CostSummary:
+        batch, total = self.by_mode.get("batch"), self.total
+        return CostSummary(
+            total_cost=total.cost, total_tokens=total.input_tokens + total.output_tokens,
+            input_tokens=total.input_tokens, output_tokens=total.output_tokens,
+            cache_read_tokens=total.cache_read_tokens, cache_write_tokens=total.cache_write_tokens,
+            by_dimension={k: DimensionCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                                           models=t.models) for k, t in self.by_dimension.items()},
+            by_provider={k: ProviderCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                                         models=t.models) for k, t in self.by_provider.items()},
+            by_model={k: ModelCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                                   priced=self.pricing.price(k) is not None)
+                      for k, t in self.by_model.items()},
+            by_target={k: ProviderCost(cost=t.cost, tokens=t.tokens(), calls=t.calls,
+                                       models=t.models) for k, t in self.by_target.items()},
+            hedged_calls=self.hedged_calls,
+            by_mode={k: ModeCost(cost=t.cost, online_cost=t.online_cost, tokens=t.tokens(),
+                                 calls=t.calls) for k, t in self.by_mode.items()},
+            batch_savings=batch.online_cost - batch.cost if batch is not None else 0.0,
+            cached_calls=self.cached_calls, cache_savings=self.cache_savings,
+            unpriced_models=sorted(self.pricing.unpriced))
 
 
 @dataclass(slots=True)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from . import _logs
+from ._batching import batch_dimensions
+from ._bounded import FeedSections, StoredSections, bounded_run
 from ._feed import SectionFeed
 from ._gc import collector_paced
 from ._hedge import Hedger
@@ -319,11 +321,15 @@ class DagEngine:
             feed = SectionFeed(sections)
             # Those that see or record every section get the whole input now; otherwise it
             # is read as the run goes, and the first call does not wait for the last section.
-            # A run over Ray shards the whole list from its driver.
-            whole = (hooks.has("before_process_start") or self.store is not None
-                     or self.cluster is not None)
+            # A store records a new run of a list as it reads it (a resume checks it whole);
+            # a run over Ray shards the whole list from its driver.
+            streamed = (_streams_input(self.store) and feed.total is not None and not resume
+                        and self.cluster is None)
+            whole = (hooks.has("before_process_start") or self.cluster is not None
+                     or (self.store is not None and not streamed))
             items = await feed.all() if whole else []
-            pid = process_id or self._default_process_id(items)
+            pid = process_id or self._default_process_id(
+                items if whole else feed.first(_ID_SECTIONS), feed.total)
 
             items, metadata = await self._pre_process(hooks, pid, items, metadata)
             plan = await self.plan()
@@ -335,11 +341,24 @@ class DagEngine:
                             total=None if whole else feed.total, mode=self.execution.mode)
         run, stored = await self._open(self._new_run(pid, plan, hooks, metadata), items,
                                        resume=resume, retry_failed=retry_failed,
-                                       restart=restart, chosen_id=bool(process_id))
+                                       restart=restart, chosen_id=bool(process_id),
+                                       streamed=not whole and self.store is not None)
+        if stored is not None and stored.input is not None:  # the input, as it is read
+            stored.input.add(items)
+            feed.on_read = stored.input.add
+        eligible = (stored is not None and self.cluster is None
+                    and not batch_dimensions(plan.dimensions.values(), self.execution.mode)
+                    and not hooks.has("finalize_results"))
+        bounded = None
         if whole and self.cluster is None:  # even so the states are made as the run goes
+            bounded = bounded_run(self.store, pid, plan, items, self.pricing, eligible=eligible)
             feed = SectionFeed.given(items)
             items = await feed.next_chunk()
+        elif self.cluster is None and feed.total is not None:
+            bounded = bounded_run(self.store, pid, plan, FeedSections(feed), self.pricing,
+                                  eligible=eligible)
         state = RunState(plan, items, feed=None if self.cluster is not None else feed)
+        state.bounded = bounded
         began = time.monotonic()
         _logs.run_started(pid, feed.total, plan.order, self.execution.concurrency,
                           len(run.preloaded))
@@ -354,11 +373,11 @@ class DagEngine:
                 result = await _post_process(run, result)
         except BaseException as failure:
             handle.result = handle.result or run.process_result(state)
-            await self._close(stored, handle.result, failed=failure)
+            await self._close(stored, handle.result, failed=failure, feed=feed)
             _logs.run_done(pid, handle.result, time.monotonic() - began, failure)
             raise
         handle.result = result
-        await self._close(stored, result, failed=error)
+        await self._close(stored, result, failed=error, feed=feed)
         _logs.run_done(pid, result, time.monotonic() - began, error)
         return result
 
@@ -429,16 +448,16 @@ class DagEngine:
         return write_report(result, path, graph=graph, store=self.store,
                             title=self.plugin.name)
 
-    def _default_process_id(self, sections: list[Section]) -> str:
+    def _default_process_id(self, sections: list[Section], count: int | None = None) -> str:
         if self.store is None:
             return uuid.uuid4().hex
         from .store import default_process_id
 
-        return default_process_id(self.plugin, sections)
+        return default_process_id(self.plugin, sections, count)
 
     async def _open(self, run: Run, sections: list[Section], *, resume: bool,
-                    retry_failed: bool, restart: bool,
-                    chosen_id: bool) -> tuple[Run, StoredRun | None]:
+                    retry_failed: bool, restart: bool, chosen_id: bool,
+                    streamed: bool = False) -> tuple[Run, StoredRun | None]:
         """`run` with the results and the response cache the store (if any) has for it, and
         the run opened in the store (or None).
 
@@ -464,7 +483,8 @@ class DagEngine:
             stored: StoredRun = await store.open_run(
                 run.process_id, sections=sections, plan=run.plan, plugin=self.plugin,
                 resume=resume, retry_failed=retry_failed,
-                restart=restart or not (strict or resume))
+                restart=restart or not (strict or resume),
+                **({"streamed": True} if streamed else {}))
         except RunInUseError as exc:
             if strict or resume:
                 raise
@@ -486,26 +506,34 @@ class DagEngine:
                        ), stored
 
     async def _close(self, stored: StoredRun | None, result: ProcessResult,
-                     failed: BaseException | None) -> None:
+                     failed: BaseException | None, feed: SectionFeed | None = None) -> None:
         if stored is None:
             return
         store = self.store
+        if stored.input is not None and feed is not None:  # the rest of the list, then its hash
+            feed.rest_of_list()
+            stored.input.finish()
         await store.close_run(stored.process_id, result, failed=failed)
-        calls = [r.call for s in (*result.sections, *result.dropped_sections)
-                 for r in s.results.values()]
-        calls += [r.call for r in result.global_results.values()]
-        hits = [c for c in calls if c is not None and c.saved_cost is not None]
-        if not hits:
+        if isinstance(result.sections, StoredSections):  # a run that let its sections go
+            hit_count, made, saved = (result.sections.hits, result.sections.calls,
+                                      result.sections.saved)
+        else:
+            calls = [r.call for s in (*result.sections, *result.dropped_sections)
+                     for r in s.results.values()]
+            calls += [r.call for r in result.global_results.values()]
+            hits = [c for c in calls if c is not None and c.saved_cost is not None]
+            hit_count = len(hits)
+            made = sum(1 for c in calls if c is not None and c.attempts)
+            saved = sum(c.saved_cost or 0.0 for c in hits)
+        if not hit_count:
             return
-        made = sum(1 for c in calls if c is not None and c.attempts)
-        saved = sum(c.saved_cost or 0.0 for c in hits)
         # Loud when nobody asked for the store nor the cache: replayed answers must not pass
         # for fresh ones.
         quiet = self._store_chosen or self._cache is not None
         log.log(logging.INFO if quiet else logging.WARNING,
                 "run %s: %d of %d calls answered from the response cache in %s (saved $%.4f); "
                 "pass cache=False for fresh calls, or store=False for no store",
-                stored.process_id, len(hits), max(made, len(hits)), store.path, saved)
+                stored.process_id, hit_count, max(made, hit_count), store.path, saved)
 
 
 @dataclass(slots=True, eq=False)
@@ -629,6 +657,18 @@ def _check_store(store: Any) -> None:
         raise ConfigurationError(
             f"store must be a file path, a RunStore, False (no store) or None (the default "
             f"store), got {type(store).__name__}")
+
+
+_ID_SECTIONS = 1000  # store._default.ID_SECTIONS: the sections a default process id hashes
+
+
+def _streams_input(store: Any) -> bool:
+    """Whether `store` records a run's input as the run reads it (a RunStore does)."""
+    if store is None:
+        return False
+    from .store import RunStore
+
+    return isinstance(store, RunStore)
 
 
 def _default_store_off() -> bool:

@@ -62,8 +62,10 @@ class Scheduler:
         # items grow with it), and how far ahead of the finished sections reading may go.
         self._growing: list[str] = []
         # A list is in memory already, and with a global dimension no section finishes
-        # before the whole input is in: only a stream without one is read a window ahead.
-        bounded = (state.feed is not None and state.feed.total is None
+        # before the whole input is in: only a stream without one is read a window ahead,
+        # and a list whose finished sections are let go (_bounded: their states are not).
+        bounded = (state.feed is not None and (state.feed.total is None
+                                               or state.bounded is not None)
                    and not any(plan.is_global(n) for n in plan.order))
         self._window = max(FEED_WINDOW, 4 * run.config.concurrency) if bounded else math.inf
         self._room = asyncio.Event()
@@ -304,6 +306,8 @@ class Scheduler:
             if self.observers.has("section_done"):  # a SectionResult only for a listener
                 await self.observers.call("section_done", section_state.index,
                                           state.section_result(section_state))
+            if state.bounded is not None:  # its results are queued to the store: let it go
+                state.bounded.release(state, section_state)
         if last:
             await self._finish_dimension(name)
 

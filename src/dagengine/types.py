@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+)
 
 from .errors import HookResultError, ValidationError
 
@@ -653,6 +659,11 @@ class ProcessResult(_Data):
     costs: CostSummary | None = None
     metadata: Any = None
     dropped_sections: list[SectionResult] = Field(default_factory=list)
+
+    @field_serializer("sections", "transformed_sections", mode="wrap")
+    def _sections_as_list(self, value: Any, handler: SerializerFunctionWrapHandler) -> Any:
+        # A big run with a store reads its sections back lazily (dagengine._bounded).
+        return handler(value if isinstance(value, list) else list(value))
 
     def to_pandas(self) -> Any:
         """A pandas DataFrame, one row per section: `section.index`, `section.content`,

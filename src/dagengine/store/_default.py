@@ -71,17 +71,29 @@ def _warn_if_large(path: Path) -> None:
                     "another path, or off)", path, size / 1e9, ENV_VAR)
 
 
-def default_process_id(plugin: Any, sections: Sequence[Section]) -> str:
+ID_SECTIONS = 1000  # the sections a default process id hashes (then only their number)
+
+
+def default_process_id(plugin: Any, sections: Sequence[Section],
+                       count: int | None = None) -> str:
     """`<plugin id>-<digest>`: the same plugin (class, id, dimensions) over the same sections
-    gets the same id in every process, so a re-run finds the run before it."""
+    gets the same id in every process, so a re-run finds the run before it.
+
+    The digest takes the first ID_SECTIONS sections and, past those, the number of sections
+    (`count`, if `sections` holds only the first ones), so a big run's id is known before
+    its input is read. Two inputs that differ only further on share an id: a run replaces
+    the other, and a resume is refused (its input hash is checked in full)."""
     ident = str(getattr(plugin, "id", None) or type(plugin).__name__)
     dimensions = [[_name(d), str(getattr(d, "scope", "section"))]
                   for d in getattr(plugin, "dimensions", [])]
     digest = hashlib.sha256()
     digest.update(CANONICAL.encode([f"{type(plugin).__module__}.{type(plugin).__qualname__}",
                                     ident, dimensions]).encode())
-    for chunk in sections_json(sections):
+    for chunk in sections_json(sections[:ID_SECTIONS]):
         digest.update(chunk.encode())
+    total = len(sections) if count is None else count
+    if total > ID_SECTIONS:
+        digest.update(f"|{total}".encode())
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", ident).strip("-")[:40] or "run"
     return f"{slug}-{digest.hexdigest()[:16]}"
 

@@ -21,6 +21,7 @@ from ..errors import StoreError
 if TYPE_CHECKING:
     from ..types import Section
 
+_PENDING = "pending"  # _input.PENDING: an input hash not written yet
 STALE_AFTER = 60.0  # a heartbeat older than this means the owner is gone
 
 # The handles (StoredRun) of the runs this process has open, by owner token; a run whose
@@ -40,7 +41,8 @@ class Owned:
 
     token: str
     lost: StoreError | None = None
-    inputs: Sequence[Section] = ()  # the sections the run was opened with
+    inputs: Sequence[Section] | None = ()  # the sections the run was opened with (None:
+    # written as they were read, see _input.py)
 
 
 @dataclass(slots=True)
@@ -82,6 +84,9 @@ class Claim:
                     "restart=True to start over"
                 )
             else:
+                if input_hash == _PENDING:  # its process stopped while writing its input
+                    self._check_begins(conn)
+                    input_hash, count = self.input_hash, self.section_count
                 self._check_matches(plugin, signature, input_hash, count)
                 self.resumed = True
                 conn.execute(
@@ -99,6 +104,25 @@ class Claim:
         conn.executemany("INSERT INTO sections VALUES (?, 'input', ?, ?)",
                          [(pid, i, chunk) for i, chunk in enumerate(self.sections)])
         return []
+
+    def _check_begins(self, conn: sqlite3.Connection) -> None:
+        """A run whose input was still being written (see _input.py): the sections stored
+        must be where this input begins; then this input is stored in their place."""
+        pid = self.process_id
+        stored = [pair for (text,) in conn.execute(
+            "SELECT sections FROM sections WHERE process_id = ? AND kind = 'input' "
+            "ORDER BY chunk", (pid,)) for pair in json.loads(text)]
+        given = [pair for text in self.sections for pair in json.loads(text)]
+        if given[:len(stored)] != stored:
+            raise StoreError(
+                f"run {pid!r} was started with different sections (its first {len(stored)} "
+                f"stored sections are not where these {len(given)} begin); pass "
+                f"restart=True to start run {pid!r} over, or use a new process_id")
+        conn.execute("DELETE FROM sections WHERE process_id = ? AND kind = 'input'", (pid,))
+        conn.executemany("INSERT INTO sections VALUES (?, 'input', ?, ?)",
+                         [(pid, i, chunk) for i, chunk in enumerate(self.sections)])
+        conn.execute("UPDATE runs SET input_hash = ?, section_count = ? WHERE process_id = ?",
+                     (self.input_hash, self.section_count, pid))
 
     def _check_matches(self, plugin: str, signature: str, input_hash: str, count: int) -> None:
         pid = self.process_id

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .._table import Row
 from ..types import DimensionResult, Section
-from ._codec import result_from_json
+from ._codec import SECTIONS_PER_ROW, result_from_json
 
 
 class StoredRows:
@@ -64,6 +64,24 @@ class StoredRows:
                 upcoming = next(results, None)
             yield index, section, row
             index += 1
+
+    def row(self, index: int) -> Row:
+        """One row, by its section index: read alone, not walked to."""
+        found = self._conn.execute(
+            "SELECT sections FROM sections WHERE process_id = ? AND kind = ? AND chunk = ?",
+            (self.process_id, self._kind, index // SECTIONS_PER_ROW)).fetchone()
+        section = None
+        if found is not None:
+            pairs = json.loads(found[0])
+            if index % SECTIONS_PER_ROW < len(pairs):
+                content, metadata = pairs[index % SECTIONS_PER_ROW]
+                section = Section(content=content, metadata=metadata)
+        stored = dict(self._conn.execute(
+            "SELECT dimension, result FROM results WHERE process_id = ? AND section_index = ?",
+            (self.process_id, index)).fetchall())
+        row = {name: result_from_json(stored[name]) for name in self.dimensions
+               if name in stored}
+        return index, section, row
 
     def _sections(self) -> Iterator[Section]:
         cursor = self._conn.execute(

@@ -15,6 +15,7 @@ from ..graph import Plan
 from ..types import DimensionResult
 from ._calls import INSERT_FAILED, Timing, failed_row
 from ._codec import result_from_json, result_json
+from ._input import InputWriter
 from ._ownership import owner_alive
 from ._schema import GLOBAL_INDEX, Writer
 
@@ -56,6 +57,8 @@ class StoredRun:
     _writer: Writer = field(repr=False)
     # Timing of the request that answered a call, until its result is recorded with it.
     _answered: dict[ResultKey, Timing] = field(default_factory=dict, repr=False)
+    # Where the run's sections go as they are read (open_run(streamed=True)), else None.
+    input: InputWriter | None = field(default=None, repr=False)
 
     @property
     def record(self) -> RunRecorder:

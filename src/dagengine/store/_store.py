@@ -22,6 +22,7 @@ from ._batches import BatchLedger
 from ._cache import INSERT_CACHE, ResponseCache
 from ._calls import SELECT_CALLS, SELECT_FAILED, Attempt, CallRecord, all_attempts, attempt_from_row
 from ._codec import input_hash, result_from_json, sections_json
+from ._input import PENDING, InputWriter
 from ._ownership import LIVE, Claim, Owned, Release, lost_runs, outcome, renew_heartbeats
 from ._rows import StoredRows
 from ._runs import RUN_QUERY, ResultKey, RunInfo, StoredRun, reusable, run_info
@@ -72,25 +73,35 @@ class RunStore:
     async def open_run(
         self, process_id: str, *, sections: Sequence[Section], plan: Plan, plugin: Any,
         resume: bool = False, retry_failed: bool = True, restart: bool = False,
+        streamed: bool = False,
     ) -> StoredRun:
         """Claim `process_id`, check it against the stored run, and load what is done.
 
         A new id starts a run (also with resume=True). An existing id needs resume=True
         (continue it; the sections and dimension graph must match) or restart=True (drop
         its results and start over); otherwise StoreError.
+
+        `streamed` (a new run, not a resume, whose sections cannot be transformed): the
+        sections are written as the run reads them, through the returned run's `input`
+        (see _input.py); `sections` is then unused.
         """
-        chunks = sections_json(sections)
+        if streamed and resume:
+            raise StoreError("a resumed run is opened with its whole input, not streamed")
+        chunks = [] if streamed else sections_json(sections)
         claim = Claim(
             process_id=process_id,
             plugin=str(getattr(plugin, "id", None) or type(plugin).__name__),
             signature=json.dumps(plan.signature(), sort_keys=True),
-            input_hash=input_hash(chunks), section_count=len(sections), sections=chunks,
+            input_hash=PENDING if streamed else input_hash(chunks),
+            section_count=0 if streamed else len(sections), sections=chunks,
             token=uuid.uuid4().hex, resume=resume, restart=restart, path=self.path)
         self._flush()  # a claim must not wait behind, nor mix with, queued rows
         stored = await asyncio.to_thread(self._transaction, claim.run)
-        self._owned[process_id] = Owned(claim.token, inputs=sections)
+        self._owned[process_id] = Owned(claim.token, inputs=None if streamed else sections)
         run = StoredRun(process_id, reusable(stored, plan, retry_failed), claim.resumed,
                         self._writer())
+        if streamed:
+            run.input = InputWriter(process_id, self._writer())
         LIVE[claim.token] = run
         self._arm_heartbeat()
         return run
@@ -125,12 +136,13 @@ class RunStore:
 
         Raises StoreError if some of the run's results could not be committed.
         """
-        owned = self._owned.pop(process_id, None)
+        owned = self._owned.get(process_id)
         if owned is None:
             return
         try:
-            self._flush()
+            self._flush()  # while still owned: rows of the run queued since the last commit
         finally:
+            self._owned.pop(process_id, None)
             LIVE.pop(owned.token, None)
             if not self._owned and self._beat_timer is not None:
                 self._beat_timer.cancel()
@@ -140,8 +152,10 @@ class RunStore:
         totals = None
         if result is not None and result.costs is not None:
             totals = result.costs.model_dump_json(fallback=str)
+        # A streamed input cannot be transformed (a run with a global dimension reads it all).
         transformed = (sections_json(result.transformed_sections)
-                       if result and _changed(result.transformed_sections, owned.inputs) else [])
+                       if result and owned.inputs is not None
+                       and _changed(result.transformed_sections, owned.inputs) else [])
         release = Release(process_id, owned.token, status, error, totals, transformed)
         if owned.lost is None:
             await asyncio.to_thread(self._transaction, release.run)
