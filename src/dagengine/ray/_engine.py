@@ -44,7 +44,7 @@ from ..types import WorkerProgress
 from ._errors import ClusterError
 from ._leased import LeasedLimiter
 from ._pickling import pickled_parts, without_clients
-from ._shard import Batch, Shard, ShardItem
+from ._shard import Batch, Shard, ShardItem, unpacked
 from ._worker import RunParts, SectionWorker
 
 if TYPE_CHECKING:
@@ -322,7 +322,7 @@ class _ClusterRun:
         stream = worker.actor.run_shard.options(num_returns="streaming").remote(
             pending.shard, globals_ref)
         async for ref in stream:
-            batch: Batch = await ref
+            batch = unpacked(await ref)
             await self._apply(worker, pending, batch)
             if batch.final:
                 if batch.failure is not None:
