@@ -172,6 +172,37 @@ def test_levels_split_the_dag_at_its_global_barriers() -> None:
     assert levels(plan) == [(["a", "b", "d"], ["g"]), (["c"], ["h"])]
 
 
+def test_a_batch_travels_as_one_pickle_and_comes_back_equal() -> None:
+    from dagengine.ray._shard import Batch, Outcome, packed, unpacked
+    from dagengine.types import CallInfo, TokenUsage
+
+    tokens = TokenUsage.of(18, 13)
+    call = CallInfo(model="gpt-4o-mini", provider="openai", tokens=tokens, cost=1e-5,
+                    attempts=1, duration=0.01, finish_reason="stop", status_code=200)
+    result = DimensionResult(data={"summary": "fine"}, metadata={"model": call.model,
+                             "tokens": tokens}, call=call)
+    batch = Batch("worker-1", outcomes=[Outcome("summary", 3, result, False)],
+                  sent={("summary", "openai"): 1}, ended={("summary", "openai"): 1},
+                  final=True)
+    item = packed(batch)
+    assert isinstance(item, bytes)  # one pickle: the driver's Ray thread does not load it
+    back = unpacked(item)
+    assert back == batch
+    assert back.outcomes[0].result.metadata["tokens"] is back.outcomes[0].result.call.tokens
+
+
+def test_a_batch_that_needs_cloudpickle_travels_as_itself() -> None:
+    from dagengine.ray._shard import Batch, Outcome, packed, unpacked
+
+    class Local:  # made inside a function: pickle cannot find it by name, cloudpickle can
+        pass
+
+    batch = Batch("worker-1", outcomes=[Outcome("summary", 0, DimensionResult(data=Local()),
+                                                False)])
+    assert packed(batch) is batch
+    assert unpacked(batch) is batch
+
+
 def test_the_progress_line_shows_the_live_workers_and_their_throughput() -> None:
     from dagengine.display import format_line
     from dagengine.types import ProgressUpdate, WorkerProgress

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import itertools
 import logging
@@ -44,7 +45,7 @@ from ..types import WorkerProgress
 from ._errors import ClusterError
 from ._leased import LeasedLimiter
 from ._pickling import pickled_parts, without_clients
-from ._shard import Batch, Shard, ShardItem
+from ._shard import Batch, Shard, ShardItem, unpacked
 from ._worker import RunParts, SectionWorker
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dagengine")
 
-SHARD_SECTIONS = 50  # most sections in one shard: a shard is worth a round trip
+# Most sections in one shard: each shard costs the driver a remote call, a stream and its
+# final batch; a level is cut finer when it has fewer sections (see _run_level).
+SHARD_SECTIONS = 200
 SHARDS_AHEAD = 2  # shards in flight per worker, so that one's tail does not idle it
 
 
@@ -176,7 +179,7 @@ class _ClusterRun:
 
     def _spawn(self, share: int) -> _Worker:
         name = f"worker-{next(self._names)}"
-        actor = self.ray.remote(SectionWorker).options(
+        actor = _actor_class().options(
             num_cpus=1, max_concurrency=1000, scheduling_strategy="SPREAD",
             namespace=self.cluster.namespace,
         ).remote(name)
@@ -322,7 +325,7 @@ class _ClusterRun:
         stream = worker.actor.run_shard.options(num_returns="streaming").remote(
             pending.shard, globals_ref)
         async for ref in stream:
-            batch: Batch = await ref
+            batch = unpacked(await ref)
             await self._apply(worker, pending, batch)
             if batch.final:
                 if batch.failure is not None:
@@ -391,6 +394,16 @@ class _ClusterRun:
             await local._run_global(name, slot)
         finally:
             slot.release()
+
+
+@functools.cache
+def _actor_class() -> Any:
+    """SectionWorker as a Ray actor class, made once: each `ray.remote(SectionWorker)`
+    exports the class to the cluster again (disassembling it), a tenth of a second of the
+    driver's CPU per run."""
+    import ray
+
+    return ray.remote(SectionWorker)
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -66,6 +66,27 @@ class Batch:
     failure: BaseException | None = None  # what stopped the shard (continue_on_error=False)
 
 
+def packed(batch: Batch) -> bytes | Batch:
+    """`batch` as the worker yields it: one pickle, which the driver loads once; or, when
+    something in it needs cloudpickle (a class made inside a function), itself.
+
+    Ray's streaming generator deserialises each item it streams to see that it is ready,
+    and awaiting the item deserialises it again: as bytes, the batch's results are
+    unpickled once, not twice (about half the driver's CPU per call, measured)."""
+    try:
+        return pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return batch
+
+
+def unpacked(item: bytes | Batch) -> Batch:
+    """What `packed` made of a batch, as the batch again."""
+    if isinstance(item, Batch):
+        return item
+    batch: Batch = pickle.loads(item)
+    return batch
+
+
 class RemoteError(DagEngineError):
     """An error raised on a worker whose own type does not survive pickling; the message
     names that type."""

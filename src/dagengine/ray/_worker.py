@@ -35,7 +35,7 @@ from ..ready import CallTimes
 from ..scheduler import RunFailed, Scheduler
 from ..types import DimensionResult
 from ._leased import LeasedLimiter
-from ._shard import BATCH_SECONDS, Batch, Outcome, Shard, portable
+from ._shard import BATCH_SECONDS, Batch, Outcome, Shard, packed, portable
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +163,10 @@ class SectionWorker:
         return self.name
 
     async def run_shard(self, shard: Shard,
-                        global_results: dict[str, DimensionResult]) -> AsyncIterator[Batch]:
-        """Run `shard`, yielding a batch of results every BATCH_SECONDS and a final one."""
+                        global_results: dict[str, DimensionResult]
+                        ) -> AsyncIterator[bytes | Batch]:
+        """Run `shard`, yielding a batch of results every BATCH_SECONDS and a final one
+        (each as `packed` makes it)."""
         collector = _Collector(self.name, shard, self._counts, self._attempts)
         task = asyncio.get_running_loop().create_task(
             self._run(shard, global_results, collector))
@@ -173,14 +175,14 @@ class SectionWorker:
             while not task.done():
                 await asyncio.wait({task}, timeout=BATCH_SECONDS)
                 if collector.batch.outcomes and not task.done():
-                    yield collector.take()
+                    yield packed(collector.take())
             final = collector.take()
             final.final = True
             failure = None if task.cancelled() else task.exception()
             if isinstance(failure, RunFailed):  # the driver raises its own around it
                 failure = failure.error
             final.failure = portable(failure)
-            yield final
+            yield packed(final)
         finally:
             if not task.done():
                 task.cancel()
