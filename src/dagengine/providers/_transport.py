@@ -1,4 +1,4 @@
-"""The http transport: a provider's documented wire format, posted over one aiohttp session.
+"""The http transport: a provider's documented wire format, posted over one session per loop.
 
 The official SDKs build, validate and wrap every request through several layers (a vendored
 httpx client on top of their aiohttp backend); at thousands of calls a second that is most of
@@ -8,9 +8,10 @@ into the same ProviderError the SDK backends give: the status code and its `retr
 timeouts and connection errors without one, a 200 that is not JSON as malformed. Each wire
 format (anthropic.py, openai.py, gemini.py) only builds its body and reads its answer.
 
-Sessions: no SSL context of their own (https uses aiohttp's, made once per process when it is
-imported), no connection limit (the engine bounds what is in flight), no client timeout (the
-provider's `asyncio.timeout` bounds a call), the environment's proxy read once, no redirects
+Sessions: a `WireSession` (_wire.py: kept-alive HTTP/1.1 connections, a third of aiohttp's CPU
+a request), or an aiohttp session when the environment names a proxy for the API (read once).
+Either way one SSL context a process, no connection limit (the engine bounds what is in
+flight), no client timeout (the provider's `asyncio.timeout` bounds a call), no redirects
 followed (as the SDKs).
 """
 
@@ -20,7 +21,7 @@ import asyncio
 import urllib.request
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
@@ -29,6 +30,7 @@ from yarl import URL
 from ._http import connection_error, malformed_error, status_error, timeout_error
 from ._sdk import Backend
 from ._settings import Settings
+from ._wire import WireError, WireSession
 from .base import ProviderError
 
 __all__ = ["HTTPBackend", "request_options"]
@@ -36,7 +38,7 @@ __all__ = ["HTTPBackend", "request_options"]
 # The SDKs' create() keyword arguments that shape the HTTP request rather than its JSON body;
 # the http backends honour them too, so options written for the SDKs keep their meaning.
 _REQUEST_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
-_USER_AGENT = "dagengine (python, aiohttp)"
+_USER_AGENT = "dagengine (python)"
 
 
 class RequestOptions:
@@ -78,25 +80,33 @@ class HTTPBackend(Backend):
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": _USER_AGENT, **headers}
         self._urls: dict[str, URL] = {}
+        self._targets: dict[str, str] = {}
 
-    def new_client(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=0)
+    def new_client(self) -> WireSession | aiohttp.ClientSession:
+        proxy = _environment_proxy(self.base_url)
+        if proxy is None:
+            try:
+                return WireSession(self.base_url, self._headers)
+            except ValueError:
+                pass  # aiohttp's session says what is wrong with the URL on the first request
         return aiohttp.ClientSession(
-            connector=connector,
+            connector=aiohttp.TCPConnector(limit=0),
             headers=self._headers,
             timeout=aiohttp.ClientTimeout(),
-            proxy=_environment_proxy(self.base_url),
+            proxy=proxy,
         )
 
     @staticmethod
-    async def close_client(client: aiohttp.ClientSession) -> None:
+    async def close_client(client: WireSession | aiohttp.ClientSession) -> None:
         await client.close()
 
     async def post(self, path: str, body: Mapping[str, Any],
                    options: RequestOptions | None = None) -> tuple[Any, Mapping[str, str]]:
         """The decoded JSON of a 2xx answer to POST base_url + path, and its headers."""
-        session: aiohttp.ClientSession = self.client()
+        session: WireSession | aiohttp.ClientSession = self.client()
         data = self._encode(body)
+        if isinstance(session, WireSession):
+            return await self._post_on_wire(session, path, data, options)
         try:
             url = self._url(path)
             if options is None:
@@ -121,6 +131,31 @@ class HTTPBackend(Backend):
         except orjson.JSONDecodeError as exc:
             raise malformed_error(self.provider, str(exc), self.settings) from None
 
+    async def _post_on_wire(self, session: WireSession, path: str, data: bytes,
+                            options: RequestOptions | None) -> tuple[Any, Mapping[str, str]]:
+        try:
+            target = self._target(path)
+            if options is None:
+                response = await session.post(target, data)
+            else:
+                if options.query:
+                    target += ("&" if "?" in target else "?") + urlencode(options.query,
+                                                                          doseq=True)
+                async with asyncio.timeout(options.timeout):
+                    response = await session.post(target, data, options.headers)
+        except TimeoutError:
+            raise timeout_error(self.provider, options.timeout if options and options.timeout
+                                else self.settings.timeout) from None
+        except (WireError, ConnectionError, ValueError) as exc:
+            raise connection_error(self.provider, exc, self.settings) from None
+        raw = response.body
+        if not 200 <= response.status < 300:
+            raise self.status_error(response.status, _error_body(raw), response.headers)
+        try:
+            return orjson.loads(raw), response.headers
+        except orjson.JSONDecodeError as exc:
+            raise malformed_error(self.provider, str(exc), self.settings) from None
+
     def status_error(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
         return status_error(self.provider, status, body, headers, self.settings)
 
@@ -131,6 +166,14 @@ class HTTPBackend(Backend):
         if url is None:
             url = self._urls[text] = URL(text)
         return url
+
+    def _target(self, path: str) -> str:
+        """The request target (path and query, percent-encoded) of base_url + path."""
+        text = self.base_url + path
+        target = self._targets.get(text)
+        if target is None:
+            target = self._targets[text] = URL(text).raw_path_qs
+        return target
 
     def _encode(self, body: Mapping[str, Any]) -> bytes:
         try:
