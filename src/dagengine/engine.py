@@ -409,31 +409,34 @@ class DagEngine:
         run = handle.run
         await observers.call("run_started", run.plan)
         self._active_runs += 1
-        try:
-            with collector_paced():
+        # The result is built at the run's pace too: it allocates a few objects per section,
+        # and at the default pace each young collection would walk every result again.
+        with collector_paced():
+            try:
                 if self.cluster is None:
                     await Scheduler(run, state, observers).execute()
                 else:
                     from .ray._engine import execute_on_cluster
 
-                    await execute_on_cluster(self.cluster, run, state, observers, handle.progress)
-        except (RunFailed, Exception) as failure:
-            error = failure.error if isinstance(failure, RunFailed) else failure
-            handle.result = partial = run.process_result(state)
-            recovered = await run.hooks.call("handle_process_failure", HookContext(
-                process_id=run.process_id, error=error,
-                sections=[s.section for s in state.current], results=partial,
-                global_results=partial.global_results, metadata=run.metadata), None)
-            if isinstance(recovered, ProcessResult):
-                return recovered, error
-            raise error from None
-        except asyncio.CancelledError:
-            handle.result = run.process_result(state)
-            raise
-        finally:
-            await observers.call("run_done")
-            self._active_runs -= 1
-        return run.process_result(state), None
+                    await execute_on_cluster(self.cluster, run, state, observers,
+                                             handle.progress)
+            except (RunFailed, Exception) as failure:
+                error = failure.error if isinstance(failure, RunFailed) else failure
+                handle.result = partial = run.process_result(state)
+                recovered = await run.hooks.call("handle_process_failure", HookContext(
+                    process_id=run.process_id, error=error,
+                    sections=[s.section for s in state.current], results=partial,
+                    global_results=partial.global_results, metadata=run.metadata), None)
+                if isinstance(recovered, ProcessResult):
+                    return recovered, error
+                raise error from None
+            except asyncio.CancelledError:
+                handle.result = run.process_result(state)
+                raise
+            finally:
+                await observers.call("run_done")
+                self._active_runs -= 1
+            return run.process_result(state), None
 
     # -- durable runs (the store) ------------------------------------------------------------
 

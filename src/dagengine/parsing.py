@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 import json_repair
+import orjson
 import pydantic
 
 from ._structured import compact_schema, request_schema
@@ -44,6 +45,10 @@ def parse_json_lenient(text: str) -> Any:
     JSON it holds cannot be repaired without losing most of it.
     """
     stripped = text.strip()
+    try:  # the usual answer, five times faster than json's; json's reads what orjson refuses
+        return orjson.loads(stripped)  # (NaN, integers past 64 bits, lone surrogates)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(stripped)
     except ValueError:
