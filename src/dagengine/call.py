@@ -21,6 +21,7 @@ from typing import Any
 
 from . import _logs, _permitted, _pool
 from ._batching import Batcher, batch_dimensions
+from ._deadlines import time_limit
 from ._logs import call_log
 from ._run import Run
 from ._structured import request_schema
@@ -231,7 +232,7 @@ class _Call:
         try:
             if limit is None:
                 return await self._send_handling_fallbacks()
-            async with asyncio.timeout(limit):
+            async with time_limit(limit):
                 return await self._send_handling_fallbacks()
         except TimeoutError:
             error = DimensionTimeoutError(self.site.name, limit or 0.0)

@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._deadlines import time_limit
 from ..errors import ConfigurationError, OutputValidationError
 from ..parsing import parse_answer
 from ..types import ProviderRequest, ProviderResponse, TokenUsage
@@ -170,7 +171,7 @@ class SDKProvider(BaseProvider):
     async def execute(self, request: ProviderRequest) -> ProviderResponse:
         call = self._call(request)
         try:
-            async with asyncio.timeout(self.settings.timeout):
+            async with time_limit(self.settings.timeout):
                 completion = await self.backend.complete(call)
         except TimeoutError:
             raise timeout_error(self.name, self.settings.timeout) from None
