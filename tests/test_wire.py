@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -243,3 +247,34 @@ async def test_the_provider_answers_through_the_wire_session(serve: Serve) -> No
     sent = server.requests[0].decode()
     assert f"x-api-key: {KEY}\r\n" in sent and "anthropic-version:" in sent
     assert '"model":"claude-x"' in sent
+
+
+def certificate_for_localhost(folder: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not on PATH")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+async def test_https_verifies_the_server_and_reuses_its_connection(tmp_path: Path) -> None:
+    cert, key = await asyncio.to_thread(certificate_for_localhost, tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    raw = RawServer(lambda request: http())
+    server = await asyncio.start_server(raw.handle, "127.0.0.1", 0, ssl=server_context)
+    base = f"https://localhost:{server.sockets[0].getsockname()[1]}"
+    trusting = ssl.create_default_context(cafile=str(cert))
+    try:
+        session = WireSession(base, {}, ssl_context=trusting)
+        answers = [await session.post("/v1/messages", b"{}") for _ in range(3)]
+        await session.close()
+        with pytest.raises(WireError, match="CERTIFICATE_VERIFY_FAILED"):
+            await WireSession(base, {}).post("/v1/messages", b"{}")  # not in the trust store
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [a.body for a in answers] == [ANSWER] * 3 and raw.connections == 1
+    assert f"Host: localhost:{base.rsplit(':', 1)[1]}\r\n" in raw.requests[0].decode()

@@ -69,14 +69,17 @@ def _checked(text: str, what: str) -> str:
 
 
 class WireSession:
-    """Connections to the origin of `base_url` (http or https), each sending `headers`."""
+    """Connections to the origin of `base_url` (http or https), each sending `headers`;
+    https verifies the server with `ssl_context` (by default the system's trust store)."""
 
-    def __init__(self, base_url: str, headers: Mapping[str, str]) -> None:
+    def __init__(self, base_url: str, headers: Mapping[str, str], *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self._host = parts.hostname
         self._tls = parts.scheme == "https"
+        self._ssl_context = ssl_context
         self._port = parts.port or (443 if self._tls else 80)
         host = f"[{self._host}]" if ":" in self._host else self._host
         if parts.port is not None and parts.port != (443 if self._tls else 80):
@@ -130,7 +133,7 @@ class WireSession:
         try:
             _, connection = await loop.create_connection(
                 lambda: _Connection(loop, self._open), self._host, self._port,
-                ssl=_ssl_context() if self._tls else None,
+                ssl=(self._ssl_context or _ssl_context()) if self._tls else None,
                 server_hostname=self._host if self._tls else None)
         except OSError as exc:
             raise WireError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
