@@ -105,56 +105,46 @@ class HTTPBackend(Backend):
         """The decoded JSON of a 2xx answer to POST base_url + path, and its headers."""
         session: WireSession | aiohttp.ClientSession = self.client()
         data = self._encode(body)
-        if isinstance(session, WireSession):
-            return await self._post_on_wire(session, path, data, options)
         try:
-            url = self._url(path)
-            if options is None:
-                async with session.post(url, data=data, allow_redirects=False) as response:
-                    raw = await response.read()
+            if isinstance(session, WireSession):
+                status, headers, raw = await self._on_wire(session, path, data, options)
             else:
-                async with asyncio.timeout(options.timeout):
-                    async with session.post(url, data=data, allow_redirects=False,
-                                            headers=options.headers,
-                                            params=options.query) as response:
-                        raw = await response.read()
+                status, headers, raw = await self._on_aiohttp(session, path, data, options)
         except TimeoutError:
             raise timeout_error(self.provider, options.timeout if options and options.timeout
                                 else self.settings.timeout) from None
-        except (aiohttp.ClientError, ConnectionError, ValueError) as exc:
-            # ValueError: aiohttp refuses a URL it cannot parse (aiohttp.InvalidURL is one).
+        except (WireError, aiohttp.ClientError, ConnectionError, ValueError) as exc:
+            # ValueError: a URL or header that cannot be sent (aiohttp.InvalidURL is one).
             raise connection_error(self.provider, exc, self.settings) from None
-        if not 200 <= response.status < 300:
-            raise self.status_error(response.status, _error_body(raw), response.headers)
+        if not 200 <= status < 300:
+            raise self.status_error(status, _error_body(raw), headers)
         try:
-            return orjson.loads(raw), response.headers
+            return orjson.loads(raw), headers
         except orjson.JSONDecodeError as exc:
             raise malformed_error(self.provider, str(exc), self.settings) from None
 
-    async def _post_on_wire(self, session: WireSession, path: str, data: bytes,
-                            options: RequestOptions | None) -> tuple[Any, Mapping[str, str]]:
-        try:
-            target = self._target(path)
-            if options is None:
-                response = await session.post(target, data)
-            else:
-                if options.query:
-                    target += ("&" if "?" in target else "?") + urlencode(options.query,
-                                                                          doseq=True)
-                async with asyncio.timeout(options.timeout):
-                    response = await session.post(target, data, options.headers)
-        except TimeoutError:
-            raise timeout_error(self.provider, options.timeout if options and options.timeout
-                                else self.settings.timeout) from None
-        except (WireError, ConnectionError, ValueError) as exc:
-            raise connection_error(self.provider, exc, self.settings) from None
-        raw = response.body
-        if not 200 <= response.status < 300:
-            raise self.status_error(response.status, _error_body(raw), response.headers)
-        try:
-            return orjson.loads(raw), response.headers
-        except orjson.JSONDecodeError as exc:
-            raise malformed_error(self.provider, str(exc), self.settings) from None
+    async def _on_wire(self, session: WireSession, path: str, data: bytes,
+                       options: RequestOptions | None) -> tuple[int, Mapping[str, str], bytes]:
+        target = self._target(path)
+        if options is None:
+            response = await session.post(target, data)
+        else:
+            if options.query:
+                target += ("&" if "?" in target else "?") + urlencode(options.query, doseq=True)
+            async with asyncio.timeout(options.timeout):
+                response = await session.post(target, data, options.headers)
+        return response.status, response.headers, response.body
+
+    async def _on_aiohttp(self, session: aiohttp.ClientSession, path: str, data: bytes,
+                          options: RequestOptions | None) -> tuple[int, Mapping[str, str], bytes]:
+        url = self._url(path)
+        if options is None:
+            async with session.post(url, data=data, allow_redirects=False) as response:
+                return response.status, response.headers, await response.read()
+        async with asyncio.timeout(options.timeout), session.post(
+                url, data=data, allow_redirects=False, headers=options.headers,
+                params=options.query) as response:
+            return response.status, response.headers, await response.read()
 
     def status_error(self, status: int, body: Any, headers: Mapping[str, str]) -> ProviderError:
         return status_error(self.provider, status, body, headers, self.settings)
