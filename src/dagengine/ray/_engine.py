@@ -41,6 +41,7 @@ from ..errors import ConfigurationError
 from ..graph import Plan
 from ..plugin import Observers
 from ..scheduler import RunFailed, Scheduler
+from ..store._codec import MADE
 from ..types import WorkerProgress
 from ._errors import ClusterError
 from ._leased import LeasedLimiter
@@ -135,6 +136,9 @@ class _ClusterRun:
         self._replacing: dict[str, asyncio.Future[_Worker]] = {}
         self.limiter: Any = None
         self.limiter_stats: Any = None
+        # A run with a store (batch mode's ledger is the store's) takes each result's row
+        # as the worker made it; without, a row made would only be dropped.
+        self._rows = run.batch_ledger is not None
 
     async def execute(self) -> None:
         ray, run = self.ray, self.run
@@ -188,7 +192,7 @@ class _ClusterRun:
     async def _set_up(self, worker: _Worker) -> _Worker:
         try:
             await worker.actor.setup.remote(self.parts_ref, self.limiter, worker.share,
-                                            self.observers.has("attempt_done"))
+                                            self.observers.has("attempt_done"), self._rows)
         except self.ray.exceptions.RayError as exc:
             raise ClusterError(
                 f"a worker actor did not start: {exc}; the cluster's workers must be able to "
@@ -325,8 +329,20 @@ class _ClusterRun:
         stream = worker.actor.run_shard.options(num_returns="streaming").remote(
             pending.shard, globals_ref)
         async for ref in stream:
-            batch = unpacked(await ref)
-            await self._apply(worker, pending, batch)
+            item = await ref
+            # The cyclic GC would otherwise run a young collection every few hundred of
+            # the objects a batch unpickles into (a result is a dozen), walking them all;
+            # what the batch leaves is frozen after it anyway (see execute).
+            paced = self._freeze and gc.isenabled()
+            if paced:
+                gc.disable()
+            try:
+                batch = unpacked(item)
+                await self._apply(worker, pending, batch)
+            finally:
+                if paced:
+                    gc.enable()
+                    gc.freeze()
             if batch.final:
                 if batch.failure is not None:
                     raise RunFailed(batch.failure)
@@ -364,11 +380,16 @@ class _ClusterRun:
                 section_state.started = True
                 await observers.call("section_started", section_state.index,
                                      section_state.section)
-            await local._complete_section(outcome.dimension, section_state, outcome.result,
-                                          outcome.error, restored=outcome.restored)
+            if outcome.row is not None:
+                MADE[id(outcome.result)] = (outcome.result, outcome.row)
+            try:
+                await local._complete_section(outcome.dimension, section_state,
+                                              outcome.result, outcome.error,
+                                              restored=outcome.restored)
+            finally:
+                if outcome.row is not None:  # not taken: the store did not record it
+                    MADE.pop(id(outcome.result), None)
         self._report_workers()
-        if self._freeze:
-            gc.freeze()
 
     def _report_workers(self) -> None:
         now = time.monotonic()

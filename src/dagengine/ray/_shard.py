@@ -49,6 +49,7 @@ class Outcome:
     result: DimensionResult
     restored: bool
     error: BaseException | None = None
+    row: str | None = None  # the result as the store writes it, when the driver has one
 
 
 @dataclass(slots=True)
