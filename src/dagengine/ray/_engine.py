@@ -59,6 +59,7 @@ log = logging.getLogger("dagengine")
 # final batch; a level is cut finer when it has fewer sections (see _run_level).
 SHARD_SECTIONS = 200
 SHARDS_AHEAD = 2  # shards in flight per worker, so that one's tail does not idle it
+WORKERS_SECONDS = 0.1  # how stale progress.workers may be while results stream in
 
 
 def levels(plan: Plan) -> list[tuple[list[str], list[str]]]:
@@ -136,6 +137,7 @@ class _ClusterRun:
         self._replacing: dict[str, asyncio.Future[_Worker]] = {}
         self.limiter: Any = None
         self.limiter_stats: Any = None
+        self._workers_reported = 0.0
         # A run with a store (batch mode's ledger is the store's) takes each result's row
         # as the worker made it; without, a row made would only be dropped.
         self._rows = run.batch_ledger is not None
@@ -389,10 +391,13 @@ class _ClusterRun:
             finally:
                 if outcome.row is not None:  # not taken: the store did not record it
                     MADE.pop(id(outcome.result), None)
-        self._report_workers()
+        # The per-worker view is a model per worker: made at most every WORKERS_SECONDS,
+        # and with each shard's last batch (so a level's end shows every result).
+        if batch.final or time.monotonic() - self._workers_reported >= WORKERS_SECONDS:
+            self._report_workers()
 
     def _report_workers(self) -> None:
-        now = time.monotonic()
+        now = self._workers_reported = time.monotonic()
         self.progress.workers = [
             WorkerProgress(name=w.name, alive=not w.lost, completed=w.results,
                            requests=w.requests, in_flight=max(0, w.in_flight),
