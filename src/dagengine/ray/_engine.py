@@ -46,7 +46,7 @@ from ..types import WorkerProgress
 from ._errors import ClusterError
 from ._leased import LeasedLimiter
 from ._pickling import pickled_parts, without_clients
-from ._shard import Batch, Shard, ShardItem, unpacked
+from ._shard import Batch, Shard, ShardItem, packed_shard, unpacked
 from ._worker import RunParts, SectionWorker
 
 if TYPE_CHECKING:
@@ -329,7 +329,7 @@ class _ClusterRun:
 
     async def _stream(self, worker: _Worker, pending: _Pending, globals_ref: Any) -> None:
         stream = worker.actor.run_shard.options(num_returns="streaming").remote(
-            pending.shard, globals_ref)
+            packed_shard(pending.shard), globals_ref)
         async for ref in stream:
             item = await ref
             # The cyclic GC would otherwise run a young collection every few hundred of

@@ -36,7 +36,7 @@ from ..scheduler import RunFailed, Scheduler
 from ..store._codec import result_json
 from ..types import DimensionResult
 from ._leased import LeasedLimiter
-from ._shard import BATCH_SECONDS, Batch, Outcome, Shard, packed, portable
+from ._shard import BATCH_SECONDS, Batch, Outcome, Shard, packed, portable, unpacked_shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,11 +170,12 @@ class SectionWorker:
         self._rows = rows
         return self.name
 
-    async def run_shard(self, shard: Shard,
+    async def run_shard(self, packed_shard: bytes | Shard,
                         global_results: dict[str, DimensionResult]
                         ) -> AsyncIterator[bytes | Batch]:
-        """Run `shard`, yielding a batch of results every BATCH_SECONDS and a final one
-        (each as `packed` makes it)."""
+        """Run a shard (as `packed_shard` made it), yielding a batch of results every
+        BATCH_SECONDS and a final one (each as `packed` makes it)."""
+        shard = unpacked_shard(packed_shard)
         collector = _Collector(self.name, shard, self._counts, self._attempts, self._rows)
         task = asyncio.get_running_loop().create_task(
             self._run(shard, global_results, collector))
