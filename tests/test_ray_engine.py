@@ -384,3 +384,44 @@ def sqlite_results(db: Path) -> int:
     with sqlite3.connect(db) as connection:
         return int(connection.execute("select count(*) from results where ok = 1")
                    .fetchone()[0])
+
+
+async def test_the_workers_make_the_store_rows_and_the_driver_writes_them_as_one_process(
+        cluster: RayCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import pydantic_core
+
+    from dagengine.store import _codec
+
+    made_here = Counter[str]()
+
+    def counted(value: Any, **options: Any) -> bytes:
+        if isinstance(value, dict) and set(value) == {"data", "error", "metadata", "call"}:
+            made_here["rows"] += 1
+        return pydantic_core.to_json(value, **options)
+
+    async with Simulator(seed=7) as sim:
+        await engine(sim, None, store=str(tmp_path / "one.db"), cache=False).process(
+            sections(12), process_id="rows")
+        await sim.reset()
+        monkeypatch.setattr(_codec, "pydantic_core", types.SimpleNamespace(to_json=counted))
+        await engine(sim, cluster, store=str(tmp_path / "ray.db"), cache=False).process(
+            sections(12), process_id="rows")
+    assert made_here["rows"] == 1  # the global dimension's, run on the driver
+    assert not _codec.MADE
+    assert stored_rows(tmp_path / "ray.db") == stored_rows(tmp_path / "one.db")
+
+
+def stored_rows(db: Path) -> dict[tuple[str, int], Any]:
+    """Each stored result as JSON, without what differs from run to run (durations)."""
+    import sqlite3
+
+    def timeless(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: timeless(v) for k, v in value.items() if k != "duration"}
+        return value
+
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("select dimension, section_index, ok, result from results")
+        return {(d, i): (ok, timeless(json.loads(text))) for d, i, ok, text in rows}

@@ -41,11 +41,12 @@ from ..errors import ConfigurationError
 from ..graph import Plan
 from ..plugin import Observers
 from ..scheduler import RunFailed, Scheduler
+from ..store._codec import MADE
 from ..types import WorkerProgress
 from ._errors import ClusterError
 from ._leased import LeasedLimiter
 from ._pickling import pickled_parts, without_clients
-from ._shard import Batch, Shard, ShardItem, unpacked
+from ._shard import Batch, Shard, ShardItem, packed_shard, unpacked
 from ._worker import RunParts, SectionWorker
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ log = logging.getLogger("dagengine")
 # final batch; a level is cut finer when it has fewer sections (see _run_level).
 SHARD_SECTIONS = 200
 SHARDS_AHEAD = 2  # shards in flight per worker, so that one's tail does not idle it
+WORKERS_SECONDS = 0.1  # how stale progress.workers may be while results stream in
 
 
 def levels(plan: Plan) -> list[tuple[list[str], list[str]]]:
@@ -135,6 +137,10 @@ class _ClusterRun:
         self._replacing: dict[str, asyncio.Future[_Worker]] = {}
         self.limiter: Any = None
         self.limiter_stats: Any = None
+        self._workers_reported = 0.0
+        # A run with a store (batch mode's ledger is the store's) takes each result's row
+        # as the worker made it; without, a row made would only be dropped.
+        self._rows = run.batch_ledger is not None
 
     async def execute(self) -> None:
         ray, run = self.ray, self.run
@@ -188,7 +194,7 @@ class _ClusterRun:
     async def _set_up(self, worker: _Worker) -> _Worker:
         try:
             await worker.actor.setup.remote(self.parts_ref, self.limiter, worker.share,
-                                            self.observers.has("attempt_done"))
+                                            self.observers.has("attempt_done"), self._rows)
         except self.ray.exceptions.RayError as exc:
             raise ClusterError(
                 f"a worker actor did not start: {exc}; the cluster's workers must be able to "
@@ -323,10 +329,22 @@ class _ClusterRun:
 
     async def _stream(self, worker: _Worker, pending: _Pending, globals_ref: Any) -> None:
         stream = worker.actor.run_shard.options(num_returns="streaming").remote(
-            pending.shard, globals_ref)
+            packed_shard(pending.shard), globals_ref)
         async for ref in stream:
-            batch = unpacked(await ref)
-            await self._apply(worker, pending, batch)
+            item = await ref
+            # The cyclic GC would otherwise run a young collection every few hundred of
+            # the objects a batch unpickles into (a result is a dozen), walking them all;
+            # what the batch leaves is frozen after it anyway (see execute).
+            paced = self._freeze and gc.isenabled()
+            if paced:
+                gc.disable()
+            try:
+                batch = unpacked(item)
+                await self._apply(worker, pending, batch)
+            finally:
+                if paced:
+                    gc.enable()
+                    gc.freeze()
             if batch.final:
                 if batch.failure is not None:
                     raise RunFailed(batch.failure)
@@ -364,14 +382,22 @@ class _ClusterRun:
                 section_state.started = True
                 await observers.call("section_started", section_state.index,
                                      section_state.section)
-            await local._complete_section(outcome.dimension, section_state, outcome.result,
-                                          outcome.error, restored=outcome.restored)
-        self._report_workers()
-        if self._freeze:
-            gc.freeze()
+            if outcome.row is not None:
+                MADE[id(outcome.result)] = (outcome.result, outcome.row)
+            try:
+                await local._complete_section(outcome.dimension, section_state,
+                                              outcome.result, outcome.error,
+                                              restored=outcome.restored)
+            finally:
+                if outcome.row is not None:  # not taken: the store did not record it
+                    MADE.pop(id(outcome.result), None)
+        # The per-worker view is a model per worker: made at most every WORKERS_SECONDS,
+        # and with each shard's last batch (so a level's end shows every result).
+        if batch.final or time.monotonic() - self._workers_reported >= WORKERS_SECONDS:
+            self._report_workers()
 
     def _report_workers(self) -> None:
-        now = time.monotonic()
+        now = self._workers_reported = time.monotonic()
         self.progress.workers = [
             WorkerProgress(name=w.name, alive=not w.lost, completed=w.results,
                            requests=w.requests, in_flight=max(0, w.in_flight),

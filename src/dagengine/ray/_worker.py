@@ -33,9 +33,10 @@ from ..plugin import Attempt, Hooks, Observer, Observers, Plugin
 from ..providers.base import ProviderRegistry
 from ..ready import CallTimes
 from ..scheduler import RunFailed, Scheduler
+from ..store._codec import result_json
 from ..types import DimensionResult
 from ._leased import LeasedLimiter
-from ._shard import BATCH_SECONDS, Batch, Outcome, Shard, packed, portable
+from ._shard import BATCH_SECONDS, Batch, Outcome, Shard, packed, portable, unpacked_shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +64,12 @@ class _Counts:
 class _Collector(Observer):
     """What one shard's scheduler reports, kept until the next batch goes out."""
 
-    def __init__(self, worker: str, shard: Shard, counts: _Counts, attempts: bool) -> None:
+    def __init__(self, worker: str, shard: Shard, counts: _Counts, attempts: bool,
+                 rows: bool) -> None:
         self._worker = worker
         self._counts = counts
         self._want_attempts = attempts
+        self._want_rows = rows
         # Results arrive by section index; the driver knows a shard's sections by key.
         self._keys = {(dim, item.index): item.key for item in shard.items
                       for dim in item.dimensions}
@@ -88,7 +91,9 @@ class _Collector(Observer):
         if key is None:
             return
         self._counts.results += 1
-        self.batch.outcomes.append(Outcome(dimension, key, result, restored))
+        # The store's JSON of a result is made here, not on the driver, which only writes it.
+        row = result_json(result) if self._want_rows and not restored else None
+        self.batch.outcomes.append(Outcome(dimension, key, result, restored, row=row))
 
     def error(self, error: BaseException, where: dict[str, Any]) -> None:
         # The scheduler reports a failed result's error right after the result itself.
@@ -149,25 +154,29 @@ class SectionWorker:
         self._times = CallTimes()
         self._counts = _Counts()
         self._attempts = False
+        self._rows = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def setup(self, parts: bytes, limiter: Any, concurrency: int,
-                    attempts: bool) -> str:
-        """Take a run's parts; `concurrency` is this worker's share of the run's."""
+                    attempts: bool, rows: bool = False) -> str:
+        """Take a run's parts; `concurrency` is this worker's share of the run's; `rows`:
+        the driver has a store (each result comes with its JSON as stored)."""
         await self.finish()
         self._parts = pickle.loads(parts)
         self._leased = LeasedLimiter(limiter, session=f"{self.name}-{id(self._parts):x}")
         self._slots = asyncio.Semaphore(max(1, concurrency))
         self._counts = _Counts()
         self._attempts = attempts
+        self._rows = rows
         return self.name
 
-    async def run_shard(self, shard: Shard,
+    async def run_shard(self, packed_shard: bytes | Shard,
                         global_results: dict[str, DimensionResult]
                         ) -> AsyncIterator[bytes | Batch]:
-        """Run `shard`, yielding a batch of results every BATCH_SECONDS and a final one
-        (each as `packed` makes it)."""
-        collector = _Collector(self.name, shard, self._counts, self._attempts)
+        """Run a shard (as `packed_shard` made it), yielding a batch of results every
+        BATCH_SECONDS and a final one (each as `packed` makes it)."""
+        shard = unpacked_shard(packed_shard)
+        collector = _Collector(self.name, shard, self._counts, self._attempts, self._rows)
         task = asyncio.get_running_loop().create_task(
             self._run(shard, global_results, collector))
         self._tasks.add(task)

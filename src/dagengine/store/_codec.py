@@ -14,8 +14,17 @@ from ..types import CallInfo, DimensionResult, ProviderResponse, Section, TokenU
 SECTIONS_PER_ROW = 1000
 
 
+# Results whose stored JSON was made where they were (a Ray worker), by id, each held with
+# its text so that its id stays its own: taken once by result_json, which then only writes.
+MADE: dict[int, tuple[DimensionResult, str]] = {}
+
+
 def result_json(result: DimensionResult) -> str:
     """A result as stored: JSON; values JSON cannot hold are stored as their str()."""
+    if MADE:
+        made = MADE.pop(id(result), None)
+        if made is not None and made[0] is result:
+            return made[1]
     return pydantic_core.to_json(
         {"data": result.data, "error": result.error, "metadata": result.metadata,
          "call": result.call}, fallback=str
