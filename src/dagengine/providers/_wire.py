@@ -68,6 +68,11 @@ def _checked(text: str, what: str) -> str:
     return text
 
 
+def _header_lines(headers: Mapping[str, str]) -> str:
+    return "".join(f"{_checked(k, 'header name')}: {_checked(str(v), 'header')}\r\n"
+                   for k, v in headers.items())
+
+
 class WireSession:
     """Connections to the origin of `base_url` (http or https), each sending `headers`;
     https verifies the server with `ssl_context` (by default the system's trust store)."""
@@ -85,8 +90,7 @@ class WireSession:
         if parts.port is not None and parts.port != (443 if self._tls else 80):
             host = f"{host}:{parts.port}"
         fixed = {"Host": host, "Accept-Encoding": "gzip, deflate", **headers}
-        self._fixed = "".join(f"{_checked(k, 'header name')}: {_checked(str(v), 'header')}\r\n"
-                              for k, v in fixed.items())
+        self._fixed = _header_lines(fixed)
         self._heads: dict[str, bytes] = {}  # request target -> the head up to Content-Length
         self._idle: deque[_Connection] = deque()
         self._open: set[_Connection] = set()
@@ -102,8 +106,7 @@ class WireSession:
             head = self._heads[target] = (
                 f"POST {_checked(target, 'request target')} HTTP/1.1\r\n{self._fixed}"
                 .encode("latin-1"))
-        extra = "".join(f"{_checked(k, 'header name')}: {_checked(str(v), 'header')}\r\n"
-                        for k, v in headers.items()).encode("latin-1") if headers else b""
+        extra = _header_lines(headers).encode("latin-1") if headers else b""
         connection = self._reused() or await self._connect()
         try:
             response = await connection.exchange(
